@@ -1,0 +1,176 @@
+"""QUESTS descriptors of atomistic structures (DESIGN §1).
+
+``get_descriptors(frames, k=32, cutoff=5.0)`` returns one row of 2k−1 float64 values per atom;
+``get_descriptors_multicomponent`` appends per-species blocks in the reference's layout.
+Inputs are validated at this boundary: every error is a ``ValueError`` naming the structure and
+atom at fault, never an exception from inside numba.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import numpy as np
+
+DEFAULT_K = 32
+DEFAULT_CUTOFF = 5.0
+#: Atoms closer than this (Å) are rejected as overlapping.
+MIN_DISTANCE = 0.1
+
+
+def _as_frames(frames) -> list:
+    from ase import Atoms
+
+    if isinstance(frames, Atoms):
+        return [frames]
+    if frames is None:
+        raise ValueError("no structures given (frames is None)")
+    try:
+        frames = list(frames)
+    except TypeError:
+        raise ValueError(f"frames must be an ase.Atoms or a list of them, got {type(frames).__name__}") from None
+    if not frames:
+        raise ValueError("no structures given (empty input)")
+    for s, atoms in enumerate(frames):
+        if not isinstance(atoms, Atoms):
+            raise ValueError(f"structure {s}: expected ase.Atoms, got {type(atoms).__name__}")
+    return frames
+
+
+def check_parameters(k, cutoff) -> tuple[int, float]:
+    """Validate k (integer >= 2) and cutoff (finite, > 0 Å)."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 2:
+        raise ValueError(f"k must be an integer >= 2, got {k!r}")
+    try:
+        cutoff = float(cutoff)
+    except (TypeError, ValueError):
+        raise ValueError(f"cutoff must be a positive number of Å, got {cutoff!r}") from None
+    if not np.isfinite(cutoff) or cutoff <= 0:
+        raise ValueError(f"cutoff must be a positive number of Å, got {cutoff!r}")
+    return int(k), cutoff
+
+
+def _check_structure(s: int, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray):
+    bad = ~np.isfinite(positions).all(axis=1)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"structure {s}, atom {i}: position is not finite ({positions[i].tolist()})")
+    for a in range(3):
+        if pbc[a] and (not np.all(np.isfinite(cell[a])) or np.linalg.norm(cell[a]) < 1e-12):
+            raise ValueError(f"structure {s}: pbc is set along axis {a} but the cell vector is zero or not finite")
+
+
+def structure_descriptors(positions, cell, pbc, k: int, cutoff: float, *, structure: int = 0,
+                          check_overlap: bool = True) -> np.ndarray:
+    """Descriptors (n, 2k−1) float64 of one structure given as raw arrays (Å)."""
+    from .kernels import quests_descriptors_kernel, sorting_network
+    from .neighbors import bin_points, periodic_points
+
+    positions = np.ascontiguousarray(positions, dtype=np.float64).reshape(-1, 3)
+    cell = np.asarray(cell, dtype=np.float64).reshape(3, 3)
+    pbc = np.asarray(pbc, dtype=bool).reshape(3)
+    n = positions.shape[0]
+    _check_structure(structure, positions, cell, pbc)
+    out = np.zeros((n, 2 * k - 1))
+    if n == 0:
+        return out
+    try:
+        pts, atom, shift = periodic_points(positions, cell, pbc, cutoff)
+    except ValueError as exc:
+        raise ValueError(f"structure {structure}: {exc}") from None
+    order, keys, starts, dims, _, _ = bin_points(pts, cutoff)
+    nn_dist = np.full(n, np.inf)
+    nn_atom = np.full(n, -1, dtype=np.int64)
+    n_nbrs = np.zeros(n, dtype=np.int64)
+    quests_descriptors_kernel(pts, atom, shift, n, order, keys, starts, dims, k, cutoff,
+                              sorting_network(k), out, nn_dist, nn_atom, n_nbrs)
+    if check_overlap:
+        close = nn_dist < MIN_DISTANCE
+        if close.any():
+            i = int(np.argmax(close))
+            j = int(nn_atom[i])
+            other = "its own periodic image" if j == i else f"atom {j}"
+            raise ValueError(
+                f"structure {structure}: atom {i} and {other} are {nn_dist[i]:.4g} Å apart "
+                f"(< {MIN_DISTANCE} Å): overlapping atoms")
+    return out
+
+
+def _run(frames, k, cutoff, threads, per_structure):
+    from ..runtime import threads as thread_context
+
+    frames = _as_frames(frames)
+    k, cutoff = check_parameters(k, cutoff)
+    blocks = []
+    with thread_context(threads):
+        for s, atoms in enumerate(frames):
+            blocks.append(per_structure(s, atoms, k, cutoff))
+    return np.concatenate(blocks, axis=0) if blocks else np.zeros((0, 2 * k - 1))
+
+
+def get_descriptors(frames, k: int = DEFAULT_K, cutoff: float = DEFAULT_CUTOFF, *,
+                    threads: int | None = None) -> np.ndarray:
+    """QUESTS descriptors of every atom of every structure.
+
+    Args:
+        frames: an ``ase.Atoms`` or a sequence of them (periodic along ``atoms.pbc`` axes only).
+        k: number of nearest neighbours (>= 2).
+        cutoff: neighbour cutoff rc in Å (> 0).
+        threads: numba threads for this call (None: all available); restored afterwards.
+
+    Returns:
+        (n_atoms_total, 2k−1) float64 array, rows in structure then atom order.
+    """
+    def one(s, atoms, k, cutoff):
+        return structure_descriptors(atoms.positions, atoms.cell.array, atoms.pbc, k, cutoff,
+                                     structure=s)
+
+    return _run(frames, k, cutoff, threads, one)
+
+
+def dataset_species(frames: Iterable) -> list[str]:
+    """Sorted unique chemical symbols of a dataset."""
+    symbols = set()
+    for atoms in frames:
+        symbols.update(atoms.get_chemical_symbols())
+    return sorted(symbols)
+
+
+def get_descriptors_multicomponent(frames, k: int = DEFAULT_K, cutoff: float = DEFAULT_CUTOFF,
+                                   species: Sequence[str] | None = None, *,
+                                   threads: int | None = None) -> np.ndarray:
+    """Multicomponent QUESTS descriptors (the reference's layout).
+
+    Blocks are computed on all atoms, then for each species (sorted) on the atoms of that
+    species only (zeros for atoms of other species), and laid out as
+    ``[x1_all, x1_s1, ..., x2_all, x2_s1, ...]``: width (2k−1)(n_species+1), or 2k−1 when the
+    dataset has a single species.
+    """
+    frames = _as_frames(frames)
+    species = sorted(species) if species is not None else dataset_species(frames)
+    if not species:
+        raise ValueError("species must name at least one element")
+    n_sp = len(species)
+
+    def one(s, atoms, k, cutoff):
+        pos = atoms.positions
+        full = structure_descriptors(pos, atoms.cell.array, atoms.pbc, k, cutoff, structure=s)
+        if n_sp == 1:
+            return full
+        symbols = np.array(atoms.get_chemical_symbols())
+        unknown = sorted(set(symbols) - set(species))
+        if unknown:
+            raise ValueError(f"structure {s}: species {unknown} not in the requested species {species}")
+        x1 = [full[:, :k]]
+        x2 = [full[:, k:]]
+        for sp in species:
+            mask = symbols == sp
+            part = np.zeros_like(full)
+            if mask.any():
+                part[mask] = structure_descriptors(pos[mask], atoms.cell.array, atoms.pbc, k, cutoff,
+                                                   structure=s, check_overlap=False)
+            x1.append(part[:, :k])
+            x2.append(part[:, k:])
+        return np.concatenate(x1 + x2, axis=1)
+
+    return _run(frames, k, cutoff, threads, one)

@@ -1,0 +1,238 @@
+"""Numba kernels of the QUESTS descriptor (DESIGN §1).
+
+For each query atom the k nearest neighbours within the cutoff are selected from the cell list
+with the deterministic tie rule (distance rounded to 1e-9 Å, then atom index, then image shift),
+then
+
+    x1_j = w(r_j) / r_j                                   (k values, nearest first)
+    M_jl = sqrt(w_j w_l) / r_jl,  M_jj = 0, zero padded to k×k
+    x2   = (1/k) · column sums of the row-sorted M, column 0 dropped, largest first.
+
+Rows of M are sorted with a Batcher odd–even merge network applied to all rows at once: M is
+symmetric, so sorting every row equals sorting every column, and one comparator then acts on
+two contiguous rows with vector min/max instead of k branchy scalar sorts.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numba as nb
+import numpy as np
+
+
+@functools.lru_cache(maxsize=None)
+def sorting_network(n: int) -> np.ndarray:
+    """Comparator pairs (lo, hi) of Batcher's odd–even merge sort for ``n`` inputs.
+
+    Generated for the next power of two; comparators touching padded positions are dropped,
+    which is valid because all comparators point low→high (padding acts as +inf).
+    Returns an (n_comparators, 2) int64 array.
+    """
+    size = 1
+    while size < n:
+        size *= 2
+    pairs = []
+    p = 1
+    while p < size:
+        step = p
+        while step >= 1:
+            for j in range(step % p, size - step, 2 * step):
+                for i in range(min(step, size - j - step)):
+                    a, b = i + j, i + j + step
+                    if a // (2 * p) == b // (2 * p) and b < n:
+                        pairs.append((a, b))
+            step //= 2
+        p *= 2
+    return np.array(pairs, dtype=np.int64).reshape(-1, 2)
+
+
+@nb.njit(cache=True, inline="always")
+def _key_less(d1, a1, s10, s11, s12, d2, a2, s20, s21, s22):
+    if d1 != d2:
+        return d1 < d2
+    if a1 != a2:
+        return a1 < a2
+    if s10 != s20:
+        return s10 < s20
+    if s11 != s21:
+        return s11 < s21
+    return s12 < s22
+
+
+@nb.njit(cache=True)
+def _descriptor_one(q, cand, n_cand, pts, atom, shift, k, cutoff, network,
+                    b_dk, b_atom, b_shift, b_idx, vec, r, w, M, colsum, out_row):
+    """Descriptor of point q from its candidate points. Returns (n_neighbours, r_min, atom_min)."""
+    rc2 = cutoff * cutoff
+    qx = pts[q, 0]
+    qy = pts[q, 1]
+    qz = pts[q, 2]
+    sq0 = shift[q, 0]
+    sq1 = shift[q, 1]
+    sq2 = shift[q, 2]
+    m = 0
+    for t in range(n_cand):
+        c = cand[t]
+        if c == q:
+            continue
+        dx = pts[c, 0] - qx
+        dy = pts[c, 1] - qy
+        dz = pts[c, 2] - qz
+        d2 = dx * dx + dy * dy + dz * dz
+        if d2 >= rc2:
+            continue
+        dk = np.int64(math.floor(math.sqrt(d2) * 1e9 + 0.5))
+        ca = atom[c]
+        c0 = shift[c, 0] - sq0
+        c1 = shift[c, 1] - sq1
+        c2 = shift[c, 2] - sq2
+        if m == k and not _key_less(dk, ca, c0, c1, c2, b_dk[m - 1], b_atom[m - 1],
+                                    b_shift[m - 1, 0], b_shift[m - 1, 1], b_shift[m - 1, 2]):
+            continue
+        pos = m if m < k else k - 1
+        while pos > 0 and _key_less(dk, ca, c0, c1, c2, b_dk[pos - 1], b_atom[pos - 1],
+                                    b_shift[pos - 1, 0], b_shift[pos - 1, 1], b_shift[pos - 1, 2]):
+            b_dk[pos] = b_dk[pos - 1]
+            b_atom[pos] = b_atom[pos - 1]
+            b_shift[pos, 0] = b_shift[pos - 1, 0]
+            b_shift[pos, 1] = b_shift[pos - 1, 1]
+            b_shift[pos, 2] = b_shift[pos - 1, 2]
+            b_idx[pos] = b_idx[pos - 1]
+            pos -= 1
+        b_dk[pos] = dk
+        b_atom[pos] = ca
+        b_shift[pos, 0] = c0
+        b_shift[pos, 1] = c1
+        b_shift[pos, 2] = c2
+        b_idx[pos] = c
+        if m < k:
+            m += 1
+
+    inv_rc2 = 1.0 / rc2
+    for j in range(m):
+        c = b_idx[j]
+        vec[j, 0] = pts[c, 0] - qx
+        vec[j, 1] = pts[c, 1] - qy
+        vec[j, 2] = pts[c, 2] - qz
+        rr = math.sqrt(vec[j, 0] * vec[j, 0] + vec[j, 1] * vec[j, 1] + vec[j, 2] * vec[j, 2])
+        r[j] = rr
+        z = 1.0 - rr * rr * inv_rc2
+        w[j] = z  # sqrt(w(r)) = 1 - (r/rc)^2 >= 0 inside the cutoff; M needs only sqrt(w)
+        out_row[j] = z * z / rr
+    for j in range(m, k):
+        out_row[j] = 0.0
+
+    for j in range(k):
+        for l in range(k):
+            M[j, l] = 0.0
+    for j in range(m):
+        for l in range(j + 1, m):
+            ex = vec[j, 0] - vec[l, 0]
+            ey = vec[j, 1] - vec[l, 1]
+            ez = vec[j, 2] - vec[l, 2]
+            v = w[j] * w[l] / math.sqrt(ex * ex + ey * ey + ez * ez)
+            M[j, l] = v
+            M[l, j] = v
+    # Sort every row of M (= every column, M is symmetric) with the network, columns < m only:
+    # columns >= m are all zero and sort to zeros.
+    for c in range(network.shape[0]):
+        a = network[c, 0]
+        b = network[c, 1]
+        for col in range(m):
+            x = M[a, col]
+            y = M[b, col]
+            M[a, col] = min(x, y)
+            M[b, col] = max(x, y)
+    for s in range(k):
+        acc = 0.0
+        for col in range(m):
+            acc += M[s, col]
+        colsum[s] = acc
+    inv_k = 1.0 / k
+    for t in range(k - 1):
+        out_row[k + t] = colsum[k - 1 - t] * inv_k
+    if m > 0:
+        return m, r[0], b_atom[0]
+    return 0, np.inf, np.int64(-1)
+
+
+@nb.njit(parallel=True, cache=True)
+def quests_descriptors_kernel(pts, atom, shift, n_query, order, keys, starts, dims, k, cutoff,
+                              network, out, nn_dist, nn_atom, n_nbrs):
+    """QUESTS descriptors of the first ``n_query`` points of a binned open-boundary point set.
+
+    Args:
+        pts: (P, 3) float64 positions, Å; atom: (P,) int64 atom indices; shift: (P, 3) int64
+            image shifts; order/keys/starts/dims: the cell list from ``bin_points``.
+        out: (n_query, 2k-1) float64, written; nn_dist/nn_atom/n_nbrs: (n_query,) nearest
+            neighbour distance, its atom, and the neighbour count, written (for validation).
+    """
+    n_cells = keys.shape[0]
+    dx = dims[0]
+    dy = dims[1]
+    dz = dims[2]
+    for u in nb.prange(n_cells):
+        s0 = starts[u]
+        s1 = starts[u + 1]
+        has_query = False
+        for t in range(s0, s1):
+            if order[t] < n_query:
+                has_query = True
+                break
+        if not has_query:
+            continue
+        key = keys[u]
+        cx = key % dx
+        cy = (key // dx) % dy
+        cz = key // (dx * dy)
+        # gather candidates from the 27 neighbouring cells
+        n_cand = 0
+        lo_idx = np.empty(27, dtype=np.int64)
+        hi_idx = np.empty(27, dtype=np.int64)
+        nb_cells = 0
+        for ox in range(-1, 2):
+            x = cx + ox
+            if x < 0 or x >= dx:
+                continue
+            for oy in range(-1, 2):
+                y = cy + oy
+                if y < 0 or y >= dy:
+                    continue
+                for oz in range(-1, 2):
+                    z = cz + oz
+                    if z < 0 or z >= dz:
+                        continue
+                    nkey = x + dx * (y + dy * z)
+                    pos = np.searchsorted(keys, nkey)
+                    if pos < n_cells and keys[pos] == nkey:
+                        lo_idx[nb_cells] = starts[pos]
+                        hi_idx[nb_cells] = starts[pos + 1]
+                        n_cand += starts[pos + 1] - starts[pos]
+                        nb_cells += 1
+        cand = np.empty(n_cand, dtype=np.int64)
+        p = 0
+        for c in range(nb_cells):
+            for t in range(lo_idx[c], hi_idx[c]):
+                cand[p] = order[t]
+                p += 1
+        b_dk = np.empty(k, dtype=np.int64)
+        b_atom = np.empty(k, dtype=np.int64)
+        b_shift = np.empty((k, 3), dtype=np.int64)
+        b_idx = np.empty(k, dtype=np.int64)
+        vec = np.empty((k, 3))
+        r = np.empty(k)
+        w = np.empty(k)
+        M = np.empty((k, k))
+        colsum = np.empty(k)
+        for t in range(s0, s1):
+            q = order[t]
+            if q >= n_query:
+                continue
+            m, rmin, amin = _descriptor_one(q, cand, n_cand, pts, atom, shift, k, cutoff, network,
+                                            b_dk, b_atom, b_shift, b_idx, vec, r, w, M, colsum,
+                                            out[q])
+            nn_dist[q] = rmin
+            nn_atom[q] = amin
+            n_nbrs[q] = m
