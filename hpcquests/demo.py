@@ -83,7 +83,7 @@ def run_demo(args) -> dict:
             return format(v, fmt) if v is not None else "-"
         lines.append(f"{r['dataset']:28s} {r['environments']:6d} {r['entropy']:9.3f} "
                      f"{f(r['dH_mean'], '9.2f'):>9s} {f(r['dH_max'], '9.2f'):>9s} "
-                     f"{f(None if r['novel_fraction'] is None else 100 * r['novel_fraction'], '6.1f') + '%':>7s}")
+                     f"{'-' if r['novel_fraction'] is None else format(100 * r['novel_fraction'], '6.1f') + '%':>7s}")
     lines += ["",
               "dH > 0: the environment is outside the training data (an ML potential trained on it",
               "would extrapolate there). Same-temperature snapshots are covered; vacancies, the molten",

@@ -9,8 +9,8 @@ import time
 class Progress:
     """``Progress("descriptors", total, unit="structures")``; call ``update(done)``; ``close()``.
 
-    Prints at most every ``interval`` seconds (always the final line), to stderr, so stdout
-    stays clean for ``--json`` output.
+    Prints at most every ``interval`` seconds, to stderr (stdout stays clean for ``--json``);
+    steps shorter than ``interval`` print nothing, longer ones end with a 100% line.
     """
 
     def __init__(self, label: str, total: int, unit: str = "", *, enabled: bool = True,
@@ -22,7 +22,8 @@ class Progress:
         self.interval = interval
         self.stream = stream if stream is not None else sys.stderr
         self.start = time.perf_counter()
-        self._last = -1e9
+        self._last = self.start  # first line only once the step has run for `interval` seconds
+        self._printed = False
         self.done = 0
 
     def update(self, done: int):
@@ -30,8 +31,10 @@ class Progress:
         if not self.enabled:
             return
         now = time.perf_counter()
-        if now - self._last >= self.interval or self.done >= self.total:
+        finished = self.done >= self.total
+        if now - self._last >= self.interval or (finished and self._printed):
             self._last = now
+            self._printed = True
             elapsed = now - self.start
             rate = self.done / elapsed if elapsed > 0 else 0.0
             pct = 100.0 * self.done / self.total if self.total else 100.0

@@ -96,7 +96,7 @@ def structure_descriptors(positions, cell, pbc, k: int, cutoff: float, *, struct
     return out
 
 
-def _run(frames, k, cutoff, threads, per_structure):
+def _run(frames, k, cutoff, threads, per_structure, progress=None):
     from ..runtime import threads as thread_context
 
     frames = _as_frames(frames)
@@ -105,11 +105,13 @@ def _run(frames, k, cutoff, threads, per_structure):
     with thread_context(threads):
         for s, atoms in enumerate(frames):
             blocks.append(per_structure(s, atoms, k, cutoff))
+            if progress is not None:
+                progress(s + 1, len(frames))
     return np.concatenate(blocks, axis=0) if blocks else np.zeros((0, 2 * k - 1))
 
 
 def get_descriptors(frames, k: int = DEFAULT_K, cutoff: float = DEFAULT_CUTOFF, *,
-                    threads: int | None = None) -> np.ndarray:
+                    threads: int | None = None, progress=None) -> np.ndarray:
     """QUESTS descriptors of every atom of every structure.
 
     Args:
@@ -117,6 +119,7 @@ def get_descriptors(frames, k: int = DEFAULT_K, cutoff: float = DEFAULT_CUTOFF, 
         k: number of nearest neighbours (>= 2).
         cutoff: neighbour cutoff rc in Å (> 0).
         threads: numba threads for this call (None: all available); restored afterwards.
+        progress: optional callable(done_structures, total_structures).
 
     Returns:
         (n_atoms_total, 2k−1) float64 array, rows in structure then atom order.
@@ -125,7 +128,7 @@ def get_descriptors(frames, k: int = DEFAULT_K, cutoff: float = DEFAULT_CUTOFF, 
         return structure_descriptors(atoms.positions, atoms.cell.array, atoms.pbc, k, cutoff,
                                      structure=s)
 
-    return _run(frames, k, cutoff, threads, one)
+    return _run(frames, k, cutoff, threads, one, progress)
 
 
 def dataset_species(frames: Iterable) -> list[str]:
@@ -138,7 +141,7 @@ def dataset_species(frames: Iterable) -> list[str]:
 
 def get_descriptors_multicomponent(frames, k: int = DEFAULT_K, cutoff: float = DEFAULT_CUTOFF,
                                    species: Sequence[str] | None = None, *,
-                                   threads: int | None = None) -> np.ndarray:
+                                   threads: int | None = None, progress=None) -> np.ndarray:
     """Multicomponent QUESTS descriptors (the reference's layout).
 
     Blocks are computed on all atoms, then for each species (sorted) on the atoms of that
@@ -173,4 +176,4 @@ def get_descriptors_multicomponent(frames, k: int = DEFAULT_K, cutoff: float = D
             x2.append(part[:, k:])
         return np.concatenate(x1 + x2, axis=1)
 
-    return _run(frames, k, cutoff, threads, one)
+    return _run(frames, k, cutoff, threads, one, progress)

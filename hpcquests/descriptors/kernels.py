@@ -61,6 +61,21 @@ def _key_less(d1, a1, s10, s11, s12, d2, a2, s20, s21, s22):
     return s12 < s22
 
 
+@nb.njit(cache=True, fastmath={"nnan", "ninf", "nsz"})
+def _network_sort_columns(M, network, ncol):
+    """Sort columns 0..ncol-1 of M in place (ascending down the rows) with the comparator network."""
+    for c in range(network.shape[0]):
+        a = network[c, 0]
+        b = network[c, 1]
+        Ma = M[a]
+        Mb = M[b]
+        for col in range(ncol):
+            x = Ma[col]
+            y = Mb[col]
+            Ma[col] = min(x, y)
+            Mb[col] = max(x, y)
+
+
 @nb.njit(cache=True)
 def _descriptor_one(q, cand, n_cand, pts, atom, shift, k, cutoff, network,
                     b_dk, b_atom, b_shift, b_idx, vec, r, w, M, colsum, out_row):
@@ -113,10 +128,13 @@ def _descriptor_one(q, cand, n_cand, pts, atom, shift, k, cutoff, network,
     inv_rc2 = 1.0 / rc2
     for j in range(m):
         c = b_idx[j]
-        vec[j, 0] = pts[c, 0] - qx
-        vec[j, 1] = pts[c, 1] - qy
-        vec[j, 2] = pts[c, 2] - qz
-        rr = math.sqrt(vec[j, 0] * vec[j, 0] + vec[j, 1] * vec[j, 1] + vec[j, 2] * vec[j, 2])
+        ex = pts[c, 0] - qx
+        ey = pts[c, 1] - qy
+        ez = pts[c, 2] - qz
+        vec[0, j] = ex
+        vec[1, j] = ey
+        vec[2, j] = ez
+        rr = math.sqrt(ex * ex + ey * ey + ez * ez)
         r[j] = rr
         z = 1.0 - rr * rr * inv_rc2
         w[j] = z  # sqrt(w(r)) = 1 - (r/rc)^2 >= 0 inside the cutoff; M needs only sqrt(w)
@@ -127,24 +145,24 @@ def _descriptor_one(q, cand, n_cand, pts, atom, shift, k, cutoff, network,
     for j in range(k):
         for l in range(k):
             M[j, l] = 0.0
+    # upper triangle row by row (contiguous, vectorisable), then mirrored
+    for j in range(m):
+        vxj = vec[0, j]
+        vyj = vec[1, j]
+        vzj = vec[2, j]
+        wj = w[j]
+        Mj = M[j]
+        for l in range(j + 1, m):
+            ex = vxj - vec[0, l]
+            ey = vyj - vec[1, l]
+            ez = vzj - vec[2, l]
+            Mj[l] = wj * w[l] / math.sqrt(ex * ex + ey * ey + ez * ez)
     for j in range(m):
         for l in range(j + 1, m):
-            ex = vec[j, 0] - vec[l, 0]
-            ey = vec[j, 1] - vec[l, 1]
-            ez = vec[j, 2] - vec[l, 2]
-            v = w[j] * w[l] / math.sqrt(ex * ex + ey * ey + ez * ez)
-            M[j, l] = v
-            M[l, j] = v
+            M[l, j] = M[j, l]
     # Sort every row of M (= every column, M is symmetric) with the network, columns < m only:
     # columns >= m are all zero and sort to zeros.
-    for c in range(network.shape[0]):
-        a = network[c, 0]
-        b = network[c, 1]
-        for col in range(m):
-            x = M[a, col]
-            y = M[b, col]
-            M[a, col] = min(x, y)
-            M[b, col] = max(x, y)
+    _network_sort_columns(M, network, m)
     for s in range(k):
         acc = 0.0
         for col in range(m):
@@ -221,7 +239,7 @@ def quests_descriptors_kernel(pts, atom, shift, n_query, order, keys, starts, di
         b_atom = np.empty(k, dtype=np.int64)
         b_shift = np.empty((k, 3), dtype=np.int64)
         b_idx = np.empty(k, dtype=np.int64)
-        vec = np.empty((k, 3))
+        vec = np.empty((3, k))
         r = np.empty(k)
         w = np.empty(k)
         M = np.empty((k, k))

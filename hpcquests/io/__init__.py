@@ -1,0 +1,1 @@
+"""Input and output: structure files, the descriptor store, atomic writes."""

@@ -1,0 +1,269 @@
+"""Seeded generators of synthetic atomistic data, shared by the tests, benchmarks and demo.
+
+Every function takes ``seed`` and draws from ``numpy.random.default_rng(seed)``, so the same
+call always returns the same structure. Lengths are Å. Thermal motion is imitated by Gaussian
+displacements of standard deviation ``noise`` (Å); the noise levels used here keep atoms far
+from the 0.1 Å overlap limit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_LATTICE = {"Ta": ("bcc", 3.30), "W": ("bcc", 3.16), "Mo": ("bcc", 3.15), "Fe": ("bcc", 2.87),
+            "Cu": ("fcc", 3.61), "Ni": ("fcc", 3.52), "Al": ("fcc", 4.05), "Ag": ("fcc", 4.09),
+            "Mg": ("hcp", 3.21), "Ti": ("hcp", 2.95), "Si": ("diamond", 5.43), "C": ("diamond", 3.57)}
+
+
+def _rng(seed):
+    return np.random.default_rng(seed)
+
+
+def _lattice_constant(symbol, structure, a):
+    if a is not None:
+        return float(a)
+    if symbol in _LATTICE:
+        return _LATTICE[symbol][1]
+    return {"bcc": 3.3, "fcc": 3.6, "hcp": 3.0, "diamond": 5.4, "sc": 2.7}[structure]
+
+
+def perturbed_crystal(structure: str = "bcc", symbol: str = "Ta", a: float | None = None,
+                      size=(3, 3, 3), noise: float = 0.05, seed: int = 0, cubic: bool = True):
+    """A periodic supercell of ``structure`` (fcc/bcc/hcp/diamond/sc) with Gaussian noise (Å)."""
+    from ase.build import bulk
+
+    a = _lattice_constant(symbol, structure, a)
+    if structure == "hcp":
+        atoms = bulk(symbol, "hcp", a=a, c=1.633 * a, orthorhombic=cubic)
+    elif structure == "sc":
+        atoms = bulk(symbol, "sc", a=a)
+    else:
+        atoms = bulk(symbol, structure, a=a, cubic=cubic)
+    atoms = atoms.repeat(tuple(size))
+    atoms.positions += _rng(seed).normal(0.0, noise, atoms.positions.shape)
+    return atoms
+
+
+def crystal_at_temperatures(structure: str = "bcc", symbol: str = "Ta", temperatures=(300, 600, 900, 1200),
+                            n_per_temperature: int = 1, size=(3, 3, 3), seed: int = 0):
+    """Snapshots at several temperatures: noise = 0.05·sqrt(T/300) Å. Returns a list."""
+    frames = []
+    for t_i, T in enumerate(temperatures):
+        for r in range(n_per_temperature):
+            frames.append(perturbed_crystal(structure, symbol, size=size, noise=0.05 * np.sqrt(T / 300.0),
+                                            seed=seed * 1000 + t_i * 100 + r))
+    return frames
+
+
+def triclinic_crystal(symbol: str = "Cu", size=(3, 3, 3), noise: float = 0.05,
+                      shear=(0.3, 0.2, 0.1), seed: int = 0):
+    """A crystal in a sheared (triclinic) periodic cell: the fcc primitive cell, repeated, then
+    strained by an upper-triangular shear (xy, xz, yz) with the atoms moved along."""
+    from ase.build import bulk
+
+    structure, a = _LATTICE.get(symbol, ("fcc", 3.6))
+    atoms = bulk(symbol, structure, a=a).repeat(tuple(size))
+    strain = np.eye(3)
+    strain[0, 1], strain[0, 2], strain[1, 2] = shear
+    atoms.set_cell(atoms.cell.array @ strain, scale_atoms=True)
+    atoms.positions += _rng(seed).normal(0.0, noise, atoms.positions.shape)
+    return atoms
+
+
+def small_cell(symbol: str = "Cu", structure: str = "fcc", noise: float = 0.05, seed: int = 0):
+    """A 2–8 atom periodic cell whose perpendicular widths are below 5 Å (many images)."""
+    from ase.build import bulk
+
+    a = _lattice_constant(symbol, structure, None)
+    if structure == "hcp":
+        atoms = bulk(symbol, "hcp", a=a, c=1.633 * a)
+    else:
+        atoms = bulk(symbol, structure, a=a, cubic=structure != "fcc")
+        if len(atoms) < 2:
+            atoms = atoms.repeat((2, 1, 1))
+    atoms.positions += _rng(seed).normal(0.0, noise, atoms.positions.shape)
+    return atoms
+
+
+def _random_packing(n_atoms, box, min_distance, rng, periodic=True):
+    """Random sequential addition with rejection; box is a length 3 array (orthorhombic)."""
+    pos = np.empty((0, 3))
+    tries = 0
+    while len(pos) < n_atoms:
+        tries += 1
+        if tries > 200:
+            raise RuntimeError("could not place atoms: density too high for min_distance")
+        cand = rng.random((4 * (n_atoms - len(pos)) + 8, 3)) * box
+        for c in cand:
+            if len(pos):
+                d = pos - c
+                if periodic:
+                    d -= box * np.round(d / box)
+                if (np.einsum("ij,ij->i", d, d) < min_distance**2).any():
+                    continue
+            pos = np.vstack([pos, c])
+            if len(pos) == n_atoms:
+                break
+    return pos
+
+
+def amorphous(n_atoms: int = 200, density: float = 0.05, symbol: str = "Ta", min_distance: float = 2.2,
+              seed: int = 0):
+    """A random dense packing in a cubic periodic box (liquid/amorphous stand-in).
+
+    density in atoms/Å³ (bcc Ta is 0.055); atoms are at least ``min_distance`` Å apart.
+    """
+    from ase import Atoms
+
+    L = (n_atoms / density) ** (1.0 / 3.0)
+    box = np.array([L, L, L])
+    pos = _random_packing(n_atoms, box, min_distance, _rng(seed))
+    return Atoms(symbol * n_atoms if len(symbol) <= 2 else symbol, positions=pos, cell=np.diag(box), pbc=True)
+
+
+def with_vacancies(atoms, fraction: float = 0.05, seed: int = 0):
+    """A copy of ``atoms`` with round(fraction·n) randomly chosen atoms removed (at least one)."""
+    out = atoms.copy()
+    n_remove = max(1, int(round(fraction * len(out))))
+    idx = _rng(seed).choice(len(out), n_remove, replace=False)
+    del out[sorted(idx.tolist())]
+    return out
+
+
+def surface_slab(structure: str = "fcc", symbol: str = "Cu", size=(4, 4, 4), vacuum: float = 8.0,
+                 noise: float = 0.05, seed: int = 0):
+    """A slab periodic in x and y (pbc True, True, False) with ``vacuum`` Å on each side."""
+    atoms = perturbed_crystal(structure, symbol, size=size, noise=noise, seed=seed)
+    atoms.center(vacuum=vacuum, axis=2)
+    atoms.pbc = (True, True, False)
+    return atoms
+
+
+def wire(structure: str = "fcc", symbol: str = "Cu", size=(4, 2, 2), vacuum: float = 8.0,
+         noise: float = 0.05, seed: int = 0):
+    """A wire periodic along x only (pbc True, False, False)."""
+    atoms = perturbed_crystal(structure, symbol, size=size, noise=noise, seed=seed)
+    atoms.center(vacuum=vacuum, axis=(1, 2))
+    atoms.pbc = (True, False, False)
+    return atoms
+
+
+def molecule(n_atoms: int = 20, symbols=("C", "H", "O"), min_distance: float = 1.0, seed: int = 0):
+    """A compact random non-periodic cluster (no cell, pbc False) of mixed species."""
+    from ase import Atoms
+
+    rng = _rng(seed)
+    L = (n_atoms * 8.0) ** (1.0 / 3.0)
+    pos = _random_packing(n_atoms, np.array([L, L, L]), min_distance, rng, periodic=False)
+    syms = [symbols[i] for i in rng.integers(0, len(symbols), n_atoms)]
+    return Atoms(syms, positions=pos, pbc=False)
+
+
+def multicomponent(structure: str = "rocksalt", symbols=("Na", "Cl"), size=(3, 3, 3), noise: float = 0.05,
+                   seed: int = 0):
+    """Periodic multi-species crystals: 'rocksalt' (2 species), 'b2' (CsCl type), or
+    'random_alloy' (fcc sites with species drawn at random from ``symbols``)."""
+    from ase.build import bulk
+
+    rng = _rng(seed)
+    if structure == "rocksalt":
+        atoms = bulk("".join(symbols[:2]), "rocksalt", a=5.64, cubic=True)
+    elif structure == "b2":
+        atoms = bulk("".join(symbols[:2]), "cesiumchloride", a=3.0)
+    elif structure == "random_alloy":
+        atoms = bulk(symbols[0], "fcc", a=3.6, cubic=True)
+    else:
+        raise ValueError(f"unknown multicomponent structure {structure!r}")
+    atoms = atoms.repeat(tuple(size))
+    if structure == "random_alloy":
+        atoms.set_chemical_symbols([symbols[i] for i in rng.integers(0, len(symbols), len(atoms))])
+    atoms.positions += rng.normal(0.0, noise, atoms.positions.shape)
+    return atoms
+
+
+def defective_crystal(structure: str = "bcc", symbol: str = "Ta", size=(6, 6, 6), noise: float = 0.05,
+                      radius: float | None = None, seed: int = 0):
+    """A thermal crystal whose central sphere is replaced by a random (molten-like) packing.
+
+    Useful for UQ: atoms in and near the sphere should have high δH against bulk crystal.
+    """
+    from ase import Atoms
+
+    rng = _rng(seed)
+    atoms = perturbed_crystal(structure, symbol, size=size, noise=noise, seed=seed)
+    center = atoms.cell.array.sum(axis=0) / 2.0
+    if radius is None:
+        radius = 0.3 * min(atoms.cell.lengths())
+    d = np.linalg.norm(atoms.positions - center, axis=1)
+    inside = d < radius
+    n_in = int(inside.sum())
+    keep = atoms[~inside]
+    # random points in the sphere, at least 2.3 Å from each other and from the kept atoms
+    placed = []
+    others = keep.positions[np.linalg.norm(keep.positions - center, axis=1) < radius + 3.0]
+    tries = 0
+    while len(placed) < int(0.92 * n_in) and tries < 200000:
+        tries += 1
+        p = center + radius * rng.normal(size=3) / np.sqrt(3.0) * rng.random() ** (1 / 3)
+        if np.linalg.norm(p - center) >= radius:
+            continue
+        ref = np.vstack([others] + placed) if placed else others
+        if len(ref) and (np.linalg.norm(ref - p, axis=1) < 2.3).any():
+            continue
+        placed.append(p[None, :])
+    molten = Atoms(symbol * len(placed) if len(placed) else "", positions=np.vstack(placed) if placed else np.zeros((0, 3)),
+                   cell=atoms.cell, pbc=atoms.pbc)
+    return keep + molten
+
+
+def mixed_dataset(n_structures: int = 600, seed: int = 0):
+    """A list of small (about 16–128 atoms) varied periodic structures, ~50 atoms on average:
+    bcc/fcc crystals at several temperatures, vacancies, amorphous boxes and slabs."""
+    rng = _rng(seed)
+    frames = []
+    kinds = ("bcc", "fcc", "vac", "amorphous", "slab", "hot")
+    for s in range(n_structures):
+        kind = kinds[s % len(kinds)]
+        sub = int(rng.integers(0, 2**31 - 1))
+        if kind == "bcc":
+            frames.append(perturbed_crystal("bcc", "Ta", size=(3, 3, 3), noise=0.04 + 0.04 * rng.random(), seed=sub))
+        elif kind == "fcc":
+            frames.append(perturbed_crystal("fcc", "Ta", a=4.2, size=(2, 2, 3), noise=0.05, seed=sub))
+        elif kind == "vac":
+            frames.append(with_vacancies(perturbed_crystal("bcc", "Ta", size=(3, 3, 3), seed=sub), 0.05, seed=sub))
+        elif kind == "amorphous":
+            frames.append(amorphous(n_atoms=48, density=0.05, seed=sub))
+        elif kind == "slab":
+            frames.append(surface_slab("bcc", "Ta", size=(3, 3, 3), vacuum=6.0, seed=sub))
+        else:
+            frames.append(perturbed_crystal("bcc", "Ta", size=(2, 2, 4), noise=0.15, seed=sub))
+    return frames
+
+
+def large_snapshot(n_atoms: int = 1_000_000, structure: str = "bcc", symbol: str = "Ta", a: float | None = None,
+                   noise: float = 0.05, seed: int = 0):
+    """One periodic perturbed bcc/fcc/sc crystal of about ``n_atoms`` atoms, built with vectorised
+    numpy (fast for 10⁷ atoms). The cubic supercell has n·n·n conventional cells."""
+    from ase import Atoms
+
+    basis = {"bcc": [[0, 0, 0], [0.5, 0.5, 0.5]],
+             "fcc": [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]],
+             "sc": [[0, 0, 0]]}[structure]
+    a = _lattice_constant(symbol, structure, a)
+    n = max(1, int(round((n_atoms / len(basis)) ** (1.0 / 3.0))))
+    grid = np.stack(np.meshgrid(np.arange(n), np.arange(n), np.arange(n), indexing="ij"), axis=-1).reshape(-1, 1, 3)
+    frac = (grid + np.asarray(basis, dtype=float)[None, :, :]).reshape(-1, 3)
+    pos = frac * a + _rng(seed).normal(0.0, noise, frac.shape)
+    return Atoms(numbers=np.full(len(pos), _atomic_number(symbol)), positions=pos, cell=np.eye(3) * n * a, pbc=True)
+
+
+def _atomic_number(symbol):
+    from ase.data import atomic_numbers
+
+    return atomic_numbers[symbol]
+
+
+def random_descriptors(n: int, d: int = 63, seed: int = 0, scale: float = 0.05, center: float = 0.2):
+    """An (n, d) float64 cloud of descriptor-like positive values for metric tests."""
+    rng = _rng(seed)
+    return np.abs(center + scale * rng.normal(size=(n, d)))
