@@ -161,7 +161,7 @@ def get_descriptors_multicomponent(frames, k: int = DEFAULT_K, cutoff: float = D
         if n_sp == 1:
             return full
         symbols = np.array(atoms.get_chemical_symbols())
-        unknown = sorted(set(symbols) - set(species))
+        unknown = sorted(str(u) for u in set(symbols) - set(species))
         if unknown:
             raise ValueError(f"structure {s}: species {unknown} not in the requested species {species}")
         x1 = [full[:, :k]]
