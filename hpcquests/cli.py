@@ -67,6 +67,11 @@ def compute_descriptors(frames, args):
     return x
 
 
+def _command_line(args) -> str:
+    """The command as the user typed it (recorded in output files)."""
+    return "hpcquests " + " ".join(shlex.quote(str(a)) for a in args.argv)
+
+
 def _bandwidths(args):
     h = args.bandwidth if args.bandwidth else [0.015]
     return h[0] if len(h) == 1 else np.array(h, dtype=np.float64)
@@ -111,7 +116,7 @@ def cmd_descriptors(args):
     write_store(args.output, x, offsets, k=args.k, cutoff=args.cutoff, species=species,
                 descriptor_kind="quests-multicomponent" if args.multicomponent else "quests",
                 extra=extra, sources=[{"path": os.path.abspath(p), "checksum": file_checksum(p)} for p in args.inputs],
-                command=" ".join(shlex.quote(a) for a in sys.argv), rows_per_shard=args.rows_per_shard)
+                command=_command_line(args), rows_per_shard=args.rows_per_shard)
     payload = {"output": args.output, "n_structures": len(frames), "n_env": int(x.shape[0]),
                "width": int(x.shape[1]), "k": args.k, "cutoff": args.cutoff, "species": species}
     _emit(args, payload, [f"wrote {args.output}: {x.shape[0]} environments × {x.shape[1]} features "
@@ -188,7 +193,7 @@ def _write_dh(path, dh, args):
                 f.create_dataset("dH", data=dh)
                 f.attrs["format"] = "hpcquests-dh"
                 f.attrs["bandwidth"] = np.atleast_1d(_bandwidths(args))
-                f.attrs["command"] = " ".join(shlex.quote(a) for a in sys.argv)
+                f.attrs["command"] = _command_line(args)
     else:
         with atomic_path(path) as tmp:
             np.savetxt(tmp, np.atleast_2d(dh.T).T, fmt="%.17g", header="dH per environment (nats)")
@@ -352,7 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv
     try:
         args.func(args)
     except (CliError, ValueError) as exc:

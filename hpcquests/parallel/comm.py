@@ -1,0 +1,134 @@
+"""Communicator wrapper: a Dup of COMM_WORLD under a launcher, a serial stand-in otherwise."""
+
+from __future__ import annotations
+
+import os
+
+_LAUNCHER_VARS = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS",
+                  "HYDRA_CONTROL_FD", "MV2_COMM_WORLD_SIZE", "I_MPI_HYDRA_HOST_FILE")
+
+
+def launched_by_mpi() -> bool:
+    """True when the environment shows an MPI launcher (mpiexec/mpirun/srun with PMI)."""
+    if any(v in os.environ for v in _LAUNCHER_VARS):
+        return True
+    # srun without an MPI plugin still sets SLURM_PROCID; only count it for multi-task steps
+    return int(os.environ.get("SLURM_NTASKS", os.environ.get("SLURM_STEP_NUM_TASKS", "1")) or 1) > 1 \
+        and "SLURM_PROCID" in os.environ
+
+
+class SerialComm:
+    """The subset of mpi4py's lower-case communicator API hpcquests uses, for one process."""
+
+    rank = 0
+    size = 1
+    is_serial = True
+
+    def Get_rank(self):
+        return 0
+
+    def Get_size(self):
+        return 1
+
+    def bcast(self, obj, root=0):
+        return obj
+
+    def allreduce(self, obj, op=None):
+        return obj
+
+    def reduce(self, obj, op=None, root=0):
+        return obj
+
+    def gather(self, obj, root=0):
+        return [obj]
+
+    def allgather(self, obj):
+        return [obj]
+
+    def scatter(self, objs, root=0):
+        return objs[0]
+
+    def barrier(self):
+        return None
+
+    Barrier = barrier
+
+    def Dup(self):
+        return self
+
+    def Free(self):
+        return None
+
+    def Abort(self, errorcode=1):
+        raise SystemExit(errorcode)
+
+
+def _import_mpi():
+    try:
+        from mpi4py import MPI
+
+        return MPI
+    except Exception:  # no mpi4py, or it cannot load an MPI library
+        return None
+
+
+def get_comm(comm=None):
+    """The communicator to use: ``comm`` if given, else a Dup of COMM_WORLD when launched with
+    more than one rank, else ``SerialComm()`` (MPI is then never initialised)."""
+    if comm is not None:
+        return comm
+    if not launched_by_mpi():
+        return SerialComm()
+    MPI = _import_mpi()
+    if MPI is None or MPI.COMM_WORLD.Get_size() == 1:
+        return SerialComm()
+    return MPI.COMM_WORLD.Dup()
+
+
+def local_rank(comm) -> int:
+    """Rank among the processes of this node (for device = local rank % GPUs)."""
+    if getattr(comm, "is_serial", False) or comm.Get_size() == 1:
+        return 0
+    MPI = _import_mpi()
+    node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    try:
+        return node.Get_rank()
+    finally:
+        node.Free()
+
+
+def mpi_info() -> dict:
+    """mpi4py/MPI versions and the world size as this process would see it; never raises."""
+    info = {"launched": launched_by_mpi()}
+    try:
+        import mpi4py
+
+        info["mpi4py"] = mpi4py.__version__
+    except Exception as exc:
+        info["mpi4py"] = f"unavailable ({type(exc).__name__})"
+        return info
+    if not info["launched"]:
+        info["size"] = 1
+        info["note"] = "not started by mpiexec/srun: running serially, MPI not initialised"
+        return info
+    MPI = _import_mpi()
+    if MPI is None:
+        info["error"] = "mpi4py could not load an MPI library"
+        return info
+    info["library"] = MPI.Get_library_version().strip().splitlines()[0]
+    info["size"] = MPI.COMM_WORLD.Get_size()
+    return info
+
+
+def agree_on_error(comm, exc: BaseException | None) -> None:
+    """Collective: if any rank passes an exception, every rank raises one error carrying the
+    lowest failing rank's message (ValueError if that was a ValueError, else RuntimeError)."""
+    mine = None if exc is None else (type(exc).__name__, str(exc))
+    everyone = comm.allgather(mine)
+    for rank, item in enumerate(everyone):
+        if item is not None:
+            kind, msg = item
+            err = ValueError if kind == "ValueError" else RuntimeError
+            if comm.Get_size() > 1:
+                msg = f"rank {rank}: {msg}"
+            raise err(msg)
