@@ -19,52 +19,91 @@ import numpy as np
 EXIT_USAGE = 2
 
 
-class CliError(Exception):
+class CliError(ValueError):
     """A user-facing error: printed as one line, exit status 2."""
 
 
-# --------------------------------------------------------------------------- inputs
+# --------------------------------------------------------------------------- ranks
+
+def _comm(args):
+    """The communicator of this run (a serial stand-in unless started by mpiexec/srun)."""
+    comm = getattr(args, "comm", None)
+    if comm is None:
+        from .parallel import get_comm, node_size
+
+        comm = get_comm()
+        args.comm = comm
+        if comm.Get_size() > 1 and getattr(args, "threads", None) is None:
+            # ranks sharing a node share its cores: one numba thread pool per rank, no oversubscription
+            args.threads = max(1, (os.cpu_count() or 1) // node_size(comm))
+    return comm
+
+
+def _is_root(args) -> bool:
+    return _comm(args).Get_rank() == 0
+
 
 def _progress(args, label, total, unit):
     from .progress import Progress
 
-    return Progress(label, total, unit, enabled=not args.quiet)
+    return Progress(label, total, unit, enabled=not args.quiet and _is_root(args))
 
 
-def load_descriptors(path: str, args, *, role: str = "IN"):
-    """Descriptors of ``path`` (store or structure file) as (array, info dict)."""
+def _ref_memory(text) -> int:
+    """Parse a byte count with an optional K/M/G/T suffix (binary units)."""
+    t = str(text).strip().upper().rstrip("B")
+    mult = 1
+    if t and t[-1] in "KMGT":
+        mult = 1024 ** ("KMGT".index(t[-1]) + 1)
+        t = t[:-1]
+    try:
+        value = float(t) * mult
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a memory size: {text!r} (e.g. 512M, 2G)") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("memory size must be >= 0")
+    return int(value)
+
+
+# --------------------------------------------------------------------------- inputs
+
+def load_local(path: str, args, *, role: str = "IN"):
+    """This rank's share of the descriptors of ``path`` (a store or a structure file).
+
+    Stores are split by rows; structure files by structures (balanced by atom count), each
+    rank computing the descriptors of its own structures. Returns (x_local, info).
+    """
     from .io.store import is_store, open_store
+    from .parallel.drivers import collective, distributed_descriptors, local_row_range
 
-    if not os.path.exists(path):
-        raise CliError(f"{role} {path}: no such file")
-    if is_store(path):
-        with open_store(path) as store:
-            store.check_compatible(k=args.k, cutoff=args.cutoff)
-            x = store.read("descriptors")
-            return x, {"source": path, "kind": "store", "n_structures": int(store.n_structures),
-                       "n_env": int(x.shape[0])}
-    frames = read_frames([path], args)
-    x = compute_descriptors(frames, args)
-    return x, {"source": path, "kind": "structures", "n_structures": len(frames), "n_env": int(x.shape[0])}
+    comm = _comm(args)
+
+    def kind():
+        if not os.path.exists(path):
+            raise CliError(f"{role} {path}: no such file")
+        return "store" if is_store(path) else "structures"
+
+    if collective(comm, kind) == "store":
+        def read():
+            with open_store(path) as store:
+                store.check_compatible(k=args.k, cutoff=args.cutoff)
+                lo, hi = local_row_range(comm, store.n_env)
+                return store.read("descriptors", slice(lo, hi)), {
+                    "source": path, "kind": "store", "n_structures": store.n_structures, "n_env": store.n_env}
+        return collective(comm, read)
+    frames = collective(comm, read_frames, [path], args)
+    prog = _progress(args, "descriptors", len(frames), "structures")
+    x, _ = distributed_descriptors(comm, frames, args.k, args.cutoff, multicomponent=args.multicomponent,
+                                   species=args.species, threads=args.threads, progress=prog)
+    prog.close()
+    return x, {"source": path, "kind": "structures", "n_structures": len(frames),
+               "n_env": int(sum(len(a) for a in frames))}
 
 
 def read_frames(paths, args):
     from .io.structures import read_structures
 
     return read_structures(paths, index=getattr(args, "index", ":"))
-
-
-def compute_descriptors(frames, args):
-    from .descriptors import get_descriptors, get_descriptors_multicomponent
-
-    prog = _progress(args, "descriptors", len(frames), "structures")
-    if getattr(args, "multicomponent", False):
-        x = get_descriptors_multicomponent(frames, k=args.k, cutoff=args.cutoff, species=args.species,
-                                           threads=args.threads, progress=prog)
-    else:
-        x = get_descriptors(frames, k=args.k, cutoff=args.cutoff, threads=args.threads, progress=prog)
-    prog.close()
-    return x
 
 
 def _command_line(args) -> str:
@@ -78,6 +117,8 @@ def _bandwidths(args):
 
 
 def _emit(args, payload: dict, lines: list[str]):
+    if not _is_root(args):
+        return
     if args.json:
         print(json.dumps(payload, indent=None, default=_json_default))
     else:
@@ -96,31 +137,55 @@ def _fmt_h(h):
     return ", ".join(f"{v:g}" for v in np.atleast_1d(h))
 
 
+def _logsum_kwargs(args) -> dict:
+    return {"ref_memory": args.ref_memory, "threads": args.threads, "force_ring": args.ref_memory == 0}
+
+
 # --------------------------------------------------------------------------- commands
 
 def cmd_descriptors(args):
     from .descriptors import dataset_species
-    from .io.store import write_store
+    from .io.store import store_attrs, write_store
     from .io.structures import file_checksum
+    from .parallel.drivers import collective, distributed_descriptors, write_store_distributed
 
-    frames = read_frames(args.inputs, args)
-    x = compute_descriptors(frames, args)
+    comm = _comm(args)
+    frames = collective(comm, read_frames, args.inputs, args)
+    species = sorted(args.species) if args.species else dataset_species(frames)
+    prog = _progress(args, "descriptors", len(frames), "structures")
+    x_local, (lo, hi) = distributed_descriptors(comm, frames, args.k, args.cutoff,
+                                                multicomponent=args.multicomponent, species=species,
+                                                threads=args.threads, progress=prog)
+    prog.close()
     offsets = np.zeros(len(frames) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum([len(a) for a in frames])
-    species_env = np.concatenate([a.numbers for a in frames]).astype(np.int64)
-    extra = {"species": species_env}
+    per_structure = {}
     energies = _energies(frames)
     if energies is not None:
-        extra["energy"] = energies
-    species = args.species if args.species else dataset_species(frames)
-    write_store(args.output, x, offsets, k=args.k, cutoff=args.cutoff, species=species,
-                descriptor_kind="quests-multicomponent" if args.multicomponent else "quests",
-                extra=extra, sources=[{"path": os.path.abspath(p), "checksum": file_checksum(p)} for p in args.inputs],
-                command=_command_line(args), rows_per_shard=args.rows_per_shard)
-    payload = {"output": args.output, "n_structures": len(frames), "n_env": int(x.shape[0]),
-               "width": int(x.shape[1]), "k": args.k, "cutoff": args.cutoff, "species": species}
-    _emit(args, payload, [f"wrote {args.output}: {x.shape[0]} environments × {x.shape[1]} features "
-                          f"from {len(frames)} structures (k={args.k}, cutoff={args.cutoff} Å)"])
+        per_structure["energy"] = energies
+    sources = None
+    if _is_root(args):
+        sources = [{"path": os.path.abspath(p), "checksum": file_checksum(p)} for p in args.inputs]
+    sources = comm.bcast(sources, root=0)
+    kind = "quests-multicomponent" if args.multicomponent else "quests"
+    local_species = (np.concatenate([a.numbers for a in frames[lo:hi]]).astype(np.int64) if hi > lo
+                     else np.zeros(0, dtype=np.int64))
+    if comm.Get_size() == 1 and args.rows_per_shard:
+        collective(comm, write_store, args.output, x_local, offsets, k=args.k, cutoff=args.cutoff, species=species,
+                   descriptor_kind=kind, extra={"species": local_species, **per_structure}, sources=sources,
+                   command=_command_line(args), rows_per_shard=args.rows_per_shard)
+    else:
+        attrs = store_attrs(k=args.k, cutoff=args.cutoff, species=species, descriptor_kind=kind, sources=sources,
+                            command=_command_line(args))
+        write_store_distributed(comm, args.output, x_local, (lo, hi), offsets,
+                                extra_rows={"species": local_species}, per_structure=per_structure, attrs=attrs)
+    width = int(x_local.shape[1])
+    payload = {"output": args.output, "n_structures": len(frames), "n_env": int(offsets[-1]),
+               "width": width, "k": args.k, "cutoff": args.cutoff, "species": species,
+               "ranks": comm.Get_size()}
+    _emit(args, payload, [f"wrote {args.output}: {offsets[-1]} environments × {width} features "
+                          f"from {len(frames)} structures (k={args.k}, cutoff={args.cutoff} Å, "
+                          f"{comm.Get_size()} rank(s))"])
 
 
 def _energies(frames):
@@ -134,14 +199,15 @@ def _energies(frames):
 
 
 def cmd_entropy(args):
-    from .metrics import entropy_and_diversity
+    from .parallel.drivers import collective, distributed_entropy_diversity
 
-    x, info = load_descriptors(args.input, args)
+    comm = _comm(args)
+    x, info = load_local(args.input, args)
     h = _bandwidths(args)
-    H, D = entropy_and_diversity(x, h, threads=args.threads)
-    n = x.shape[0]
+    H, D = collective(comm, distributed_entropy_diversity, comm, x, h, **_logsum_kwargs(args))
+    n = info["n_env"]
     eff = np.asarray(H) / np.log(n) if n > 1 else np.nan * np.asarray(H)
-    payload = {**info, "bandwidth": h, "entropy": H, "diversity": D, "efficiency": eff}
+    payload = {**info, "bandwidth": h, "entropy": H, "diversity": D, "efficiency": eff, "ranks": comm.Get_size()}
     lines = [f"{args.input}: {n} environments, h = {_fmt_h(h)}",
              f"  entropy H    = {_fmt_h(H)} nats",
              f"  diversity D  = {_fmt_h(D)}",
@@ -155,22 +221,38 @@ def _summary(dh: np.ndarray) -> dict:
             "p95": q[5], "max": q[6], "fraction_positive": (dh > 0).mean(axis=0)}
 
 
-def cmd_dh(args):
-    from .metrics import as_bandwidths, kernel_logsum
+def _dh_gathered(args, test, ref, roles):
+    """δH of every TEST environment against REF, gathered on rank 0 (None elsewhere)."""
+    from .metrics import as_bandwidths
+    from .parallel.drivers import collective, distributed_logsum, gather_rows
 
-    y, info_y = load_descriptors(args.test, args, role="TEST")
-    x, info_x = load_descriptors(args.ref, args, role="REF")
+    comm = _comm(args)
+    y, info_y = load_local(test, args, role=roles[0])
+    x, info_x = load_local(ref, args, role=roles[1])
     h = _bandwidths(args)
-    prog = _progress(args, "dH", y.shape[0], "environments")
     hs, scalar = as_bandwidths(h)
-    dh = -kernel_logsum(y, x, hs, threads=args.threads, progress=prog)
-    prog.close()
-    dh = dh[:, 0] if scalar else dh
-    summary = _summary(dh)
+    stats = {}
+    L = collective(comm, distributed_logsum, comm, y, x, hs, stats=stats, **_logsum_kwargs(args))
+    dh = gather_rows(comm, -L)
+    if dh is not None and scalar:
+        dh = dh[:, 0]
+    return dh, h, info_y, info_x, stats
+
+
+def cmd_dh(args):
+    from .parallel.drivers import collective
+
+    comm = _comm(args)
+    dh, h, info_y, info_x, stats = _dh_gathered(args, args.test, args.ref, ("TEST", "REF"))
     if args.output:
-        _write_dh(args.output, dh, args)
-    payload = {"test": info_y, "ref": info_x, "bandwidth": h, "summary": summary, "output": args.output}
-    lines = [f"dH of {args.test} ({y.shape[0]} environments) against {args.ref} ({x.shape[0]}), h = {_fmt_h(h)}"]
+        collective(comm, lambda: _write_dh(args.output, dh, args) if _is_root(args) else None)
+    if not _is_root(args):
+        return
+    summary = _summary(dh)
+    payload = {"test": info_y, "ref": info_x, "bandwidth": h, "summary": summary, "output": args.output,
+               "ranks": comm.Get_size(), "reference_path": stats.get("path")}
+    lines = [f"dH of {args.test} ({info_y['n_env']} environments) against {args.ref} ({info_x['n_env']}), "
+             f"h = {_fmt_h(h)}"]
     for key in ("mean", "min", "median", "p95", "max", "fraction_positive"):
         lines.append(f"  {key:18s} {_fmt_h(summary[key])}")
     if args.output:
@@ -200,17 +282,14 @@ def _write_dh(path, dh, args):
 
 
 def cmd_overlap(args):
-    from .metrics import as_bandwidths, kernel_logsum
-
-    y, info_y = load_descriptors(args.a, args, role="A")
-    x, info_x = load_descriptors(args.b, args, role="B")
-    h = _bandwidths(args)
-    hs, scalar = as_bandwidths(h)
-    dh = -kernel_logsum(y, x, hs, threads=args.threads)
+    comm = _comm(args)
+    dh, h, info_y, info_x, _ = _dh_gathered(args, args.a, args.b, ("A", "B"))
+    if not _is_root(args):
+        return
     ov = (dh < args.eps).mean(axis=0)
-    ov = float(ov[0]) if scalar else ov
+    ov = float(ov) if np.ndim(ov) == 0 else ov
     payload = {"a": info_y, "b": info_x, "bandwidth": h, "eps": args.eps, "overlap": ov,
-               "novelty": 1 - np.asarray(ov)}
+               "novelty": 1 - np.asarray(ov), "ranks": comm.Get_size()}
     _emit(args, payload, [f"overlap of {args.a} on {args.b} (h = {_fmt_h(h)}, eps = {args.eps:g}): {_fmt_h(ov)}",
                           f"novelty: {_fmt_h(1 - np.asarray(ov))}"])
 
@@ -299,6 +378,9 @@ def _common(p, *, descriptors=True, bandwidth=False):
     if bandwidth:
         p.add_argument("--bandwidth", "-H", type=float, nargs="+", default=None,
                        help="kernel bandwidth(s) h (default 0.015); several give one result each")
+        p.add_argument("--ref-memory", type=_ref_memory, default="2G",
+                       help="under MPI, gather the reference on every rank when it needs at most this "
+                            "much memory (default 2G), else pass shards around a ring; 0 forces the ring")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -362,19 +444,42 @@ def main(argv=None) -> int:
     args.argv = argv
     try:
         args.func(args)
-    except (CliError, ValueError) as exc:
-        print(f"hpcquests {args.command}: error: {exc}", file=sys.stderr)
+    except ValueError as exc:  # bad input; under MPI every rank holds the same agreed message
+        if _is_root(args):
+            print(f"hpcquests {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:  # e.g. `hpcquests demo | head`: not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except OSError as exc:
         print(f"hpcquests {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _abort_others(args, EXIT_USAGE)
     except KeyboardInterrupt:
         print("hpcquests: interrupted", file=sys.stderr)
-        return 130
+        return _abort_others(args, 130)
+    except RuntimeError as exc:  # agreed failure of another kind
+        if _is_root(args):
+            print(f"hpcquests {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # a bug: name it, and never leave other ranks hanging
+        comm = getattr(args, "comm", None)
+        if comm is not None and comm.Get_size() > 1:
+            import traceback
+
+            traceback.print_exc()
+            print(f"hpcquests {args.command}: rank {comm.Get_rank()} failed: {exc!r}; aborting all ranks",
+                  file=sys.stderr, flush=True)
+            comm.Abort(1)
+        raise
     return 0
+
+
+def _abort_others(args, code):
+    comm = getattr(args, "comm", None)
+    if comm is not None and comm.Get_size() > 1:
+        sys.stderr.flush()
+        comm.Abort(code)
+    return code
 
 
 if __name__ == "__main__":  # pragma: no cover

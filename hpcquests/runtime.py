@@ -19,9 +19,14 @@ def available_threads() -> int:
 
 
 def resolve_threads(n: int | None) -> int:
-    """Validate a thread request; ``None`` or 0 means all available threads."""
+    """Validate a thread request: ``None`` keeps the current numba setting (so an enclosing
+    ``threads(...)`` block wins), 0 means all available threads."""
+    import numba
+
     cap = available_threads()
-    if n is None or n == 0:
+    if n is None:
+        return numba.get_num_threads()
+    if n == 0:
         return cap
     n = int(n)
     if n < 0:
@@ -34,7 +39,7 @@ def threads(n: int | None = None, blas: int | None = 1):
     """Run a block with ``n`` numba threads and ``blas`` BLAS threads, restoring both after.
 
     Args:
-        n: numba threads (None/0 = all available).
+        n: numba threads (None = keep the current setting, 0 = all available).
         blas: BLAS/OpenMP threads inside the block (default 1: our kernels parallelise over
             blocks themselves, nested BLAS threads would oversubscribe). None leaves BLAS alone.
     """

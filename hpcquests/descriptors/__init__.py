@@ -96,18 +96,61 @@ def structure_descriptors(positions, cell, pbc, k: int, cutoff: float, *, struct
     return out
 
 
-def _run(frames, k, cutoff, threads, per_structure, progress=None):
+def _plain(s, atoms, k, cutoff, species):
+    return structure_descriptors(atoms.positions, atoms.cell.array, atoms.pbc, k, cutoff, structure=s)
+
+
+def _multicomponent(s, atoms, k, cutoff, species):
+    pos = atoms.positions
+    full = structure_descriptors(pos, atoms.cell.array, atoms.pbc, k, cutoff, structure=s)
+    if len(species) == 1:
+        return full
+    symbols = np.array(atoms.get_chemical_symbols())
+    unknown = sorted(str(u) for u in set(symbols) - set(species))
+    if unknown:
+        raise ValueError(f"structure {s}: species {unknown} not in the requested species {list(species)}")
+    x1 = [full[:, :k]]
+    x2 = [full[:, k:]]
+    for sp in species:
+        mask = symbols == sp
+        part = np.zeros_like(full)
+        if mask.any():
+            part[mask] = structure_descriptors(pos[mask], atoms.cell.array, atoms.pbc, k, cutoff,
+                                               structure=s, check_overlap=False)
+        x1.append(part[:, :k])
+        x2.append(part[:, k:])
+    return np.concatenate(x1 + x2, axis=1)
+
+
+def descriptor_width(k: int, n_species: int = 1) -> int:
+    """Columns of a descriptor row: 2k−1, times (n_species+1) for multicomponent (n_species > 1)."""
+    return (2 * k - 1) * (n_species + 1 if n_species > 1 else 1)
+
+
+def descriptors_of(frames, k: int, cutoff: float, *, first_index: int = 0, multicomponent: bool = False,
+                   species: Sequence[str] | None = None, threads: int | None = None, progress=None) -> np.ndarray:
+    """Descriptors of a (possibly empty) list of structures whose global index starts at
+    ``first_index`` (so errors name the structure as the user numbers it). The building block
+    of ``get_descriptors`` and of the distributed driver."""
     from ..runtime import threads as thread_context
 
-    frames = _as_frames(frames)
     k, cutoff = check_parameters(k, cutoff)
+    if multicomponent:
+        species = sorted(species) if species is not None else dataset_species(frames)
+        if not species:
+            raise ValueError("species must name at least one element")
+        width = descriptor_width(k, len(species))
+        one = _multicomponent
+    else:
+        width = descriptor_width(k)
+        one = _plain
     blocks = []
     with thread_context(threads):
         for s, atoms in enumerate(frames):
-            blocks.append(per_structure(s, atoms, k, cutoff))
+            blocks.append(one(first_index + s, atoms, k, cutoff, species))
             if progress is not None:
                 progress(s + 1, len(frames))
-    return np.concatenate(blocks, axis=0) if blocks else np.zeros((0, 2 * k - 1))
+    return np.concatenate(blocks, axis=0) if blocks else np.zeros((0, width))
 
 
 def get_descriptors(frames, k: int = DEFAULT_K, cutoff: float = DEFAULT_CUTOFF, *,
@@ -124,11 +167,7 @@ def get_descriptors(frames, k: int = DEFAULT_K, cutoff: float = DEFAULT_CUTOFF, 
     Returns:
         (n_atoms_total, 2k−1) float64 array, rows in structure then atom order.
     """
-    def one(s, atoms, k, cutoff):
-        return structure_descriptors(atoms.positions, atoms.cell.array, atoms.pbc, k, cutoff,
-                                     structure=s)
-
-    return _run(frames, k, cutoff, threads, one, progress)
+    return descriptors_of(_as_frames(frames), k, cutoff, threads=threads, progress=progress)
 
 
 def dataset_species(frames: Iterable) -> list[str]:
@@ -149,31 +188,5 @@ def get_descriptors_multicomponent(frames, k: int = DEFAULT_K, cutoff: float = D
     ``[x1_all, x1_s1, ..., x2_all, x2_s1, ...]``: width (2k−1)(n_species+1), or 2k−1 when the
     dataset has a single species.
     """
-    frames = _as_frames(frames)
-    species = sorted(species) if species is not None else dataset_species(frames)
-    if not species:
-        raise ValueError("species must name at least one element")
-    n_sp = len(species)
-
-    def one(s, atoms, k, cutoff):
-        pos = atoms.positions
-        full = structure_descriptors(pos, atoms.cell.array, atoms.pbc, k, cutoff, structure=s)
-        if n_sp == 1:
-            return full
-        symbols = np.array(atoms.get_chemical_symbols())
-        unknown = sorted(str(u) for u in set(symbols) - set(species))
-        if unknown:
-            raise ValueError(f"structure {s}: species {unknown} not in the requested species {species}")
-        x1 = [full[:, :k]]
-        x2 = [full[:, k:]]
-        for sp in species:
-            mask = symbols == sp
-            part = np.zeros_like(full)
-            if mask.any():
-                part[mask] = structure_descriptors(pos[mask], atoms.cell.array, atoms.pbc, k, cutoff,
-                                                   structure=s, check_overlap=False)
-            x1.append(part[:, :k])
-            x2.append(part[:, k:])
-        return np.concatenate(x1 + x2, axis=1)
-
-    return _run(frames, k, cutoff, threads, one, progress)
+    return descriptors_of(_as_frames(frames), k, cutoff, multicomponent=True, species=species,
+                          threads=threads, progress=progress)

@@ -55,6 +55,11 @@ def write_shard(store_path, shard_id: int, row_start: int, arrays: dict) -> dict
     if len(set(lengths.values())) != 1:
         raise ValueError(f"per-row arrays have different lengths: {lengths}")
     n_rows = next(iter(lengths.values()))
+    parent = os.path.dirname(os.path.abspath(store_path))
+    if not os.path.isdir(parent):
+        raise ValueError(f"output directory {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise ValueError(f"output directory {parent} is not writable")
     directory = shard_dir(store_path)
     os.makedirs(directory, exist_ok=True)
     rel = os.path.join(os.path.basename(directory), shard_name(shard_id))
@@ -177,14 +182,14 @@ def write_store(path, descriptors, offsets, *, k, cutoff, species=(), descriptor
     starts = list(range(0, n_env, step)) or [0]
     infos = [write_shard(path, i, s, {name: a[s:s + step] for name, a in rows.items()})
              for i, s in enumerate(starts)]
-    _remove_stale_shards(path, len(infos))
+    remove_stale_shards(path, len(infos))
     attrs = store_attrs(k=k, cutoff=cutoff, species=species, descriptor_kind=descriptor_kind, sources=sources,
                         command=command)
     write_master(path, infos, offsets, attrs=attrs, per_structure=per_structure)
     return os.fspath(path)
 
 
-def _remove_stale_shards(path, n_shards):
+def remove_stale_shards(path, n_shards):
     directory = shard_dir(path)
     for name in os.listdir(directory):
         if name.startswith("shard-") and name.endswith(".h5"):

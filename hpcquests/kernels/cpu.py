@@ -89,6 +89,67 @@ def squared_norms(x):
     return out
 
 
+#: Stands in for +inf inside fastmath loops (which assume finite values).
+BIG = 1e300
+
+
+@nb.njit(cache=True, fastmath=True)
+def _row_to_d2(yi, xn, r0, row, nr):
+    """row[j] ← max(|y|² + |x_j|² − 2 y·x_j, 0) in place; returns the row minimum."""
+    rmin = BIG
+    for j in range(nr):
+        d2 = max(yi + xn[r0 + j] - 2.0 * row[j], 0.0)
+        row[j] = d2
+        rmin = min(rmin, d2)
+    return rmin
+
+
+@nb.njit(cache=True, fastmath=True)
+def _row_min(row, nr):
+    rmin = BIG
+    for j in range(nr):
+        rmin = min(rmin, row[j])
+    return rmin
+
+
+@nb.njit(cache=True, fastmath=True)
+def _count_below(row, nr, lim):
+    c = 0
+    for j in range(nr):
+        c += 1 if row[j] < lim else 0
+    return c
+
+
+@nb.njit(cache=True, fastmath=True)
+def _masked_expsum(row, nr, m, lim, a):
+    """Σ_j exp(−(d²_j − m)·a) over d²_j < lim: dense and vectorised (most terms survive)."""
+    acc = 0.0
+    for j in range(nr):
+        t = row[j]
+        e = _exp_neg(-(t - m) * a)
+        acc += e if t < lim else 0.0
+    return acc
+
+
+@nb.njit(cache=True)
+def _compact_below(row, nr, lim, m, buf):
+    """buf[:c] ← d²_j − m for the d²_j < lim, branch-free; returns c."""
+    c = 0
+    for j in range(nr):
+        t = row[j]
+        buf[c] = t - m
+        c += 1 if t < lim else 0
+    return c
+
+
+@nb.njit(cache=True, fastmath=True)
+def _expsum(buf, c, a):
+    acc = 0.0
+    for j in range(c):
+        acc += _exp_neg(-buf[j] * a)
+    return acc
+
+
 @nb.njit(parallel=True, cache=True)
 def kernel_logsum_update(y, yn, x, xn, inv2h2, prune_d2, m_state, s_state, exclude_offset):
     """Fold reference block(s) ``x`` into the running log-sum-exp state of queries ``y``.
@@ -102,11 +163,15 @@ def kernel_logsum_update(y, yn, x, xn, inv2h2, prune_d2, m_state, s_state, exclu
         s_state: (M, n_h) running scaled sums, updated in place (start at 0).
         exclude_offset: if >= 0, query i skips reference row i − exclude_offset (self term);
             -1 keeps every pair.
+
+    Each row's terms are summed densely (vectorised, masked) when at least a quarter survive
+    the pruning test, else gathered first; both give the same terms.
     """
     M = y.shape[0]
     N = x.shape[0]
     n_h = inv2h2.shape[0]
     n_qb = (M + QUERY_BLOCK - 1) // QUERY_BLOCK
+    prune = min(prune_d2, BIG)
     for qb in nb.prange(n_qb):
         q0 = qb * QUERY_BLOCK
         q1 = min(q0 + QUERY_BLOCK, M)
@@ -120,20 +185,14 @@ def kernel_logsum_update(y, yn, x, xn, inv2h2, prune_d2, m_state, s_state, exclu
             np.dot(yb, x[r0:r1].T, gv)
             for ii in range(q1 - q0):
                 i = q0 + ii
-                yi = yn[i]
                 row = gv[ii]
-                skip = -1
+                rmin = _row_to_d2(yn[i], xn, r0, row, nr)
                 if exclude_offset >= 0:
                     skip = i - exclude_offset - r0
-                # pass 1: squared distances in place and their minimum
-                rmin = np.inf
-                for j in range(nr):
-                    d2 = yi + xn[r0 + j] - 2.0 * row[j]
-                    d2 = max(d2, 0.0)
-                    row[j] = d2
-                    if j != skip:
-                        rmin = min(rmin, d2)
-                if rmin == np.inf:
+                    if 0 <= skip < nr:
+                        row[skip] = BIG
+                        rmin = _row_min(row, nr)
+                if rmin >= BIG:
                     continue
                 m_old = m_state[i]
                 if rmin < m_old:
@@ -142,21 +201,17 @@ def kernel_logsum_update(y, yn, x, xn, inv2h2, prune_d2, m_state, s_state, exclu
                             s_state[i, hh] *= math.exp(-(m_old - rmin) * inv2h2[hh])
                     m_state[i] = rmin
                 m = m_state[i]
-                # pass 2: branch-free gather of the terms that matter
-                if skip >= 0 and skip < nr:
-                    row[skip] = np.inf
-                lim = m + prune_d2
-                c = 0
-                for j in range(nr):
-                    t = row[j]
-                    buf[c] = t - m
-                    c += 1 if t < lim else 0
-                for hh in range(n_h):
-                    a = inv2h2[hh]
-                    acc = 0.0
-                    for j in range(c):
-                        acc += _exp_neg(-buf[j] * a)
-                    s_state[i, hh] += acc
+                lim = m + prune
+                c = _count_below(row, nr, lim)
+                if c == 0:
+                    continue
+                if 4 * c >= nr:
+                    for hh in range(n_h):
+                        s_state[i, hh] += _masked_expsum(row, nr, m, lim, inv2h2[hh])
+                else:
+                    c = _compact_below(row, nr, lim, m, buf)
+                    for hh in range(n_h):
+                        s_state[i, hh] += _expsum(buf, c, inv2h2[hh])
 
 
 def logsum_finalize(m_state, s_state, inv2h2):

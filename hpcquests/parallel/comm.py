@@ -97,6 +97,18 @@ def local_rank(comm) -> int:
         node.Free()
 
 
+def node_size(comm) -> int:
+    """Number of this communicator's ranks on this node."""
+    if getattr(comm, "is_serial", False) or comm.Get_size() == 1:
+        return 1
+    MPI = _import_mpi()
+    node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    try:
+        return node.Get_size()
+    finally:
+        node.Free()
+
+
 def mpi_info() -> dict:
     """mpi4py/MPI versions and the world size as this process would see it; never raises."""
     info = {"launched": launched_by_mpi()}
@@ -123,7 +135,7 @@ def mpi_info() -> dict:
 def agree_on_error(comm, exc: BaseException | None) -> None:
     """Collective: if any rank passes an exception, every rank raises one error carrying the
     lowest failing rank's message (ValueError if that was a ValueError, else RuntimeError)."""
-    mine = None if exc is None else (type(exc).__name__, str(exc))
+    mine = None if exc is None else ("ValueError" if isinstance(exc, ValueError) else type(exc).__name__, str(exc))
     everyone = comm.allgather(mine)
     for rank, item in enumerate(everyone):
         if item is not None:

@@ -1,0 +1,228 @@
+"""Parallel drivers: compose the array kernels with a communicator passed in.
+
+Every function takes ``comm`` (an mpi4py communicator or ``SerialComm``) and each rank's local
+part of the data; results are the same on any number of ranks (bitwise for integer data and
+selections, within 1e-12 relative for floating sums).
+
+δH / H / D share one driver, ``distributed_logsum``: queries stay where they are (partitioned),
+the reference is either gathered on every rank (when it fits ``ref_memory`` bytes) or left
+sharded and passed around a ring with double-buffered Isend/Irecv, the next shard arriving
+while the current one is folded into the running log-sum-exp state. Both paths fold the same
+pairs into the same state, so they agree to rounding.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .comm import agree_on_error
+from .partition import partition, weighted_partition
+
+#: Gather the whole reference on every rank when it needs at most this many bytes.
+DEFAULT_REF_MEMORY = 2 * 1024**3
+RING_TAG = 7301
+
+
+def collective(comm, fn, *args, **kwargs):
+    """Run ``fn`` on every rank; if any rank raises, every rank raises the same error."""
+    result, err = None, None
+    try:
+        result = fn(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - re-raised collectively below
+        err = exc
+    agree_on_error(comm, err)
+    return result
+
+
+def allgather_rows(comm, local: np.ndarray) -> np.ndarray:
+    """Concatenate every rank's (n_r, d) float64 block in rank order, on every rank."""
+    local = np.ascontiguousarray(local, dtype=np.float64)
+    if comm.Get_size() == 1:
+        return local
+    d = local.shape[1] if local.ndim == 2 else 0
+    counts = np.array(comm.allgather(local.size), dtype=np.int64)
+    out = np.empty(int(counts.sum()), dtype=np.float64)
+    displs = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    comm.Allgatherv(local.ravel(), [out, counts, displs, _mpi_double()])
+    return out.reshape(-1, d)
+
+
+def gather_rows(comm, local: np.ndarray, root: int = 0):
+    """Concatenate every rank's rows in rank order on ``root`` (None elsewhere)."""
+    if comm.Get_size() == 1:
+        return np.asarray(local)
+    parts = comm.gather(np.asarray(local), root=root)
+    return np.concatenate(parts) if comm.Get_rank() == root else None
+
+
+def _mpi_double():
+    from mpi4py import MPI
+
+    return MPI.DOUBLE
+
+
+def global_rows(comm, n_local: int) -> tuple[int, int]:
+    """(offset of this rank's rows, total rows) for rows laid out in rank order."""
+    sizes = comm.allgather(int(n_local))
+    return int(sum(sizes[: comm.Get_rank()])), int(sum(sizes))
+
+
+def distributed_logsum(comm, y_local, x_local, h, *, ref_memory: int = DEFAULT_REF_MEMORY,
+                       backend: str = "cpu", threads=None, force_ring: bool = False, stats: dict | None = None):
+    """L(y | X) = log Σ_{x∈X} K(y, x) for this rank's queries against the reference spread over
+    all ranks (each rank passes its own shard ``x_local``, possibly empty).
+
+    Returns (M_local, n_h) float64. ``stats`` (a dict) receives the path taken and the shape.
+    """
+    from ..kernels.registry import get_backend
+    from ..metrics import as_bandwidths
+    from ..runtime import threads as thread_context
+
+    hs, _ = as_bandwidths(h)
+    y_local = np.ascontiguousarray(y_local, dtype=np.float64)
+    x_local = np.ascontiguousarray(x_local, dtype=np.float64)
+    size, rank = comm.Get_size(), comm.Get_rank()
+    shapes = comm.allgather((x_local.shape, y_local.shape))
+    widths = {s[1] for xs, ys in shapes for s in (xs, ys) if s[0] > 0}
+    if len(widths) > 1:
+        raise ValueError(f"descriptor widths differ between the query and reference sets: {sorted(widths)}")
+    sizes = [xs[0] for xs, _ in shapes]
+    n_ref = int(sum(sizes))
+    if n_ref == 0:
+        raise ValueError("the reference set is empty")
+    d = widths.pop() if widths else x_local.shape[1]
+    be = get_backend(backend)
+    # one centre for every rank: the global reference mean
+    total = np.asarray(comm.allreduce(x_local.sum(axis=0) if x_local.shape[0] else np.zeros(d)))
+    center = total / n_ref
+    inv2h2, prune_d2 = be.reference_params(hs, n_ref)
+    ring = force_ring or n_ref * d * 8 > ref_memory
+    if stats is not None:
+        stats.update(path="ring" if ring and size > 1 else "broadcast", n_ref=n_ref, ranks=size)
+    with thread_context(threads):
+        st = be.start(y_local - center, hs.size)
+        xc_local = x_local - center
+        if size == 1:
+            be.fold(st, xc_local, inv2h2, prune_d2)
+        elif not ring:
+            be.fold(st, allgather_rows(comm, xc_local), inv2h2, prune_d2)
+        else:
+            _ring_fold(comm, be, st, xc_local, sizes, d, inv2h2, prune_d2)
+        return be.finish(st, inv2h2)
+
+
+def _ring_fold(comm, be, st, xc_local, sizes, d, inv2h2, prune_d2):
+    """Pass the reference shards around the ring; fold each into ``st`` while the next arrives."""
+    size, rank = comm.Get_size(), comm.Get_rank()
+    right, left = (rank + 1) % size, (rank - 1) % size
+    cap = max(sizes) * d
+    bufs = [np.empty(max(cap, 1)), np.empty(max(cap, 1))]
+    cur = 0
+    n_cur = sizes[rank]
+    bufs[cur][: n_cur * d] = xc_local.ravel()
+    for step in range(size):
+        owner = (rank - step) % size
+        reqs = []
+        if step < size - 1:
+            n_next = sizes[(owner - 1) % size]
+            reqs.append(comm.Irecv(bufs[1 - cur][: n_next * d], source=left, tag=RING_TAG + step))
+            reqs.append(comm.Isend(bufs[cur][: n_cur * d], dest=right, tag=RING_TAG + step))
+        if n_cur:
+            be.fold(st, bufs[cur][: n_cur * d].reshape(n_cur, d), inv2h2, prune_d2)
+        if reqs:
+            _waitall(reqs)
+            cur = 1 - cur
+            n_cur = n_next
+
+
+def _waitall(reqs):
+    from mpi4py import MPI
+
+    MPI.Request.Waitall(reqs)
+
+
+def distributed_delta_entropy(comm, y_local, x_local, h, **kw):
+    """δH of this rank's queries; (M_local,) or (M_local, n_h) for an array h."""
+    L = distributed_logsum(comm, y_local, x_local, h, **kw)
+    return -L[:, 0] if np.ndim(h) == 0 else -L
+
+
+def distributed_entropy_diversity(comm, x_local, h, **kw):
+    """(H, D) of the set spread over all ranks (rows in rank order), each a float or (n_h,)."""
+    L = distributed_logsum(comm, x_local, x_local, h, **kw)
+    n_total = comm.allreduce(int(L.shape[0]))
+    sum_L = np.asarray(comm.allreduce(L.sum(axis=0)))
+    H = math.log(n_total) - sum_L / n_total
+    # D = log Σ_i exp(−L_i): a global log-sum-exp from per-rank (max, scaled sum)
+    neg = -L
+    local_max = neg.max(axis=0) if neg.shape[0] else np.full(neg.shape[1], -np.inf)
+    gmax = np.asarray(comm.allreduce(local_max, op=_max_op(comm)))
+    local_sum = np.exp(neg - gmax).sum(axis=0) if neg.shape[0] else np.zeros(neg.shape[1])
+    D = gmax + np.log(np.asarray(comm.allreduce(local_sum)))
+    if np.ndim(h) == 0:
+        return float(H[0]), float(D[0])
+    return H, D
+
+
+def _max_op(comm):
+    if comm.Get_size() == 1:
+        return None
+    from mpi4py import MPI
+
+    return MPI.MAX
+
+
+def local_structure_range(comm, atom_counts) -> tuple[int, int]:
+    """This rank's contiguous block of structures, balanced by atom count."""
+    return weighted_partition(np.asarray(atom_counts, dtype=np.float64), comm.Get_size(), comm.Get_rank())
+
+
+def local_row_range(comm, n_rows: int) -> tuple[int, int]:
+    return partition(int(n_rows), comm.Get_size(), comm.Get_rank())
+
+
+def distributed_descriptors(comm, frames, k, cutoff, *, multicomponent=False, species=None, threads=None,
+                            progress=None):
+    """Descriptors of this rank's structures (balanced by atom count) from a list every rank holds.
+
+    Returns (x_local, (lo, hi)) where [lo, hi) is the global structure range. Errors (with global
+    structure indices) are agreed: every rank raises the same one.
+    """
+    from ..descriptors import check_parameters, dataset_species, descriptors_of
+
+    k, cutoff = check_parameters(k, cutoff)
+    counts = [len(a) for a in frames]
+    lo, hi = local_structure_range(comm, counts)
+    if multicomponent and species is None:
+        species = dataset_species(frames)
+    x = collective(comm, descriptors_of, frames[lo:hi], k, cutoff, first_index=lo, multicomponent=multicomponent,
+                   species=species, threads=threads, progress=progress)
+    return x, (lo, hi)
+
+
+def write_store_distributed(comm, path, x_local, struct_range, offsets, *, extra_rows=None, per_structure=None,
+                            attrs: dict):
+    """Each rank writes its shard (its rows in global order); rank 0 writes the master last."""
+    from ..io.store import remove_stale_shards, write_master, write_shard
+
+    rank, size = comm.Get_rank(), comm.Get_size()
+    lo, hi = struct_range
+    offsets = np.asarray(offsets, dtype=np.int64)
+    row_start, row_stop = int(offsets[lo]), int(offsets[hi])
+    counts = np.diff(offsets[lo:hi + 1])
+    rows = {"structure_index": np.repeat(np.arange(lo, hi, dtype=np.int64), counts),
+            "atom_index": np.arange(row_start, row_stop, dtype=np.int64) - np.repeat(offsets[lo:hi], counts)}
+    if x_local is not None:
+        rows["descriptors"] = np.asarray(x_local, dtype=np.float64)
+    rows.update(extra_rows or {})
+    info = collective(comm, write_shard, path, rank, row_start, rows)
+    infos = comm.gather(info, root=0)
+
+    def master():
+        if rank == 0:
+            remove_stale_shards(path, size)
+            write_master(path, infos, offsets, attrs=attrs, per_structure=per_structure or {})
+
+    collective(comm, master)
