@@ -61,8 +61,12 @@ def _check_structure(s: int, positions: np.ndarray, cell: np.ndarray, pbc: np.nd
 
 
 def structure_descriptors(positions, cell, pbc, k: int, cutoff: float, *, structure: int = 0,
-                          check_overlap: bool = True) -> np.ndarray:
-    """Descriptors (n, 2k−1) float64 of one structure given as raw arrays (Å)."""
+                          check_overlap: bool = True, out: np.ndarray | None = None) -> np.ndarray:
+    """Descriptors (n, 2k−1) float64 of one structure given as raw arrays (Å).
+
+    ``out``, if given, is a C-contiguous (n, 2k−1) float64 array written in place (saves a copy
+    of the whole result for million-atom structures).
+    """
     from .kernels import quests_descriptors_kernel, sorting_network
     from .neighbors import bin_points, periodic_points
 
@@ -71,7 +75,8 @@ def structure_descriptors(positions, cell, pbc, k: int, cutoff: float, *, struct
     pbc = np.asarray(pbc, dtype=bool).reshape(3)
     n = positions.shape[0]
     _check_structure(structure, positions, cell, pbc)
-    out = np.zeros((n, 2 * k - 1))
+    if out is None:
+        out = np.empty((n, 2 * k - 1))  # the kernel writes every entry
     if n == 0:
         return out
     try:
@@ -82,7 +87,8 @@ def structure_descriptors(positions, cell, pbc, k: int, cutoff: float, *, struct
     nn_dist = np.full(n, np.inf)
     nn_atom = np.full(n, -1, dtype=np.int64)
     n_nbrs = np.zeros(n, dtype=np.int64)
-    quests_descriptors_kernel(pts, atom, shift, n, order, keys, starts, dims, k, cutoff,
+    # cell order in memory: a cell's candidates are contiguous (cache-friendly on 10^6+ atoms)
+    quests_descriptors_kernel(pts[order], atom[order], shift[order], n, order, keys, starts, dims, k, cutoff,
                               sorting_network(k), out, nn_dist, nn_atom, n_nbrs)
     if check_overlap:
         close = nn_dist < MIN_DISTANCE
@@ -96,11 +102,11 @@ def structure_descriptors(positions, cell, pbc, k: int, cutoff: float, *, struct
     return out
 
 
-def _plain(s, atoms, k, cutoff, species):
-    return structure_descriptors(atoms.positions, atoms.cell.array, atoms.pbc, k, cutoff, structure=s)
+def _plain(s, atoms, k, cutoff, species, out=None):
+    return structure_descriptors(atoms.positions, atoms.cell.array, atoms.pbc, k, cutoff, structure=s, out=out)
 
 
-def _multicomponent(s, atoms, k, cutoff, species):
+def _multicomponent(s, atoms, k, cutoff, species, out=None):
     pos = atoms.positions
     full = structure_descriptors(pos, atoms.cell.array, atoms.pbc, k, cutoff, structure=s)
     if len(species) == 1:
@@ -144,13 +150,19 @@ def descriptors_of(frames, k: int, cutoff: float, *, first_index: int = 0, multi
     else:
         width = descriptor_width(k)
         one = _plain
-    blocks = []
+    counts = [len(atoms) for atoms in frames]
+    result = np.empty((sum(counts), width))
+    row = 0
     with thread_context(threads):
         for s, atoms in enumerate(frames):
-            blocks.append(one(first_index + s, atoms, k, cutoff, species))
+            block = result[row:row + counts[s]]
+            got = one(first_index + s, atoms, k, cutoff, species, out=block if one is _plain else None)
+            if got is not block:
+                block[...] = got
+            row += counts[s]
             if progress is not None:
                 progress(s + 1, len(frames))
-    return np.concatenate(blocks, axis=0) if blocks else np.zeros((0, width))
+    return result
 
 
 def get_descriptors(frames, k: int = DEFAULT_K, cutoff: float = DEFAULT_CUTOFF, *,

@@ -179,11 +179,14 @@ def _descriptor_one(q, cand, n_cand, pts, atom, shift, k, cutoff, network,
 @nb.njit(parallel=True, cache=True)
 def quests_descriptors_kernel(pts, atom, shift, n_query, order, keys, starts, dims, k, cutoff,
                               network, out, nn_dist, nn_atom, n_nbrs):
-    """QUESTS descriptors of the first ``n_query`` points of a binned open-boundary point set.
+    """QUESTS descriptors of the query points of a binned open-boundary point set.
 
     Args:
         pts: (P, 3) float64 positions, Å; atom: (P,) int64 atom indices; shift: (P, 3) int64
-            image shifts; order/keys/starts/dims: the cell list from ``bin_points``.
+            image shifts, all already permuted into cell order (``pts_sorted = pts[order]``, so
+            a cell's candidates are contiguous in memory); order: (P,) original point index of
+            each sorted point, the first ``n_query`` original points being the queries;
+            keys/starts/dims: the cell list from ``bin_points``.
         out: (n_query, 2k-1) float64, written; nn_dist/nn_atom/n_nbrs: (n_query,) nearest
             neighbour distance, its atom, and the neighbour count, written (for validation).
     """
@@ -233,7 +236,7 @@ def quests_descriptors_kernel(pts, atom, shift, n_query, order, keys, starts, di
         p = 0
         for c in range(nb_cells):
             for t in range(lo_idx[c], hi_idx[c]):
-                cand[p] = order[t]
+                cand[p] = t
                 p += 1
         b_dk = np.empty(k, dtype=np.int64)
         b_atom = np.empty(k, dtype=np.int64)
@@ -248,7 +251,7 @@ def quests_descriptors_kernel(pts, atom, shift, n_query, order, keys, starts, di
             q = order[t]
             if q >= n_query:
                 continue
-            m, rmin, amin = _descriptor_one(q, cand, n_cand, pts, atom, shift, k, cutoff, network,
+            m, rmin, amin = _descriptor_one(t, cand, n_cand, pts, atom, shift, k, cutoff, network,
                                             b_dk, b_atom, b_shift, b_idx, vec, r, w, M, colsum,
                                             out[q])
             nn_dist[q] = rmin

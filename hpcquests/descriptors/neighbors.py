@@ -164,6 +164,9 @@ def bin_points(pts: np.ndarray, cell_size: float):
     keys_all = coords[:, 0] + dims[0] * (coords[:, 1] + dims[1] * coords[:, 2])
     order = np.argsort(keys_all, kind="stable")
     sorted_keys = keys_all[order]
-    keys, starts = np.unique(sorted_keys, return_index=True)
-    starts = np.append(starts, len(sorted_keys)).astype(np.int64)
+    # boundaries of runs of equal keys (already sorted: O(n), no second sort as np.unique would do)
+    starts = np.flatnonzero(np.diff(sorted_keys)) + 1
+    starts = np.concatenate([[0], starts, [len(sorted_keys)]]).astype(np.int64) if len(sorted_keys) else \
+        np.zeros(1, dtype=np.int64)
+    keys = sorted_keys[starts[:-1]]
     return order.astype(np.int64), keys.astype(np.int64), starts, dims, origin, edge
