@@ -54,7 +54,8 @@ def threads(n: int | None = None, blas: int | None = 1):
             try:
                 from threadpoolctl import threadpool_limits
 
-                stack.enter_context(threadpool_limits(limits=int(blas)))
+                # BLAS only: limiting "openmp" too would cap numba's own OpenMP threading layer
+                stack.enter_context(threadpool_limits(limits=int(blas), user_api="blas"))
             except ImportError:  # pragma: no cover - threadpoolctl is a dependency
                 pass
         with stack:

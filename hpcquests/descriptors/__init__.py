@@ -16,6 +16,8 @@ DEFAULT_K = 32
 DEFAULT_CUTOFF = 5.0
 #: Atoms closer than this (Å) are rejected as overlapping.
 MIN_DISTANCE = 0.1
+#: Structures with fewer atoms run single-threaded, several structures at a time.
+SMALL_STRUCTURE = 4096
 
 
 def _as_frames(frames) -> list:
@@ -61,13 +63,15 @@ def _check_structure(s: int, positions: np.ndarray, cell: np.ndarray, pbc: np.nd
 
 
 def structure_descriptors(positions, cell, pbc, k: int, cutoff: float, *, structure: int = 0,
-                          check_overlap: bool = True, out: np.ndarray | None = None) -> np.ndarray:
+                          check_overlap: bool = True, out: np.ndarray | None = None,
+                          serial: bool | None = None) -> np.ndarray:
     """Descriptors (n, 2k−1) float64 of one structure given as raw arrays (Å).
 
     ``out``, if given, is a C-contiguous (n, 2k−1) float64 array written in place (saves a copy
-    of the whole result for million-atom structures).
+    of the whole result for million-atom structures). ``serial`` runs the kernel on the calling
+    thread (default: for structures below SMALL_STRUCTURE atoms).
     """
-    from .kernels import quests_descriptors_kernel, sorting_network
+    from .kernels import quests_descriptors_kernel, quests_descriptors_kernel_serial, sorting_network
     from .neighbors import bin_points, periodic_points
 
     positions = np.ascontiguousarray(positions, dtype=np.float64).reshape(-1, 3)
@@ -83,13 +87,16 @@ def structure_descriptors(positions, cell, pbc, k: int, cutoff: float, *, struct
         pts, atom, shift = periodic_points(positions, cell, pbc, cutoff)
     except ValueError as exc:
         raise ValueError(f"structure {structure}: {exc}") from None
-    order, keys, starts, dims, _, _ = bin_points(pts, cutoff)
+    order, keys, starts, dims = bin_points(pts, cutoff)
     nn_dist = np.full(n, np.inf)
     nn_atom = np.full(n, -1, dtype=np.int64)
     n_nbrs = np.zeros(n, dtype=np.int64)
     # cell order in memory: a cell's candidates are contiguous (cache-friendly on 10^6+ atoms)
-    quests_descriptors_kernel(pts[order], atom[order], shift[order], n, order, keys, starts, dims, k, cutoff,
-                              sorting_network(k), out, nn_dist, nn_atom, n_nbrs)
+    if serial is None:
+        serial = n < SMALL_STRUCTURE
+    kernel = quests_descriptors_kernel_serial if serial else quests_descriptors_kernel
+    kernel(pts[order], atom[order], shift[order], n, order, keys, starts, dims, k, cutoff,
+           sorting_network(k), out, nn_dist, nn_atom, n_nbrs)
     if check_overlap:
         close = nn_dist < MIN_DISTANCE
         if close.any():
@@ -151,18 +158,54 @@ def descriptors_of(frames, k: int, cutoff: float, *, first_index: int = 0, multi
         width = descriptor_width(k)
         one = _plain
     counts = [len(atoms) for atoms in frames]
-    result = np.empty((sum(counts), width))
-    row = 0
-    with thread_context(threads):
-        for s, atoms in enumerate(frames):
-            block = result[row:row + counts[s]]
-            got = one(first_index + s, atoms, k, cutoff, species, out=block if one is _plain else None)
-            if got is not block:
-                block[...] = got
-            row += counts[s]
-            if progress is not None:
-                progress(s + 1, len(frames))
+    rows = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
+    result = np.empty((int(rows[-1]), width))
+
+    def run(s):
+        block = result[rows[s]:rows[s + 1]]
+        got = one(first_index + s, frames[s], k, cutoff, species, out=block if one is _plain else None)
+        if got is not block:
+            block[...] = got
+
+    with thread_context(threads) as n_threads:
+        small = [s for s, c in enumerate(counts) if c < SMALL_STRUCTURE]
+        if n_threads > 1 and len(small) > 1:
+            # small structures: one single-threaded kernel per structure, n_threads at a time
+            # (kernels release the GIL); large ones use all threads inside the kernel
+            _run_concurrently(run, small, n_threads, progress, len(frames))
+            done = len(small)
+            for s in (s for s, c in enumerate(counts) if c >= SMALL_STRUCTURE):
+                run(s)
+                done += 1
+                if progress is not None:
+                    progress(done, len(frames))
+        else:
+            for s in range(len(frames)):
+                run(s)
+                if progress is not None:
+                    progress(s + 1, len(frames))
     return result
+
+
+def _run_concurrently(run, items, n_threads, progress, total):
+    """run(item) for every item on a pool of n_threads threads; the first error (lowest item)
+    is raised after all have finished, so errors are deterministic."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    errors = {}
+    done = 0
+    with ThreadPoolExecutor(max_workers=n_threads) as pool:
+        futures = {pool.submit(run, s): s for s in items}
+        for fut in futures:
+            try:
+                fut.result()
+            except Exception as exc:  # noqa: BLE001 - re-raised below, lowest index first
+                errors[futures[fut]] = exc
+            done += 1
+            if progress is not None:
+                progress(done, total)
+    if errors:
+        raise errors[min(errors)]
 
 
 def get_descriptors(frames, k: int = DEFAULT_K, cutoff: float = DEFAULT_CUTOFF, *,

@@ -176,10 +176,81 @@ def _descriptor_one(q, cand, n_cand, pts, atom, shift, k, cutoff, network,
     return 0, np.inf, np.int64(-1)
 
 
+@nb.njit(cache=True, nogil=True)
+def _cell_descriptors(u, pts, atom, shift, n_query, order, keys, starts, dims, k, cutoff,
+                      network, out, nn_dist, nn_atom, n_nbrs):
+    """Descriptors of the query points in occupied cell ``u`` (see quests_descriptors_kernel)."""
+    n_cells = keys.shape[0]
+    dx = dims[0]
+    dy = dims[1]
+    dz = dims[2]
+    s0 = starts[u]
+    s1 = starts[u + 1]
+    has_query = False
+    for t in range(s0, s1):
+        if order[t] < n_query:
+            has_query = True
+            break
+    if not has_query:
+        return
+    key = keys[u]
+    cx = key % dx
+    cy = (key // dx) % dy
+    cz = key // (dx * dy)
+    # candidates: the points of the 27 neighbouring cells (contiguous runs in cell order)
+    n_cand = 0
+    lo_idx = np.empty(27, dtype=np.int64)
+    hi_idx = np.empty(27, dtype=np.int64)
+    nb_cells = 0
+    for ox in range(-1, 2):
+        x = cx + ox
+        if x < 0 or x >= dx:
+            continue
+        for oy in range(-1, 2):
+            y = cy + oy
+            if y < 0 or y >= dy:
+                continue
+            for oz in range(-1, 2):
+                z = cz + oz
+                if z < 0 or z >= dz:
+                    continue
+                nkey = x + dx * (y + dy * z)
+                pos = np.searchsorted(keys, nkey)
+                if pos < n_cells and keys[pos] == nkey:
+                    lo_idx[nb_cells] = starts[pos]
+                    hi_idx[nb_cells] = starts[pos + 1]
+                    n_cand += starts[pos + 1] - starts[pos]
+                    nb_cells += 1
+    cand = np.empty(n_cand, dtype=np.int64)
+    p = 0
+    for c in range(nb_cells):
+        for t in range(lo_idx[c], hi_idx[c]):
+            cand[p] = t
+            p += 1
+    b_dk = np.empty(k, dtype=np.int64)
+    b_atom = np.empty(k, dtype=np.int64)
+    b_shift = np.empty((k, 3), dtype=np.int64)
+    b_idx = np.empty(k, dtype=np.int64)
+    vec = np.empty((3, k))
+    r = np.empty(k)
+    w = np.empty(k)
+    M = np.empty((k, k))
+    colsum = np.empty(k)
+    for t in range(s0, s1):
+        q = order[t]
+        if q >= n_query:
+            continue
+        m, rmin, amin = _descriptor_one(t, cand, n_cand, pts, atom, shift, k, cutoff, network,
+                                        b_dk, b_atom, b_shift, b_idx, vec, r, w, M, colsum, out[q])
+        nn_dist[q] = rmin
+        nn_atom[q] = amin
+        n_nbrs[q] = m
+
+
 @nb.njit(parallel=True, cache=True)
 def quests_descriptors_kernel(pts, atom, shift, n_query, order, keys, starts, dims, k, cutoff,
                               network, out, nn_dist, nn_atom, n_nbrs):
-    """QUESTS descriptors of the query points of a binned open-boundary point set.
+    """QUESTS descriptors of the query points of a binned open-boundary point set, threads over cells.
 
     Args:
         pts: (P, 3) float64 positions, Å; atom: (P,) int64 atom indices; shift: (P, 3) int64
@@ -190,70 +261,17 @@ def quests_descriptors_kernel(pts, atom, shift, n_query, order, keys, starts, di
         out: (n_query, 2k-1) float64, written; nn_dist/nn_atom/n_nbrs: (n_query,) nearest
             neighbour distance, its atom, and the neighbour count, written (for validation).
     """
-    n_cells = keys.shape[0]
-    dx = dims[0]
-    dy = dims[1]
-    dz = dims[2]
-    for u in nb.prange(n_cells):
-        s0 = starts[u]
-        s1 = starts[u + 1]
-        has_query = False
-        for t in range(s0, s1):
-            if order[t] < n_query:
-                has_query = True
-                break
-        if not has_query:
-            continue
-        key = keys[u]
-        cx = key % dx
-        cy = (key // dx) % dy
-        cz = key // (dx * dy)
-        # gather candidates from the 27 neighbouring cells
-        n_cand = 0
-        lo_idx = np.empty(27, dtype=np.int64)
-        hi_idx = np.empty(27, dtype=np.int64)
-        nb_cells = 0
-        for ox in range(-1, 2):
-            x = cx + ox
-            if x < 0 or x >= dx:
-                continue
-            for oy in range(-1, 2):
-                y = cy + oy
-                if y < 0 or y >= dy:
-                    continue
-                for oz in range(-1, 2):
-                    z = cz + oz
-                    if z < 0 or z >= dz:
-                        continue
-                    nkey = x + dx * (y + dy * z)
-                    pos = np.searchsorted(keys, nkey)
-                    if pos < n_cells and keys[pos] == nkey:
-                        lo_idx[nb_cells] = starts[pos]
-                        hi_idx[nb_cells] = starts[pos + 1]
-                        n_cand += starts[pos + 1] - starts[pos]
-                        nb_cells += 1
-        cand = np.empty(n_cand, dtype=np.int64)
-        p = 0
-        for c in range(nb_cells):
-            for t in range(lo_idx[c], hi_idx[c]):
-                cand[p] = t
-                p += 1
-        b_dk = np.empty(k, dtype=np.int64)
-        b_atom = np.empty(k, dtype=np.int64)
-        b_shift = np.empty((k, 3), dtype=np.int64)
-        b_idx = np.empty(k, dtype=np.int64)
-        vec = np.empty((3, k))
-        r = np.empty(k)
-        w = np.empty(k)
-        M = np.empty((k, k))
-        colsum = np.empty(k)
-        for t in range(s0, s1):
-            q = order[t]
-            if q >= n_query:
-                continue
-            m, rmin, amin = _descriptor_one(t, cand, n_cand, pts, atom, shift, k, cutoff, network,
-                                            b_dk, b_atom, b_shift, b_idx, vec, r, w, M, colsum,
-                                            out[q])
-            nn_dist[q] = rmin
-            nn_atom[q] = amin
-            n_nbrs[q] = m
+    for u in nb.prange(keys.shape[0]):
+        _cell_descriptors(u, pts, atom, shift, n_query, order, keys, starts, dims, k, cutoff,
+                          network, out, nn_dist, nn_atom, n_nbrs)
+
+
+@nb.njit(cache=True, nogil=True)
+def quests_descriptors_kernel_serial(pts, atom, shift, n_query, order, keys, starts, dims, k, cutoff,
+                                     network, out, nn_dist, nn_atom, n_nbrs):
+    """The same on the calling thread, GIL released: for small structures, which are run
+    concurrently over structures instead (a parallel region per tiny structure costs more
+    than it saves)."""
+    for u in range(keys.shape[0]):
+        _cell_descriptors(u, pts, atom, shift, n_query, order, keys, starts, dims, k, cutoff,
+                          network, out, nn_dist, nn_atom, n_nbrs)

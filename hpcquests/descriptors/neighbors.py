@@ -36,10 +36,15 @@ def complete_cell(cell: np.ndarray, pbc: np.ndarray) -> np.ndarray:
     pbc = np.asarray(pbc, dtype=bool).reshape(3)
     basis = np.zeros((3, 3))
     periodic = [a for a in range(3) if pbc[a]]
+    norms = [math.sqrt(float(cell[a] @ cell[a])) if np.isfinite(cell[a]).all() else 0.0 for a in range(3)]
     for a in periodic:
-        if not np.all(np.isfinite(cell[a])) or np.linalg.norm(cell[a]) < 1e-12:
+        if norms[a] < 1e-12:
             raise ValueError(f"pbc is set along axis {a} but the cell vector is zero or not finite")
         basis[a] = cell[a]
+    if len(periodic) == 3:  # the common case: no completion needed, a determinant suffices
+        if abs(np.linalg.det(cell)) <= 1e-10 * norms[0] * norms[1] * norms[2]:
+            raise ValueError("the periodic cell vectors [0, 1, 2] are linearly dependent")
+        return basis
     if periodic:
         sub = cell[periodic]
         if np.linalg.matrix_rank(sub, tol=1e-10 * np.abs(sub).max()) < len(periodic):
@@ -63,21 +68,6 @@ def complete_cell(cell: np.ndarray, pbc: np.ndarray) -> np.ndarray:
     if abs(np.linalg.det(basis)) < 1e-12:  # pragma: no cover - guarded above
         raise ValueError("cell is singular")
     return basis
-
-
-@nb.njit(cache=True)
-def _ghost_ranges(frac, pbc, reach):
-    """Per atom and axis, the inclusive range of image shifts that can come within reach."""
-    n = frac.shape[0]
-    lo = np.zeros((n, 3), dtype=np.int64)
-    hi = np.zeros((n, 3), dtype=np.int64)
-    for i in range(n):
-        for a in range(3):
-            if pbc[a]:
-                f = frac[i, a]
-                lo[i, a] = math.ceil(-reach[a] - f)
-                hi[i, a] = math.floor(1.0 + reach[a] - f)
-    return lo, hi
 
 
 @nb.njit(cache=True)
@@ -134,39 +124,92 @@ def periodic_points(positions: np.ndarray, cell: np.ndarray, pbc, cutoff: float)
     if not pbc.any():
         return positions, np.arange(n, dtype=np.int64), np.zeros((n, 3), dtype=np.int64)
     basis = complete_cell(cell, pbc)
-    frac = np.linalg.solve(basis.T, positions.T).T
-    wrap = np.zeros((n, 3), dtype=np.int64)
-    for a in range(3):
-        if pbc[a]:
-            wrap[:, a] = -np.floor(frac[:, a]).astype(np.int64)
-            frac[:, a] += wrap[:, a]
-    # Perpendicular width of the cell along each axis; a margin keeps the set a superset.
+    inv = np.linalg.inv(basis)
+    # Perpendicular width of the cell along each axis (volume / opposite face area); a small
+    # margin keeps the image set a superset.
     volume = abs(np.linalg.det(basis))
-    widths = np.array([volume / np.linalg.norm(np.cross(basis[(a + 1) % 3], basis[(a + 2) % 3])) for a in range(3)])
+    widths = np.array([volume / _norm_cross(basis[(a + 1) % 3], basis[(a + 2) % 3]) for a in range(3)])
     reach = cutoff / widths + 1e-9
-    lo, hi = _ghost_ranges(frac, pbc.astype(np.bool_), reach)
+    wrap, lo, hi = _wrap_and_ranges(positions, inv, pbc.astype(np.bool_), reach)
     return _build_points(positions, wrap, lo, hi, basis)
 
 
-def bin_points(pts: np.ndarray, cell_size: float):
-    """Sort points into cubic cells of edge ``cell_size``.
+def _norm_cross(u, v) -> float:
+    x = u[1] * v[2] - u[2] * v[1]
+    y = u[2] * v[0] - u[0] * v[2]
+    z = u[0] * v[1] - u[1] * v[0]
+    return math.sqrt(x * x + y * y + z * z)
 
-    Returns (order, keys, starts, dims, origin): ``order`` sorts the points by cell key,
-    ``keys`` are the unique occupied keys (ascending) and ``starts`` (len(keys)+1) index into
-    ``order``.
+
+@nb.njit(cache=True)
+def _wrap_and_ranges(pos, inv, pbc, reach):
+    """Integer wrap into the home cell along periodic axes, and per atom/axis the inclusive
+    range of image shifts whose fractional coordinate lies within ``reach`` of [0, 1)."""
+    n = pos.shape[0]
+    wrap = np.zeros((n, 3), dtype=np.int64)
+    lo = np.zeros((n, 3), dtype=np.int64)
+    hi = np.zeros((n, 3), dtype=np.int64)
+    for i in range(n):
+        for a in range(3):
+            if pbc[a]:
+                f = pos[i, 0] * inv[0, a] + pos[i, 1] * inv[1, a] + pos[i, 2] * inv[2, a]
+                w = -math.floor(f)
+                wrap[i, a] = w
+                f += w
+                lo[i, a] = math.ceil(-reach[a] - f)
+                hi[i, a] = math.floor(1.0 + reach[a] - f)
+    return wrap, lo, hi
+
+
+def bin_points(pts: np.ndarray, cell_size: float):
+    """Sort points into cubic cells of edge >= ``cell_size``.
+
+    Returns (order, keys, starts, dims): ``order`` (P,) sorts the points by cell key (stable),
+    ``keys`` are the occupied keys ascending and ``starts`` (len(keys)+1) index into ``order``;
+    dims (3,) is the grid shape (key = cx + dims[0]·(cy + dims[1]·cz)).
     """
-    origin = pts.min(axis=0) if len(pts) else np.zeros(3)
-    extent = (pts.max(axis=0) - origin) if len(pts) else np.zeros(3)
-    # Cap each axis at 2**20 cells so keys fit int64; coarser cells stay correct (edge >= rc).
-    dims = np.minimum(np.floor(extent / cell_size).astype(np.int64) + 1, 1 << 20)
-    edge = np.maximum(cell_size, extent / np.maximum(dims, 1) * (1 + 1e-12))
-    coords = np.minimum(((pts - origin) / edge).astype(np.int64), dims - 1)
-    keys_all = coords[:, 0] + dims[0] * (coords[:, 1] + dims[1] * coords[:, 2])
-    order = np.argsort(keys_all, kind="stable")
-    sorted_keys = keys_all[order]
-    # boundaries of runs of equal keys (already sorted: O(n), no second sort as np.unique would do)
-    starts = np.flatnonzero(np.diff(sorted_keys)) + 1
-    starts = np.concatenate([[0], starts, [len(sorted_keys)]]).astype(np.int64) if len(sorted_keys) else \
-        np.zeros(1, dtype=np.int64)
-    keys = sorted_keys[starts[:-1]]
-    return order.astype(np.int64), keys.astype(np.int64), starts, dims, origin, edge
+    return _bin_points(np.ascontiguousarray(pts, dtype=np.float64), float(cell_size))
+
+
+@nb.njit(cache=True)
+def _bin_points(pts, cell_size):
+    n = pts.shape[0]
+    origin = np.zeros(3)
+    extent = np.zeros(3)
+    if n:
+        for c in range(3):
+            lo = pts[0, c]
+            hi = pts[0, c]
+            for i in range(n):
+                lo = min(lo, pts[i, c])
+                hi = max(hi, pts[i, c])
+            origin[c] = lo
+            extent[c] = hi - lo
+    dims = np.empty(3, dtype=np.int64)
+    edge = np.empty(3)
+    for c in range(3):
+        # at most 2**20 cells per axis so keys fit int64; coarser cells stay correct (edge >= rc)
+        dims[c] = min(np.int64(math.floor(extent[c] / cell_size)) + 1, 1 << 20)
+        edge[c] = max(cell_size, extent[c] / dims[c] * (1.0 + 1e-12))
+    keys_all = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        cx = min(np.int64((pts[i, 0] - origin[0]) / edge[0]), dims[0] - 1)
+        cy = min(np.int64((pts[i, 1] - origin[1]) / edge[1]), dims[1] - 1)
+        cz = min(np.int64((pts[i, 2] - origin[2]) / edge[2]), dims[2] - 1)
+        keys_all[i] = cx + dims[0] * (cy + dims[1] * cz)
+    order = np.argsort(keys_all, kind="mergesort")
+    n_keys = 0
+    for t in range(n):
+        if t == 0 or keys_all[order[t]] != keys_all[order[t - 1]]:
+            n_keys += 1
+    keys = np.empty(n_keys, dtype=np.int64)
+    starts = np.empty(n_keys + 1, dtype=np.int64)
+    u = 0
+    for t in range(n):
+        kk = keys_all[order[t]]
+        if t == 0 or kk != keys_all[order[t - 1]]:
+            keys[u] = kk
+            starts[u] = t
+            u += 1
+    starts[n_keys] = n
+    return order.astype(np.int64), keys, starts, dims
