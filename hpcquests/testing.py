@@ -19,11 +19,21 @@ def _rng(seed):
     return np.random.default_rng(seed)
 
 
+# nearest-neighbour distance = factor · a for each structure (hcp: ideal c/a = 1.633)
+_NN_FACTOR = {"fcc": 1.0 / np.sqrt(2.0), "bcc": np.sqrt(3.0) / 2.0, "hcp": 1.0, "diamond": np.sqrt(3.0) / 4.0,
+              "sc": 1.0}
+
+
 def _lattice_constant(symbol, structure, a):
+    """Lattice constant (Å) of ``symbol`` in ``structure``: the element's own one when the
+    structure is its native one, otherwise the one keeping its nearest-neighbour distance."""
     if a is not None:
         return float(a)
+    if structure not in _NN_FACTOR:
+        raise ValueError(f"unknown structure {structure!r}: expected one of {sorted(_NN_FACTOR)}")
     if symbol in _LATTICE:
-        return _LATTICE[symbol][1]
+        native, a0 = _LATTICE[symbol]
+        return a0 if native == structure else a0 * _NN_FACTOR[native] / _NN_FACTOR[structure]
     return {"bcc": 3.3, "fcc": 3.6, "hcp": 3.0, "diamond": 5.4, "sc": 2.7}[structure]
 
 
@@ -70,17 +80,36 @@ def triclinic_crystal(symbol: str = "Cu", size=(3, 3, 3), noise: float = 0.05,
     return atoms
 
 
-def small_cell(symbol: str = "Cu", structure: str = "fcc", noise: float = 0.05, seed: int = 0):
-    """A 2–8 atom periodic cell whose perpendicular widths are below 5 Å (many images)."""
-    from ase.build import bulk
+def _widths(cell):
+    """Perpendicular widths (Å) of a 3-D cell: volume / area of the opposite face."""
+    cell = np.asarray(cell, dtype=float)
+    vol = abs(np.linalg.det(cell))
+    return np.array([vol / np.linalg.norm(np.cross(cell[(i + 1) % 3], cell[(i + 2) % 3])) for i in range(3)])
 
-    a = _lattice_constant(symbol, structure, None)
+
+def small_cell(symbol: str = "Cu", structure: str = "fcc", noise: float = 0.05, seed: int = 0,
+               a: float | None = None):
+    """A 2–8 atom periodic cell (fcc/bcc/hcp/diamond/sc) whose perpendicular widths are below
+    5 Å, so that a 5 Å cutoff needs several images per axis (an atom's own images are neighbours).
+
+    One-atom primitive cells (fcc, sc) are doubled with whichever of a few determinant-2
+    supercell matrices gives the most compact cell. The hcp cell is the 2-atom primitive one; its
+    width along c is 1.633·a, below 5 Å when a < 3.06 Å (Cu, Ti, Ta; not Mg). Noise in Å.
+    """
+    from ase.build import bulk, make_supercell
+
+    a = _lattice_constant(symbol, structure, a)
     if structure == "hcp":
         atoms = bulk(symbol, "hcp", a=a, c=1.633 * a)
+    elif structure == "bcc":
+        atoms = bulk(symbol, "bcc", a=a, cubic=True)  # 2 atoms, widths a
     else:
-        atoms = bulk(symbol, structure, a=a, cubic=structure != "fcc")
-        if len(atoms) < 2:
-            atoms = atoms.repeat((2, 1, 1))
+        atoms = bulk(symbol, structure, a=a)  # primitive: fcc/sc 1 atom, diamond 2 atoms
+    if len(atoms) < 2:
+        candidates = [np.diag([2, 1, 1]), np.array([[1, 1, 0], [-1, 1, 0], [0, 0, 1]]),
+                      np.array([[1, 1, 0], [0, 1, 1], [1, 0, 1]]), np.array([[1, -1, 0], [0, 1, -1], [1, 1, 1]])]
+        best = min(candidates, key=lambda P: (_widths(P @ atoms.cell.array).max(), P.tolist()))
+        atoms = make_supercell(atoms, best)
     atoms.positions += _rng(seed).normal(0.0, noise, atoms.positions.shape)
     return atoms
 
@@ -176,7 +205,11 @@ def multicomponent(structure: str = "rocksalt", symbols=("Na", "Cl"), size=(3, 3
         raise ValueError(f"unknown multicomponent structure {structure!r}")
     atoms = atoms.repeat(tuple(size))
     if structure == "random_alloy":
-        atoms.set_chemical_symbols([symbols[i] for i in rng.integers(0, len(symbols), len(atoms))])
+        # random species, each present at least once when there are enough sites
+        draw = rng.integers(0, len(symbols), len(atoms))
+        if len(atoms) >= len(symbols):
+            draw[rng.permutation(len(atoms))[:len(symbols)]] = np.arange(len(symbols))
+        atoms.set_chemical_symbols([symbols[i] for i in draw])
     atoms.positions += rng.normal(0.0, noise, atoms.positions.shape)
     return atoms
 

@@ -10,7 +10,9 @@ from scipy.special import logsumexp
 
 
 def _image_range(cell, pbc, cutoff):
-    """Inclusive shift range per axis: enough images for any pair inside the cell."""
+    """Inclusive shift window per axis, ±(ceil(cutoff / width) + 1) along periodic axes (width =
+    perpendicular width of the cell), {0} along the others. Centred on the nearest image of a
+    pair, it holds every image within the cutoff."""
     cell = np.asarray(cell, dtype=float)
     ranges = []
     for a in range(3):
@@ -51,24 +53,33 @@ def _periodic_span_complete(cell, pbc):
 
 
 def neighbour_lists(atoms, k, cutoff):
-    """Per atom: list of (key, vector, r) of the k nearest neighbours by the DESIGN tie rule, and
-    the sorted distances of all neighbours within the cutoff."""
+    """Per atom: list of (key, vector, r) of every neighbour within the cutoff, sorted by the
+    DESIGN tie rule (distance rounded to 1e-9 Å, atom index j, image shift n lexicographic).
+
+    The neighbour vector is ``positions[j] + n @ cell - positions[i]`` with the positions exactly
+    as given (they may lie outside the cell, unwrapped): for each pair the shift window is centred
+    on the shift that brings j nearest to i along each periodic axis, then widened by
+    ceil(cutoff / width) + 1 along that axis, which covers every image within the cutoff.
+    """
     pos = np.asarray(atoms.positions, dtype=float)
     pbc = np.asarray(atoms.pbc, dtype=bool)
     cell = _periodic_span_complete(atoms.cell.array, pbc) if pbc.any() else np.eye(3)
+    inv = np.linalg.inv(cell)
     ranges = _image_range(cell, pbc, cutoff)
-    shifts = np.array([(i, j, l) for i in ranges[0] for j in ranges[1] for l in ranges[2]], dtype=np.int64)
-    lattice = shifts @ cell  # (S, 3)
+    window = np.array([(a, b, c) for a in ranges[0] for b in ranges[1] for c in ranges[2]], dtype=np.int64)
     out = []
     for i in range(len(pos)):
+        frac = (pos - pos[i]) @ inv
+        centre = np.where(pbc, -np.round(frac), 0.0).astype(np.int64)  # (n, 3)
         entries = []
         for j in range(len(pos)):
-            vecs = pos[j] + lattice - pos[i]
+            shifts = centre[j] + window
+            vecs = pos[j] + shifts @ cell - pos[i]
             r = np.sqrt((vecs ** 2).sum(axis=1))
             for s in np.nonzero(r < cutoff)[0]:
                 if j == i and not shifts[s].any():
                     continue
-                key = (round(float(r[s]) * 1e9), j, *shifts[s].tolist())
+                key = (round(float(r[s]), 9), j, *shifts[s].tolist())
                 entries.append((key, vecs[s], float(r[s])))
         entries.sort(key=lambda e: e[0])
         out.append(entries)

@@ -84,6 +84,7 @@ def test_overlap(sets):
     assert hq.overlap(y, x, eps=5.0) == pytest.approx((dh < 5.0).mean())
 
 
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")  # quests' log(0)
 def test_far_environments_finite_and_ordered(sets):
     from quests.entropy import delta_entropy as q_dh
 
@@ -115,3 +116,50 @@ def test_large_reference_blocks(sets):
     x = testing.random_descriptors(5000, d=20, seed=1, scale=0.02)
     y = testing.random_descriptors(300, d=20, seed=2, scale=0.02)
     close(hq.delta_entropy(y, x, 0.02), brute_delta_entropy(y, x, 0.02))
+
+
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")  # quests' log(0)
+def test_heterogeneous_sets_and_other_widths():
+    # a varied reference (crystals, vacancies, amorphous, slabs) and very different queries
+    # (a molecule: many of its environments are far from everything); also k = 8 (width 15)
+    from quests.entropy import delta_entropy as q_dh
+    from quests.entropy import entropy as q_H
+
+    for k in (32, 8):
+        x = hq.get_descriptors(testing.mixed_dataset(n_structures=6, seed=3), k=k)
+        y = hq.get_descriptors([testing.molecule(n_atoms=30, seed=4), testing.amorphous(n_atoms=50, seed=5),
+                                testing.perturbed_crystal("bcc", "Ta", size=(2, 2, 2), noise=0.1, seed=6)], k=k)
+        assert x.shape[1] == y.shape[1] == 2 * k - 1
+        hs = np.array([0.015, 0.04])
+        got = hq.delta_entropy(y, x, hs)
+        close(got, brute_delta_entropy(y, x, hs))
+        assert np.isfinite(got).all()
+        ref = q_dh(y, x, 0.015)
+        ok = ref < 700
+        assert ok.any() and (~ok).any()  # both regimes present
+        close(got[ok, 0], ref[ok])
+        close(hq.entropy(x, hs), brute_entropy(x, hs))
+        close(hq.entropy(x, 0.015), q_H(x, 0.015))
+        close(hq.diversity(np.concatenate([x, y]), hs), brute_diversity(np.concatenate([x, y]), hs))
+        assert hq.efficiency(x, 0.015) == pytest.approx(brute_entropy(x, 0.015) / np.log(len(x)), rel=1e-10)
+        for eps in (1e-5, 0.5, 3.0):
+            assert hq.overlap(y, x, 0.015, eps=eps) == (brute_delta_entropy(y, x, 0.015) < eps).mean()
+
+
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")  # quests' log(0)
+def test_far_shift_by_one_in_every_coordinate(sets):
+    # the brief's far case: y = x + 1.0 everywhere is 1.0·sqrt(63) ≈ 7.9 from its source, so
+    # quests' plain exp underflows to 0 (δH = inf); ours is the exact log-sum-exp value
+    from quests.entropy import delta_entropy as q_dh
+
+    x, y = sets
+    far = np.concatenate([y[:20] + 1.0, y[:20] + 2.0])
+    got = hq.delta_entropy(far, x, 0.015)
+    assert np.isfinite(got).all()
+    close(got, brute_delta_entropy(far, x, 0.015))
+    assert np.isinf(q_dh(far, x, 0.015)).all()
+    assert (got[20:] > got[:20]).all()  # farther → larger
+    assert hq.overlap(far, x) == 0.0
+    # δH ≈ d_min² / (2h²): magnitudes around 1e5 for these shifts
+    d2 = ((far[:, None, :] - x[None, :, :]) ** 2).sum(-1).min(axis=1)
+    assert np.all(got <= d2 / (2 * 0.015 ** 2) + 1e-9 * got)
