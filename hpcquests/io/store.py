@@ -2,21 +2,33 @@
 
 Layout of a store ``out.h5``::
 
-    out.h5                      master: virtual datasets over the shards + small datasets + attrs
+    out.h5                        master: virtual datasets over the shards + small datasets + attrs
     out.h5.shards/shard-00000.h5  rows [row_start, row_start + n_rows) of every per-row dataset
     out.h5.shards/shard-00001.h5  ...
 
 Per-row datasets (``descriptors`` (n_env, d) float64, ``structure_index``, ``atom_index``,
 optional ``species``, ``forces``, ``dH``, ...) live in the shards; ``offsets`` (n_struct + 1)
-and per-structure datasets (``energy``) are small and live in the master. The virtual sources
-use paths relative to the master (HDF5 resolves them against the master's directory), so the
-directory can be moved or copied; any HDF5 tool reads ``out.h5/descriptors`` as one array.
+and per-structure datasets (``energy``) are small and live in the master as plain datasets.
+Any HDF5 tool reads ``out.h5/descriptors`` as one array.
+
+Relative source paths (checked with h5py 3.16 / HDF5 2.0, see tests/unit/test_store.py): the
+virtual sources are stored as ``out.h5.shards/shard-NNNNN.h5``, relative to the master. For a
+relative source name HDF5 tries, in order, (1) ``$HDF5_VDS_PREFIX/<name>``, (2) the dataset
+access property ``virtual_prefix``, (3) the master file's own directory, (4) the current
+working directory. So with no prefix set, plain ``h5py.File(master)["descriptors"][...]``
+resolves the shards next to the master, whatever the working directory and after the whole
+directory was moved; no ``${ORIGIN}`` prefix or ``virtual_prefix`` is needed (and none is
+stored, because a prefix stored in the file is not something readers apply). The one hazard is
+``HDF5_VDS_PREFIX``: it is read at every open and wins even over an explicit ``virtual_prefix``,
+so a file of the same relative name under it would be read instead of our shard. ``open_store``
+therefore refuses a store when that variable points at a different file for any shard.
 
 Each shard is written by one writer (one MPI rank later) with ``write_shard``; the master is
-written last by ``write_master``. Every file is written under a temporary name and renamed
-into place when complete, so a reader never sees a half-written file or a master whose shards
-are missing. HDF5 fills missing virtual sources with the fill value silently, so ``open_store``
-checks that every shard exists before anything is read.
+written last by ``write_master`` (rank 0). Every file is written under a temporary name in its
+own directory (``.<name>.tmp-<pid>``) and ``os.replace``d into place when complete and closed
+(removed on error), so a reader never sees a half-written file or a master whose shards are not
+all in place. HDF5 fills missing virtual sources with the fill value (zeros) silently, so
+``open_store`` checks that every shard named in the master exists before anything is read.
 """
 
 from __future__ import annotations
@@ -77,11 +89,21 @@ def write_shard(store_path, shard_id: int, row_start: int, arrays: dict) -> dict
             "datasets": datasets}
 
 
-def write_master(store_path, shard_infos, offsets, *, attrs: dict, per_structure: dict | None = None):
+def write_master(store_path, shard_infos, offsets, *, attrs: dict, n_cols: int | None = None,
+                 per_structure: dict | None = None):
     """Write the master file: virtual datasets spanning the shards in row order.
 
+    Args:
+        shard_infos: the dicts ``write_shard`` returned, in any order.
+        offsets: (n_struct + 1,) row offsets; stored as a plain dataset.
+        attrs: master attributes (``store_attrs``); lists and dicts are stored as JSON, None
+            values are skipped.
+        n_cols: expected descriptor width; checked against the shards, and used to create an
+            empty ``descriptors`` dataset when there are no shards at all.
+        per_structure: small per-structure datasets (``energy``) stored in the master.
+
     Raises ValueError if the shards do not tile [0, offsets[-1]) exactly or disagree on
-    dataset names, trailing shapes or dtypes.
+    dataset names, trailing shapes or dtypes, or on ``n_cols``.
     """
     import h5py
 
@@ -101,6 +123,12 @@ def write_master(store_path, shard_infos, offsets, *, attrs: dict, per_structure
             a, b = s["datasets"].get(name), infos[0]["datasets"][name]
             if a is None or a["dtype"] != b["dtype"] or a["shape"][1:] != b["shape"][1:]:
                 raise ValueError(f"shard {s['file']} disagrees on dataset {name!r}")
+    if n_cols is not None:
+        for s in infos:
+            d = s["datasets"].get("descriptors")
+            if d is None or list(d["shape"][1:]) != [int(n_cols)]:
+                raise ValueError(f"shard {s['file']}: descriptors shape {d and d['shape']} does not have "
+                                 f"{n_cols} columns")
     with atomic_path(store_path) as tmp:
         with h5py.File(tmp, "w") as f:
             for name in names:
@@ -113,6 +141,8 @@ def write_master(store_path, shard_infos, offsets, *, attrs: dict, per_structure
                     layout[s["row_start"]:s["row_start"] + s["n_rows"]] = h5py.VirtualSource(
                         s["file"], name, shape=shape)
                 f.create_virtual_dataset(name, layout)
+            if not infos and n_cols is not None:
+                f.create_dataset("descriptors", shape=(0, int(n_cols)), dtype=np.float64)
             f.create_dataset("offsets", data=offsets)
             for name, a in (per_structure or {}).items():
                 f.create_dataset(name, data=np.asarray(a))
@@ -141,7 +171,7 @@ def store_attrs(*, k, cutoff, species=(), descriptor_kind="quests", sources=(), 
 
 def write_store(path, descriptors, offsets, *, k, cutoff, species=(), descriptor_kind="quests",
                 structure_index=None, atom_index=None, extra: dict | None = None, sources=(), command=None,
-                rows_per_shard: int | None = None) -> str:
+                rows_per_shard: int | None = None, bandwidth: float | None = None) -> str:
     """Serial convenience writer: split the rows into shards, write them, then the master.
 
     Args:
@@ -150,6 +180,10 @@ def write_store(path, descriptors, offsets, *, k, cutoff, species=(), descriptor
         offsets: (n_struct + 1,) int64 row offsets of each structure.
         extra: more datasets; per-row ones (length n_env) go to the shards, per-structure ones
             (``energy``) to the master.
+        rows_per_shard: rows per shard file (default: one shard).
+        bandwidth: optional kernel bandwidth recorded as an attribute.
+
+    Returns the master path.
     """
     offsets = np.asarray(offsets, dtype=np.int64)
     if offsets.ndim != 1 or offsets.size < 1 or offsets[0] != 0 or np.any(np.diff(offsets) < 0):
@@ -164,6 +198,8 @@ def write_store(path, descriptors, offsets, *, k, cutoff, species=(), descriptor
             "atom_index": np.asarray(atom_index, dtype=np.int64)}
     if descriptors is not None:
         rows["descriptors"] = np.asarray(descriptors, dtype=np.float64)
+        if rows["descriptors"].ndim != 2:
+            raise ValueError(f"descriptors must be 2-D (n_env, d), got shape {rows['descriptors'].shape}")
     per_structure = {}
     for name, a in (extra or {}).items():
         a = np.asarray(a)
@@ -184,8 +220,9 @@ def write_store(path, descriptors, offsets, *, k, cutoff, species=(), descriptor
              for i, s in enumerate(starts)]
     remove_stale_shards(path, len(infos))
     attrs = store_attrs(k=k, cutoff=cutoff, species=species, descriptor_kind=descriptor_kind, sources=sources,
-                        command=command)
-    write_master(path, infos, offsets, attrs=attrs, per_structure=per_structure)
+                        command=command, bandwidth=bandwidth)
+    write_master(path, infos, offsets, attrs=attrs, n_cols=None if descriptors is None else rows["descriptors"].shape[1],
+                 per_structure=per_structure)
     return os.fspath(path)
 
 
@@ -238,10 +275,18 @@ class DescriptorStore:
                 raise ValueError(f"store {self.path}: format version {version} is newer than this hpcquests "
                                  f"understands ({FORMAT_VERSION})")
             base = os.path.dirname(os.path.abspath(self.path))
+            prefix = os.environ.get("HDF5_VDS_PREFIX")
             for s in json.loads(self._f.attrs.get("shards", "[]")):
-                if s["n_rows"] and not os.path.exists(os.path.join(base, s["file"])):
+                if not s["n_rows"]:
+                    continue  # zero-row shards are not referenced by the virtual datasets
+                here = os.path.join(base, s["file"])
+                if not os.path.exists(here):
                     raise ValueError(f"store {self.path}: shard {s['file']} is missing "
                                      "(was the .shards directory moved without the master?)")
+                there = os.path.join(prefix, s["file"]) if prefix else None
+                if there and os.path.exists(there) and not os.path.samefile(here, there):
+                    raise ValueError(f"store {self.path}: HDF5_VDS_PREFIX={prefix} makes HDF5 read shard "
+                                     f"{there} instead of {here}; unset HDF5_VDS_PREFIX")
         except Exception:
             self._f.close()
             raise

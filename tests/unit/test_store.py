@@ -138,3 +138,132 @@ def test_checksum(tmp_path):
     p = tmp_path / "f.bin"
     p.write_bytes(b"hpcquests")
     assert file_checksum(p) == "sha256:" + hashlib.sha256(b"hpcquests").hexdigest()
+
+
+def test_cwd_holding_another_store_does_not_shadow_shards(tmp_path, monkeypatch):
+    # HDF5 resolves relative virtual sources against the master's directory before the cwd.
+    for name, value in (("a", 1.0), ("b", 2.0)):
+        (tmp_path / name).mkdir()
+        write_store(tmp_path / name / "s.h5", np.full((4, 3), value), [0, 4], k=2, cutoff=5.0)
+    monkeypatch.chdir(tmp_path / "b")
+    with h5py.File(tmp_path / "a" / "s.h5", "r") as f:
+        plist = f["descriptors"].id.get_create_plist()
+        assert plist.get_virtual_filename(0) == "s.h5.shards/shard-00000.h5"  # stored relative
+        assert np.all(f["descriptors"][...] == 1.0)
+    with open_store(tmp_path / "a" / "s.h5") as s:
+        assert np.all(s.read() == 1.0)
+
+
+def test_hdf5_vds_prefix_shadowing_is_refused(tmp_path, monkeypatch):
+    for name, value in (("a", 1.0), ("b", 2.0)):
+        (tmp_path / name).mkdir()
+        write_store(tmp_path / name / "s.h5", np.full((4, 3), value), [0, 4], k=2, cutoff=5.0)
+    monkeypatch.setenv("HDF5_VDS_PREFIX", str(tmp_path / "b"))
+    with h5py.File(tmp_path / "a" / "s.h5", "r") as f:  # the hazard: plain HDF5 reads b's shard
+        assert np.all(f["descriptors"][...] == 2.0)
+    with pytest.raises(ValueError, match=r"HDF5_VDS_PREFIX"):
+        open_store(tmp_path / "a" / "s.h5")
+    monkeypatch.setenv("HDF5_VDS_PREFIX", str(tmp_path / "nowhere"))  # no file there: harmless
+    with open_store(tmp_path / "a" / "s.h5") as s:
+        assert np.all(s.read() == 1.0)
+
+
+def test_check_compatible(tmp_path):
+    x, offsets = sample()
+    write_store(tmp_path / "ref.h5", x, offsets, k=32, cutoff=5.0, species=["W", "Ta"], bandwidth=0.015)
+    with open_store(tmp_path / "ref.h5") as s:
+        s.check_compatible(k=32, cutoff=5.0, species=["Ta", "W"])  # species order does not matter
+        s.check_compatible()
+        assert s.attrs["bandwidth"] == 0.015
+        with pytest.raises(ValueError, match=r"ref.h5 was built with k=32, cutoff=5.0.* but k=16 was asked for"):
+            s.check_compatible(k=16, cutoff=5.0)
+        with pytest.raises(ValueError, match=r"ref.h5 .* but cutoff=4.0 was asked for"):
+            s.check_compatible(k=32, cutoff=4.0)
+        with pytest.raises(ValueError, match=r"ref.h5 .* but species=\['Mo', 'W'\] was asked for"):
+            s.check_compatible(species=["W", "Mo"])
+
+
+def test_write_shard_and_master_api(tmp_path):
+    x, offsets = sample(5, seed=7)
+    n = len(x)
+    path = tmp_path / "s.h5"
+    si = np.repeat(np.arange(5), np.diff(offsets))
+    ai = np.arange(n) - offsets[si]
+    cut = n // 2
+    # shards written in reverse order (as ranks may finish), master sorts them by row_start
+    infos = [store_mod.write_shard(path, i, lo, {"descriptors": x[lo:hi], "structure_index": si[lo:hi],
+                                                  "atom_index": ai[lo:hi]})
+             for i, (lo, hi) in reversed(list(enumerate([(0, cut), (cut, n)])))]
+    assert infos[0]["file"] == os.path.join("s.h5.shards", "shard-00001.h5")
+    assert infos[0]["row_start"] == cut and infos[0]["n_rows"] == n - cut
+    assert infos[0]["datasets"]["descriptors"] == {"shape": [n - cut, 63], "dtype": "<f8"}
+    attrs = store_mod.store_attrs(k=32, cutoff=5.0)
+    with pytest.raises(ValueError, match=r"tile"):
+        store_mod.write_master(path, infos[:1], offsets, attrs=attrs, n_cols=63)
+    with pytest.raises(ValueError, match=r"rows but offsets say"):
+        store_mod.write_master(path, infos, offsets[:-1], attrs=attrs, n_cols=63)
+    with pytest.raises(ValueError, match=r"63"):
+        store_mod.write_master(path, infos, offsets, attrs=attrs, n_cols=64)
+    assert not path.exists()
+    store_mod.write_master(path, infos, offsets, attrs=attrs, n_cols=63)
+    with open_store(path) as s:
+        assert np.array_equal(s.read(), x) and s.attrs["n_shards"] == 2
+        assert np.array_equal(s.read(rows=slice(cut - 2, cut + 2)), x[cut - 2:cut + 2])
+
+
+def test_failed_shard_write_leaves_no_temp_file(tmp_path, monkeypatch):
+    x, offsets = sample()
+    path = tmp_path / "s.h5"
+    real = h5py.File
+
+    class Exploding(real):
+        def create_dataset(self, name, *a, **k):
+            if name == "descriptors":
+                raise RuntimeError("interrupted")
+            return super().create_dataset(name, *a, **k)
+
+    monkeypatch.setattr(h5py, "File", Exploding)
+    with pytest.raises(RuntimeError):
+        write_store(path, x, offsets, k=32, cutoff=5.0)
+    monkeypatch.undo()
+    assert not path.exists()
+    assert os.listdir(tmp_path / "s.h5.shards") == []
+
+
+def test_empty_store(tmp_path):
+    write_store(tmp_path / "e.h5", np.zeros((0, 5)), [0], k=3, cutoff=5.0)
+    with open_store(tmp_path / "e.h5") as s:
+        assert (s.n_env, s.n_structures, s.dim) == (0, 0, 5)
+        assert s.read().shape == (0, 5) and list(s.iter_chunks(4)) == []
+
+
+def test_read_structures_concatenates_in_file_order(tmp_path):
+    from ase import Atoms
+    from ase.io import write
+
+    from hpcquests.io.structures import is_hdf5
+
+    a = [Atoms("H", positions=[[0, 0, i]]) for i in range(3)]
+    b = [Atoms("He2", positions=[[0, 0, 0], [0, 0, 1.5 + i]]) for i in range(2)]
+    write(tmp_path / "a.extxyz", a)
+    write(tmp_path / "b.extxyz", b)
+    got = read_structures([tmp_path / "b.extxyz", str(tmp_path / "a.extxyz")])
+    assert [len(g) for g in got] == [2, 2, 1, 1, 1]
+    assert [g.positions[-1, 2] for g in got] == [1.5, 2.5, 0.0, 1.0, 2.0]
+    assert len(read_structures(tmp_path / "a.extxyz", index="-1")) == 1
+    with pytest.raises(ValueError, match=r"a.extxyz: no structures"):
+        read_structures(tmp_path / "a.extxyz", index="5:")
+    assert not is_hdf5(tmp_path / "a.extxyz") and not is_hdf5(tmp_path / "missing.h5")
+    with h5py.File(tmp_path / "x.h5", "w"):
+        pass
+    assert is_hdf5(tmp_path / "x.h5") and not is_store(tmp_path / "x.h5")
+
+
+def test_checksum_known_value(tmp_path):
+    p = tmp_path / "abc.bin"
+    p.write_bytes(b"abc")
+    assert file_checksum(p) == "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    assert file_checksum(p, "md5") == "md5:900150983cd24fb0d6963f7d28e17f72"
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"x" * (3 * (1 << 20) + 5))  # several 1 MiB chunks
+    assert file_checksum(big) == "sha256:" + hashlib.sha256(b"x" * (3 * (1 << 20) + 5)).hexdigest()
