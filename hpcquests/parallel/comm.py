@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 _LAUNCHER_VARS = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS",
                   "HYDRA_CONTROL_FD", "MV2_COMM_WORLD_SIZE", "I_MPI_HYDRA_HOST_FILE")
@@ -34,9 +36,11 @@ class SerialComm:
         return obj
 
     def allreduce(self, obj, op=None):
+        _check_op(op)
         return obj
 
     def reduce(self, obj, op=None, root=0):
+        _check_op(op)
         return obj
 
     def gather(self, obj, root=0):
@@ -63,6 +67,27 @@ class SerialComm:
         raise SystemExit(errorcode)
 
 
+_OP_NAMES = ("sum", "max", "min")
+
+
+def _check_op(op):
+    if isinstance(op, str) and op.lower() not in _OP_NAMES:
+        raise ValueError(f"op must be one of {_OP_NAMES} (or an MPI.Op), got {op!r}")
+
+
+def mpi_op(comm, name: str):
+    """The reduction operation ``name`` ("sum", "max" or "min") for ``comm.allreduce``:
+    ``MPI.SUM``/``MPI.MAX``/``MPI.MIN`` on a real communicator, the name itself on a
+    ``SerialComm`` (where any reduction of one value is that value)."""
+    _check_op(name)
+    if isinstance(name, str):
+        name = name.lower()
+    if getattr(comm, "is_serial", False) or not isinstance(name, str):
+        return name
+    MPI = _import_mpi()
+    return {"sum": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}[name]
+
+
 def _import_mpi():
     try:
         from mpi4py import MPI
@@ -80,9 +105,14 @@ def get_comm(comm=None):
     if not launched_by_mpi():
         return SerialComm()
     MPI = _import_mpi()
-    if MPI is None or MPI.COMM_WORLD.Get_size() == 1:
+    if MPI is None:
         return SerialComm()
-    return MPI.COMM_WORLD.Dup()
+    try:
+        if MPI.COMM_WORLD.Get_size() == 1:
+            return SerialComm()
+        return MPI.COMM_WORLD.Dup()
+    except Exception:  # an MPI library that loads but cannot start: run serially
+        return SerialComm()
 
 
 def local_rank(comm) -> int:
@@ -110,26 +140,58 @@ def node_size(comm) -> int:
 
 
 def mpi_info() -> dict:
-    """mpi4py/MPI versions and the world size as this process would see it; never raises."""
-    info = {"launched": launched_by_mpi()}
-    try:
-        import mpi4py
+    """mpi4py and MPI library versions and the world size as this process sees it; never raises.
 
-        info["mpi4py"] = mpi4py.__version__
-    except Exception as exc:
-        info["mpi4py"] = f"unavailable ({type(exc).__name__})"
-        return info
-    if not info["launched"]:
-        info["size"] = 1
-        info["note"] = "not started by mpiexec/srun: running serially, MPI not initialised"
-        return info
-    MPI = _import_mpi()
-    if MPI is None:
-        info["error"] = "mpi4py could not load an MPI library"
-        return info
-    info["library"] = MPI.Get_library_version().strip().splitlines()[0]
-    info["size"] = MPI.COMM_WORLD.Get_size()
+    Outside a launcher MPI is not initialised here: the library version is asked of a short
+    child process (``MPI_Get_library_version`` is callable before ``MPI_Init``), so that this
+    process never imports ``mpi4py.MPI`` (ASE switches to parallel I/O once it is imported).
+    """
+    info = {"launched": False}
+    try:
+        info["launched"] = launched_by_mpi()
+        try:
+            import mpi4py
+
+            info["mpi4py"] = mpi4py.__version__
+        except Exception as exc:
+            info["mpi4py"] = f"unavailable ({type(exc).__name__}: {exc})"
+            info["size"] = 1
+            return info
+        if not info["launched"] and "mpi4py.MPI" not in sys.modules:
+            info["library"] = _library_version_subprocess()
+            info["size"] = 1
+            info["note"] = "not started by mpiexec/srun: running serially, MPI not initialised"
+            return info
+        MPI = _import_mpi()
+        if MPI is None:
+            info["library"] = "unavailable: mpi4py could not load an MPI library"
+            info["size"] = 1
+            return info
+        info["library"] = _first_line(MPI.Get_library_version())
+        info["size"] = MPI.COMM_WORLD.Get_size() if MPI.Is_initialized() else 1
+    except Exception as exc:  # pragma: no cover - defensive: info must never fail
+        info["error"] = f"{type(exc).__name__}: {exc}"
     return info
+
+
+def _first_line(text: str) -> str:
+    text = (text or "").strip()
+    return " ".join(text.splitlines()[0].split()) if text else "unknown"
+
+
+def _library_version_subprocess(timeout: float = 20.0) -> str:
+    code = ("import mpi4py; mpi4py.rc.initialize = False; mpi4py.rc.finalize = False\n"
+            "from mpi4py import MPI; print(MPI.Get_library_version())")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "PMIX_", "OMPI_", "HYDRA_"))}
+    try:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
+                             env=env, stdin=subprocess.DEVNULL)
+    except Exception as exc:
+        return f"unavailable ({type(exc).__name__})"
+    if out.returncode != 0:
+        last = _first_line(out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "")
+        return f"unavailable: mpi4py could not load an MPI library ({last})"
+    return _first_line(out.stdout)
 
 
 def agree_on_error(comm, exc: BaseException | None) -> None:

@@ -58,7 +58,7 @@ def test_ranks_agree(n, tmp_path):
 
     script = tmp_path / "smoke.py"
     script.write_text(SCRIPT)
-    out = run_mpi(n, [str(script)])
+    out = run_mpi(n, [str(script)], timeout=60)
     assert out.returncode == 0, out.stderr
     lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
     assert len(lines) == 1, out.stdout  # printed once, by rank 0
@@ -73,11 +73,39 @@ def test_ranks_agree(n, tmp_path):
 
 
 @pytest.mark.mpi
-def test_one_failing_rank_stops_all(tmp_path):
+@pytest.mark.parametrize("n", [2, 3, 4])
+def test_one_failing_rank_stops_all(n, tmp_path):
     script = tmp_path / "fail.py"
     script.write_text(FAIL)
     t = time.perf_counter()
-    out = run_mpi(3, [str(script)], timeout=60)
+    out = run_mpi(n, [str(script)], timeout=60)
     assert time.perf_counter() - t < 20
     assert out.returncode != 0
     assert "rank 1: structure 7, atom 3: bad input on rank one" in out.stderr
+    assert out.stderr.count("bad input on rank one") == 1  # printed once, by rank 0
+
+
+HANG = r'''
+import sys, time
+from hpcquests.parallel import get_comm
+comm = get_comm()
+print("started", flush=True)
+if comm.Get_rank() == 0:
+    time.sleep(600)  # the other ranks wait in the barrier
+comm.barrier()
+'''
+
+
+@pytest.mark.mpi
+def test_launcher_timeout_kills_every_rank(tmp_path):
+    """A run past its timeout fails the test and leaves no rank behind (spinning in a barrier)."""
+    psutil = pytest.importorskip("psutil")
+    script = tmp_path / "hang_marker_for_cleanup.py"
+    script.write_text(HANG)
+    t = time.perf_counter()
+    with pytest.raises(pytest.fail.Exception, match="ran past 5 s"):
+        run_mpi(2, [str(script)], timeout=5)
+    assert time.perf_counter() - t < 30
+    time.sleep(0.5)
+    left = [p for p in psutil.process_iter(["cmdline"]) if str(script) in " ".join(p.info["cmdline"] or [])]
+    assert not left, left

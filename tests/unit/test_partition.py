@@ -50,3 +50,136 @@ def test_serial_comm_without_launcher(monkeypatch):
     agree_on_error(comm, None)
     with pytest.raises(ValueError, match="boom"):
         agree_on_error(comm, ValueError("boom"))
+
+
+LAUNCHER_VARS = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS", "HYDRA_CONTROL_FD",
+                 "MV2_COMM_WORLD_SIZE", "I_MPI_HYDRA_HOST_FILE", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_STEP_NUM_TASKS")
+
+
+def _no_launcher(monkeypatch):
+    for v in LAUNCHER_VARS:
+        monkeypatch.delenv(v, raising=False)
+
+
+def test_partition_every_index_once():
+    for n in range(0, 40):
+        for size in range(1, 9):
+            owner = np.full(n, -1)
+            for r in range(size):
+                a, b = partition(n, size, r)
+                assert 0 <= a <= b <= n
+                assert (owner[a:b] == -1).all()
+                owner[a:b] = r
+                assert b - a == n // size + (1 if r < n % size else 0)  # first n % size ranks get one more
+            assert (owner >= 0).all() and (np.diff(owner) >= 0).all()
+
+
+def test_partition_size_larger_than_n():
+    assert [partition(2, 5, r) for r in range(5)] == [(0, 1), (1, 2), (2, 2), (2, 2), (2, 2)]
+    assert [partition(0, 3, r) for r in range(3)] == [(0, 0)] * 3
+    assert partition(np.int64(10), np.int32(3), np.int64(2)) == (7, 10)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_weighted_partition_properties(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(0, 60))
+    size = int(rng.integers(1, 12))
+    w = rng.integers(0, 500, n) * (rng.random(n) < 0.9)  # some zero-weight items
+    blocks = [weighted_partition(w, size, r) for r in range(size)]
+    assert blocks == [weighted_partition(list(w), size, r) for r in range(size)]  # deterministic, input type free
+    owner = np.full(n, -1)
+    for r, (a, b) in enumerate(blocks):
+        assert 0 <= a <= b <= n
+        assert (owner[a:b] == -1).all()
+        owner[a:b] = r
+    assert (owner >= 0).all()
+    if n and w.sum() > 0:
+        # every block holds at most its fair share plus one item
+        target = w.sum() / size
+        assert max(int(w[a:b].sum()) for a, b in blocks) <= target + w.max() + 1e-9
+
+
+def test_weighted_partition_more_ranks_than_items():
+    w = [10, 1, 10]
+    blocks = [weighted_partition(w, 8, r) for r in range(8)]
+    assert sum(b - a for a, b in blocks) == 3
+    assert sorted({i for a, b in blocks for i in range(a, b)}) == [0, 1, 2]
+    assert sum(1 for a, b in blocks if b == a) == 5  # empty ranks allowed
+
+
+def test_weighted_partition_errors():
+    for args in [([1, 2], 0, 0), ([1, 2], 2, 2), ([1, 2], 2, -1), ([1, np.nan], 2, 0), ([1, np.inf], 1, 0)]:
+        with pytest.raises(ValueError):
+            weighted_partition(*args)
+
+
+def test_serial_comm_api():
+    from hpcquests.parallel import local_rank, mpi_op, node_size
+
+    comm = SerialComm()
+    assert (comm.rank, comm.size, comm.Get_rank(), comm.Get_size()) == (0, 1, 0, 1)
+    for op in (None, "sum", "max", "min", "MAX"):
+        assert comm.allreduce(2.5, op=op) == 2.5
+        assert mpi_op(comm, op or "sum") in ("sum", "max", "min")
+    with pytest.raises(ValueError, match="op"):
+        comm.allreduce(1, op="prod")
+    assert comm.gather("a") == ["a"] and comm.gather("a", root=0) == ["a"]
+    assert comm.allgather({"k": 1}) == [{"k": 1}]
+    assert comm.bcast([1, 2], root=0) == [1, 2]
+    assert comm.barrier() is None and comm.Barrier() is None
+    assert local_rank(comm) == 0 and node_size(comm) == 1
+    with pytest.raises(SystemExit):
+        comm.Abort(1)
+
+
+def test_get_comm_passes_through_given_comm():
+    sentinel = object()
+    assert get_comm(sentinel) is sentinel
+
+
+def test_agree_on_error_kinds():
+    comm = SerialComm()
+    with pytest.raises(RuntimeError, match="disk full"):
+        agree_on_error(comm, OSError("disk full"))
+    with pytest.raises(ValueError, match="^structure 3: bad$"):
+        agree_on_error(comm, ValueError("structure 3: bad"))
+
+
+def test_import_does_not_touch_mpi(monkeypatch):
+    """``import hpcquests``/``hpcquests.parallel`` and a serial get_comm() never import mpi4py."""
+    import os
+    import subprocess
+    import sys
+
+    _no_launcher(monkeypatch)
+    code = ("import sys, hpcquests, hpcquests.parallel as p\n"
+            "assert not [m for m in sys.modules if m.startswith('mpi4py')], 'import'\n"
+            "c = p.get_comm()\n"
+            "assert type(c).__name__ == 'SerialComm'\n"
+            "assert not [m for m in sys.modules if m.startswith('mpi4py')], 'get_comm'\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=dict(os.environ))
+    assert out.returncode == 0, out.stderr
+
+
+def test_falls_back_when_mpi4py_missing(monkeypatch):
+    import sys
+
+    from hpcquests.parallel import mpi_info
+
+    monkeypatch.setenv("PMI_RANK", "0")
+    monkeypatch.setenv("PMI_SIZE", "2")
+    monkeypatch.setitem(sys.modules, "mpi4py", None)  # import mpi4py -> ImportError
+    monkeypatch.setitem(sys.modules, "mpi4py.MPI", None)
+    assert isinstance(get_comm(), SerialComm)
+    info = mpi_info()
+    assert info["size"] == 1 and "unavailable" in info["mpi4py"]
+
+
+def test_mpi_info_serial(monkeypatch):
+    from hpcquests.parallel import mpi_info
+
+    _no_launcher(monkeypatch)
+    info = mpi_info()
+    assert info["launched"] is False and info["size"] == 1
+    assert {"mpi4py", "library"} <= set(info) or "unavailable" in info.get("mpi4py", "")
