@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from .comm import agree_on_error
+from .comm import agree_on_error, mpi_op
 from .partition import partition, weighted_partition
 
 #: Gather the whole reference on every rank when it needs at most this many bytes.
@@ -158,20 +158,12 @@ def distributed_entropy_diversity(comm, x_local, h, **kw):
     # D = log Σ_i exp(−L_i): a global log-sum-exp from per-rank (max, scaled sum)
     neg = -L
     local_max = neg.max(axis=0) if neg.shape[0] else np.full(neg.shape[1], -np.inf)
-    gmax = np.asarray(comm.allreduce(local_max, op=_max_op(comm)))
+    gmax = np.asarray(comm.allreduce(local_max, op=mpi_op(comm, "max")))
     local_sum = np.exp(neg - gmax).sum(axis=0) if neg.shape[0] else np.zeros(neg.shape[1])
     D = gmax + np.log(np.asarray(comm.allreduce(local_sum)))
     if np.ndim(h) == 0:
         return float(H[0]), float(D[0])
     return H, D
-
-
-def _max_op(comm):
-    if comm.Get_size() == 1:
-        return None
-    from mpi4py import MPI
-
-    return MPI.MAX
 
 
 def local_structure_range(comm, atom_counts) -> tuple[int, int]:
