@@ -71,8 +71,7 @@ def structure_descriptors(positions, cell, pbc, k: int, cutoff: float, *, struct
     of the whole result for million-atom structures). ``serial`` runs the kernel on the calling
     thread (default: for structures below SMALL_STRUCTURE atoms).
     """
-    from .kernels import quests_descriptors_kernel, quests_descriptors_kernel_serial, sorting_network
-    from .neighbors import bin_points, periodic_points
+    from .neighbors import periodic_points
 
     positions = np.ascontiguousarray(positions, dtype=np.float64).reshape(-1, 3)
     cell = np.asarray(cell, dtype=np.float64).reshape(3, 3)
@@ -87,16 +86,7 @@ def structure_descriptors(positions, cell, pbc, k: int, cutoff: float, *, struct
         pts, atom, shift = periodic_points(positions, cell, pbc, cutoff)
     except ValueError as exc:
         raise ValueError(f"structure {structure}: {exc}") from None
-    order, keys, starts, dims = bin_points(pts, cutoff)
-    nn_dist = np.full(n, np.inf)
-    nn_atom = np.full(n, -1, dtype=np.int64)
-    n_nbrs = np.zeros(n, dtype=np.int64)
-    # cell order in memory: a cell's candidates are contiguous (cache-friendly on 10^6+ atoms)
-    if serial is None:
-        serial = n < SMALL_STRUCTURE
-    kernel = quests_descriptors_kernel_serial if serial else quests_descriptors_kernel
-    kernel(pts[order], atom[order], shift[order], n, order, keys, starts, dims, k, cutoff,
-           sorting_network(k), out, nn_dist, nn_atom, n_nbrs)
+    nn_dist, nn_atom = point_set_descriptors(pts, atom, shift, n, k, cutoff, out=out, serial=serial)
     if check_overlap:
         close = nn_dist < MIN_DISTANCE
         if close.any():
@@ -107,6 +97,38 @@ def structure_descriptors(positions, cell, pbc, k: int, cutoff: float, *, struct
                 f"structure {structure}: atom {i} and {other} are {nn_dist[i]:.4g} Å apart "
                 f"(< {MIN_DISTANCE} Å): overlapping atoms")
     return out
+
+
+def point_set_descriptors(pts, atom, shift, n_query: int, k: int, cutoff: float, *, out=None, serial=None):
+    """Descriptors of the first ``n_query`` points of an open-boundary point set.
+
+    Args:
+        pts: (P, 3) float64 positions (Å); atom: (P,) int64 global atom index of each point (the
+            tie-break key); shift: (P, 3) int64 image shift of each point relative to the
+            positions as given. The set must contain every point within ``cutoff`` of a query
+            (a structure's atoms plus images, or a domain's owned atoms plus its halo).
+        out: optional (n_query, 2k−1) float64 output array.
+
+    Returns (nn_dist, nn_atom): each query's nearest-neighbour distance and atom (validation).
+    """
+    from .kernels import quests_descriptors_kernel, quests_descriptors_kernel_serial, sorting_network
+    from .neighbors import bin_points
+
+    if out is None:
+        out = np.empty((n_query, 2 * k - 1))
+    nn_dist = np.full(n_query, np.inf)
+    nn_atom = np.full(n_query, -1, dtype=np.int64)
+    n_nbrs = np.zeros(n_query, dtype=np.int64)
+    if n_query == 0:
+        return nn_dist, nn_atom
+    order, keys, starts, dims = bin_points(pts, cutoff)
+    if serial is None:
+        serial = n_query < SMALL_STRUCTURE
+    kernel = quests_descriptors_kernel_serial if serial else quests_descriptors_kernel
+    # cell order in memory: a cell's candidates are contiguous (cache-friendly on 10^6+ atoms)
+    kernel(np.ascontiguousarray(pts[order]), np.ascontiguousarray(atom[order]), np.ascontiguousarray(shift[order]),
+           n_query, order, keys, starts, dims, k, cutoff, sorting_network(k), out, nn_dist, nn_atom, n_nbrs)
+    return nn_dist, nn_atom
 
 
 def _plain(s, atoms, k, cutoff, species, out=None):

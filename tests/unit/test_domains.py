@@ -1,0 +1,74 @@
+"""Domain decomposition with halos gives bitwise the serial descriptors (no MPI: every domain's
+point set is assembled from the exchange plan in-process)."""
+
+import numpy as np
+import pytest
+
+import hpcquests as hq
+from hpcquests import testing
+from hpcquests.descriptors import point_set_descriptors
+from hpcquests.parallel.domains import _image_points, grid_shape, plan_exchange
+
+
+def domain_descriptors(atoms, shape, k=32, cutoff=5.0):
+    pos = atoms.positions
+    plan = plan_exchange(pos, atoms.cell.array, atoms.pbc, cutoff, shape)
+    a = plan["atom"]
+    pts = _image_points(pos[a], plan["wrap"][a], plan["shift"], plan["basis"])
+    shift_abs = plan["wrap"][a] + plan["shift"]
+    out = np.full((len(atoms), 2 * k - 1), np.nan)
+    owners = np.zeros(len(atoms), dtype=int)
+    for dom in range(int(np.prod(shape))):
+        sel = plan["dest"] == dom
+        own = sel & plan["owned"]
+        halo = sel & ~plan["owned"]
+        idx = np.concatenate([np.nonzero(own)[0], np.nonzero(halo)[0]])
+        n_own = int(own.sum())
+        x = np.empty((n_own, 2 * k - 1))
+        point_set_descriptors(pts[idx], a[idx], shift_abs[idx], n_own, k, cutoff, out=x)
+        out[a[idx[:n_own]]] = x
+        owners[a[idx[:n_own]]] += 1
+    assert (owners == 1).all(), "every atom owned exactly once"
+    return out
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1), (2, 1, 1), (1, 3, 1), (2, 2, 1), (2, 2, 2), (4, 1, 2)])
+@pytest.mark.parametrize("name,make", [
+    ("bcc", lambda: testing.perturbed_crystal("bcc", "Ta", size=(5, 5, 5), seed=1)),
+    ("triclinic", lambda: testing.triclinic_crystal("Cu", size=(4, 4, 4), seed=2)),
+    ("perfect", lambda: testing.perturbed_crystal("bcc", "Ta", size=(4, 4, 4), noise=0.0)),
+    ("slab", lambda: testing.surface_slab("fcc", "Cu", size=(4, 4, 3), seed=3)),
+    ("slab_boxed_open_axis", lambda: testing.surface_slab("fcc", "Cu", size=(3, 3, 5), vacuum=3.0, seed=3)),
+    ("molecule_in_box", lambda: _boxed(testing.molecule(n_atoms=40, seed=6))),
+    ("unwrapped", lambda: _unwrapped(testing.triclinic_crystal("Cu", size=(3, 3, 3), seed=4))),
+])
+def test_domains_bitwise_equal_serial(name, make, shape):
+    atoms = make()
+    assert np.array_equal(domain_descriptors(atoms, shape), hq.get_descriptors(atoms))
+
+
+def _boxed(atoms):
+    atoms.center(vacuum=2.0)  # a real box (as LAMMPS always has) with open boundaries
+    return atoms
+
+
+def _unwrapped(atoms):
+    rng = np.random.default_rng(0)
+    atoms.positions += rng.integers(-2, 3, size=(len(atoms), 3)) @ atoms.cell.array
+    return atoms
+
+
+def test_small_cell_many_images():
+    atoms = testing.small_cell("Cu", "fcc", seed=5)
+    assert np.array_equal(domain_descriptors(atoms, (2, 1, 1)), hq.get_descriptors(atoms))
+
+
+def test_grid_shape():
+    assert grid_shape(1, [10, 10, 10]) == (1, 1, 1)
+    assert grid_shape(8, [10, 10, 10]) == (2, 2, 2)
+    assert grid_shape(4, [100, 10, 10]) == (4, 1, 1)
+    assert grid_shape(6, [30, 20, 10]) == (3, 2, 1)
+    assert grid_shape(4, [10, 10, 1000], cuttable=(True, True, False)) == (2, 2, 1)
+    assert grid_shape(3, [10, 10, 10], cuttable=(False, False, False)) == (1, 1, 1)
+    with pytest.raises(ValueError):
+        grid_shape(0, [1, 1, 1])
