@@ -107,7 +107,7 @@ def test_bad_structure_on_one_rank_stops_all(data, tmp_path):
     ase.io.write(tmp_path / "bad.extxyz", bad, parallel=False)
     t = time.perf_counter()
     out = hq_mpi(3, "descriptors", tmp_path / "bad.extxyz", "-o", tmp_path / "bad.h5", timeout=60)
-    assert time.perf_counter() - t < 30
+    assert time.perf_counter() - t < 10  # the whole job, start-up included
     assert out.returncode != 0
     errors = [ln for ln in out.stderr.splitlines() if "error:" in ln]
     assert len(errors) == 1, out.stderr
@@ -120,7 +120,9 @@ def test_missing_shard_stops_all(data, tmp_path):
     out = hq_mpi(3, "descriptors", d / "ref.extxyz", "-o", tmp_path / "s.h5", "-q")
     assert out.returncode == 0, out.stderr
     os.remove(tmp_path / "s.h5.shards" / "shard-00002.h5")
+    t = time.perf_counter()
     out = hq_mpi(2, "entropy", tmp_path / "s.h5", timeout=60)
+    assert time.perf_counter() - t < 10
     assert out.returncode == 2
     errors = [ln for ln in out.stderr.splitlines() if "error:" in ln]
     assert len(errors) == 1 and "shard-00002.h5 is missing" in errors[0], out.stderr
