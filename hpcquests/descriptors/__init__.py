@@ -99,35 +99,54 @@ def structure_descriptors(positions, cell, pbc, k: int, cutoff: float, *, struct
     return out
 
 
-def point_set_descriptors(pts, atom, shift, n_query: int, k: int, cutoff: float, *, out=None, serial=None):
-    """Descriptors of the first ``n_query`` points of an open-boundary point set.
+class BinnedPoints:
+    """An open-boundary point set binned once, for descriptors of any query range.
 
     Args:
         pts: (P, 3) float64 positions (Å); atom: (P,) int64 global atom index of each point (the
             tie-break key); shift: (P, 3) int64 image shift of each point relative to the
             positions as given. The set must contain every point within ``cutoff`` of a query
             (a structure's atoms plus images, or a domain's owned atoms plus its halo).
-        out: optional (n_query, 2k−1) float64 output array.
-
-    Returns (nn_dist, nn_atom): each query's nearest-neighbour distance and atom (validation).
     """
-    from .kernels import quests_descriptors_kernel, quests_descriptors_kernel_serial, sorting_network
-    from .neighbors import bin_points
 
+    def __init__(self, pts, atom, shift, cutoff: float):
+        from .neighbors import bin_points
+
+        self.cutoff = float(cutoff)
+        self.order, self.keys, self.starts, self.dims = bin_points(pts, cutoff)
+        # cell order in memory: a cell's candidates are contiguous (cache-friendly on 10^6+ atoms)
+        self.pts = np.ascontiguousarray(pts[self.order])
+        self.atom = np.ascontiguousarray(atom[self.order])
+        self.shift = np.ascontiguousarray(shift[self.order])
+
+    def descriptors(self, q_lo: int, q_hi: int, k: int, *, out=None, serial=None):
+        """Descriptors (q_hi − q_lo, 2k−1) of the points with original index in [q_lo, q_hi).
+
+        Returns (out, nn_dist, nn_atom): nearest-neighbour distance and atom (validation)."""
+        from .kernels import quests_descriptors_kernel, quests_descriptors_kernel_serial, sorting_network
+
+        n = q_hi - q_lo
+        if out is None:
+            out = np.empty((n, 2 * k - 1))
+        nn_dist = np.full(n, np.inf)
+        nn_atom = np.full(n, -1, dtype=np.int64)
+        n_nbrs = np.zeros(n, dtype=np.int64)
+        if n == 0:
+            return out, nn_dist, nn_atom
+        if serial is None:
+            serial = n < SMALL_STRUCTURE
+        kernel = quests_descriptors_kernel_serial if serial else quests_descriptors_kernel
+        kernel(self.pts, self.atom, self.shift, q_lo, q_hi, self.order, self.keys, self.starts, self.dims, k,
+               self.cutoff, sorting_network(k), out, nn_dist, nn_atom, n_nbrs)
+        return out, nn_dist, nn_atom
+
+
+def point_set_descriptors(pts, atom, shift, n_query: int, k: int, cutoff: float, *, out=None, serial=None):
+    """Descriptors of the first ``n_query`` points of an open-boundary point set (see
+    ``BinnedPoints``). Returns (nn_dist, nn_atom) and fills ``out`` (n_query, 2k−1)."""
     if out is None:
         out = np.empty((n_query, 2 * k - 1))
-    nn_dist = np.full(n_query, np.inf)
-    nn_atom = np.full(n_query, -1, dtype=np.int64)
-    n_nbrs = np.zeros(n_query, dtype=np.int64)
-    if n_query == 0:
-        return nn_dist, nn_atom
-    order, keys, starts, dims = bin_points(pts, cutoff)
-    if serial is None:
-        serial = n_query < SMALL_STRUCTURE
-    kernel = quests_descriptors_kernel_serial if serial else quests_descriptors_kernel
-    # cell order in memory: a cell's candidates are contiguous (cache-friendly on 10^6+ atoms)
-    kernel(np.ascontiguousarray(pts[order]), np.ascontiguousarray(atom[order]), np.ascontiguousarray(shift[order]),
-           n_query, order, keys, starts, dims, k, cutoff, sorting_network(k), out, nn_dist, nn_atom, n_nbrs)
+    _, nn_dist, nn_atom = BinnedPoints(pts, atom, shift, cutoff).descriptors(0, n_query, k, out=out, serial=serial)
     return nn_dist, nn_atom
 
 

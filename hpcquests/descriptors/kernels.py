@@ -177,9 +177,10 @@ def _descriptor_one(q, cand, n_cand, pts, atom, shift, k, cutoff, network,
 
 
 @nb.njit(cache=True, nogil=True)
-def _cell_descriptors(u, pts, atom, shift, n_query, order, keys, starts, dims, k, cutoff,
+def _cell_descriptors(u, pts, atom, shift, q_lo, q_hi, order, keys, starts, dims, k, cutoff,
                       network, out, nn_dist, nn_atom, n_nbrs):
-    """Descriptors of the query points in occupied cell ``u`` (see quests_descriptors_kernel)."""
+    """Descriptors of the query points (original index in [q_lo, q_hi)) in occupied cell ``u``;
+    results go to row (index − q_lo) (see quests_descriptors_kernel)."""
     n_cells = keys.shape[0]
     dx = dims[0]
     dy = dims[1]
@@ -188,7 +189,7 @@ def _cell_descriptors(u, pts, atom, shift, n_query, order, keys, starts, dims, k
     s1 = starts[u + 1]
     has_query = False
     for t in range(s0, s1):
-        if order[t] < n_query:
+        if q_lo <= order[t] < q_hi:
             has_query = True
             break
     if not has_query:
@@ -237,8 +238,8 @@ def _cell_descriptors(u, pts, atom, shift, n_query, order, keys, starts, dims, k
     M = np.empty((k, k))
     colsum = np.empty(k)
     for t in range(s0, s1):
-        q = order[t]
-        if q >= n_query:
+        q = order[t] - q_lo
+        if q < 0 or order[t] >= q_hi:
             continue
         m, rmin, amin = _descriptor_one(t, cand, n_cand, pts, atom, shift, k, cutoff, network,
                                         b_dk, b_atom, b_shift, b_idx, vec, r, w, M, colsum, out[q])
@@ -248,7 +249,7 @@ def _cell_descriptors(u, pts, atom, shift, n_query, order, keys, starts, dims, k
 
 
 @nb.njit(parallel=True, cache=True)
-def quests_descriptors_kernel(pts, atom, shift, n_query, order, keys, starts, dims, k, cutoff,
+def quests_descriptors_kernel(pts, atom, shift, q_lo, q_hi, order, keys, starts, dims, k, cutoff,
                               network, out, nn_dist, nn_atom, n_nbrs):
     """QUESTS descriptors of the query points of a binned open-boundary point set, threads over cells.
 
@@ -256,22 +257,23 @@ def quests_descriptors_kernel(pts, atom, shift, n_query, order, keys, starts, di
         pts: (P, 3) float64 positions, Å; atom: (P,) int64 atom indices; shift: (P, 3) int64
             image shifts, all already permuted into cell order (``pts_sorted = pts[order]``, so
             a cell's candidates are contiguous in memory); order: (P,) original point index of
-            each sorted point, the first ``n_query`` original points being the queries;
+            each sorted point; the points with original index in [q_lo, q_hi) are the queries
+            (row index − q_lo of the outputs);
             keys/starts/dims: the cell list from ``bin_points``.
-        out: (n_query, 2k-1) float64, written; nn_dist/nn_atom/n_nbrs: (n_query,) nearest
+        out: (q_hi − q_lo, 2k-1) float64, written; nn_dist/nn_atom/n_nbrs: (q_hi − q_lo,) nearest
             neighbour distance, its atom, and the neighbour count, written (for validation).
     """
     for u in nb.prange(keys.shape[0]):
-        _cell_descriptors(u, pts, atom, shift, n_query, order, keys, starts, dims, k, cutoff,
+        _cell_descriptors(u, pts, atom, shift, q_lo, q_hi, order, keys, starts, dims, k, cutoff,
                           network, out, nn_dist, nn_atom, n_nbrs)
 
 
 @nb.njit(cache=True, nogil=True)
-def quests_descriptors_kernel_serial(pts, atom, shift, n_query, order, keys, starts, dims, k, cutoff,
+def quests_descriptors_kernel_serial(pts, atom, shift, q_lo, q_hi, order, keys, starts, dims, k, cutoff,
                                      network, out, nn_dist, nn_atom, n_nbrs):
     """The same on the calling thread, GIL released: for small structures, which are run
     concurrently over structures instead (a parallel region per tiny structure costs more
     than it saves)."""
     for u in range(keys.shape[0]):
-        _cell_descriptors(u, pts, atom, shift, n_query, order, keys, starts, dims, k, cutoff,
+        _cell_descriptors(u, pts, atom, shift, q_lo, q_hi, order, keys, starts, dims, k, cutoff,
                           network, out, nn_dist, nn_atom, n_nbrs)

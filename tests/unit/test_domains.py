@@ -72,3 +72,15 @@ def test_grid_shape():
     assert grid_shape(3, [10, 10, 10], cuttable=(False, False, False)) == (1, 1, 1)
     with pytest.raises(ValueError):
         grid_shape(0, [1, 1, 1])
+
+
+def test_query_ranges_reassemble_full_result():
+    from hpcquests.descriptors import BinnedPoints
+    from hpcquests.descriptors.neighbors import periodic_points
+
+    atoms = testing.perturbed_crystal("bcc", "Ta", size=(6, 6, 6), seed=9)
+    pts, atom, shift = periodic_points(atoms.positions, atoms.cell.array, atoms.pbc, 5.0)
+    binned = BinnedPoints(pts, atom, shift, 5.0)
+    n = len(atoms)
+    chunks = [binned.descriptors(a, min(a + 97, n), 32)[0] for a in range(0, n, 97)]
+    assert np.array_equal(np.concatenate(chunks), hq.get_descriptors(atoms))
