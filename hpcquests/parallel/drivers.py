@@ -218,3 +218,57 @@ def write_store_distributed(comm, path, x_local, struct_range, offsets, *, extra
             write_master(path, infos, offsets, attrs=attrs, per_structure=per_structure or {})
 
     collective(comm, master)
+
+
+class ReferenceSet:
+    """A reference set prepared once (centred, gathered or sharded) for many δH calls.
+
+    ``logsum(y_local)`` is collective when the ring is used: every rank must call it the same
+    number of times (pass an empty block when a rank has nothing left).
+    """
+
+    def __init__(self, comm, x_local, h, *, ref_memory: int = DEFAULT_REF_MEMORY, backend: str = "cpu",
+                 force_ring: bool = False):
+        from ..kernels.registry import get_backend
+        from ..metrics import as_bandwidths
+
+        self.comm = comm
+        self.hs, self.scalar = as_bandwidths(h)
+        x_local = np.ascontiguousarray(x_local, dtype=np.float64)
+        shapes = comm.allgather(x_local.shape)
+        widths = {s[1] for s in shapes if s[0] > 0}
+        if len(widths) > 1:
+            raise ValueError(f"reference shards have different widths: {sorted(widths)}")
+        self.sizes = [s[0] for s in shapes]
+        self.n_ref = int(sum(self.sizes))
+        if self.n_ref == 0:
+            raise ValueError("the reference set is empty")
+        self.d = widths.pop()
+        self.be = get_backend(backend)
+        total = np.asarray(comm.allreduce(x_local.sum(axis=0) if x_local.shape[0] else np.zeros(self.d)))
+        self.center = total / self.n_ref
+        self.inv2h2, self.prune_d2 = self.be.reference_params(self.hs, self.n_ref)
+        self.ring = comm.Get_size() > 1 and (force_ring or self.n_ref * self.d * 8 > ref_memory)
+        xc = x_local - self.center
+        self.x = xc if (self.ring or comm.Get_size() == 1) else allgather_rows(comm, xc)
+
+    @property
+    def path(self) -> str:
+        return "ring" if self.ring else "broadcast"
+
+    def logsum(self, y_local, threads=None) -> np.ndarray:
+        """L(y|X) (M_local, n_h) for this rank's queries."""
+        from ..runtime import threads as thread_context
+
+        y_local = np.ascontiguousarray(y_local, dtype=np.float64).reshape(-1, self.d)
+        with thread_context(threads):
+            st = self.be.start(y_local - self.center, self.hs.size)
+            if self.ring:
+                _ring_fold(self.comm, self.be, st, self.x, self.sizes, self.d, self.inv2h2, self.prune_d2)
+            else:
+                self.be.fold(st, self.x, self.inv2h2, self.prune_d2)
+            return self.be.finish(st, self.inv2h2)
+
+    def delta_entropy(self, y_local, threads=None) -> np.ndarray:
+        L = self.logsum(y_local, threads)
+        return -L[:, 0] if self.scalar else -L

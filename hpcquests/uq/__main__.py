@@ -1,0 +1,5 @@
+import sys
+
+from .scan import main
+
+sys.exit(main())

@@ -1,0 +1,588 @@
+"""The UQ scan: per-atom δH of LAMMPS dump frames against a reference, on any number of ranks.
+
+Pipeline per frame (every rank takes part in every frame):
+
+1. rank 0 indexes the dump once (byte offsets of frames); each rank parses its own byte range of
+   the frame's atom lines — no rank reads the whole frame;
+2. atoms move to spatial domains with a halo of the cutoff (``parallel.domains``, one
+   Alltoallv); descriptors of owned atoms are bitwise the serial ones;
+3. owned atoms are processed in chunks of ``--chunk-atoms``: descriptors, then δH against the
+   reference (gathered on every rank, or passed around a ring when larger than
+   ``--ref-memory``); each finished chunk is written atomically to its own shard — that is the
+   checkpoint;
+4. δH values return to the rank that read their lines, which writes them, in file order, into
+   the annotated dump (all original columns + ``dH``) at its byte offset;
+5. frame statistics are reduced across ranks (no gathering of values).
+
+USR2 / TERM: ranks finish the chunk in hand, agree to stop, and exit with status 75 after the
+checkpoint; a rerun with the same arguments and rank count skips every finished chunk and gives
+the same results as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import signal
+import sys
+import time
+
+import numpy as np
+
+EXIT_BAD_INPUT = 2
+EXIT_CHECKPOINTED = 75  # EX_TEMPFAIL: the batch script requeues the job on this status
+RESULT_NAME = "dH.h5"
+
+
+class StopRequested(Exception):
+    """Raised collectively after a USR2/TERM signal once the checkpoint is safe."""
+
+
+# --------------------------------------------------------------------------- arguments
+
+def parse_types(text: str | None) -> dict[int, str]:
+    """'1=Ta,2=W' → {1: 'Ta', 2: 'W'} (ValueError naming the bad item)."""
+    from ase.data import atomic_numbers
+
+    if not text:
+        return {}
+    out = {}
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        if "=" not in item:
+            raise ValueError(f"--types: expected TYPE=ELEMENT, got {item!r}")
+        t, el = item.split("=", 1)
+        try:
+            t = int(t)
+        except ValueError:
+            raise ValueError(f"--types: type {t!r} is not an integer") from None
+        el = el.strip()
+        if el not in atomic_numbers:
+            raise ValueError(f"--types: {el!r} is not a chemical element")
+        out[t] = el
+    return out
+
+
+def parse_frames(text: str | None) -> slice:
+    """'START:STOP:STEP' (any part optional) or a single index."""
+    if not text:
+        return slice(None)
+    try:
+        parts = [int(p) if p.strip() else None for p in text.split(":")]
+    except ValueError:
+        raise ValueError(f"--frames: expected START:STOP:STEP, got {text!r}") from None
+    if len(parts) == 1:
+        i = parts[0]
+        return slice(i, None if i == -1 else i + 1)
+    if len(parts) > 3:
+        raise ValueError(f"--frames: expected START:STOP:STEP, got {text!r}")
+    return slice(*parts)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ..cli import _ref_memory
+
+    p = argparse.ArgumentParser(
+        prog="python -m hpcquests.uq",
+        description="Per-atom differential entropy dH of a LAMMPS trajectory against a reference "
+                    "(descriptor store or structure file). Same code serial, under mpiexec and srun.")
+    p.add_argument("traj", metavar="TRAJ", help="LAMMPS text dump (*.lammpstrj)")
+    p.add_argument("ref", metavar="REF", help="descriptor store (.h5) or any ASE-readable structure file")
+    p.add_argument("--out", default="uq-out", help="output directory (default uq-out)")
+    p.add_argument("--bandwidth", "-H", type=float, default=0.015, help="kernel bandwidth h (default 0.015)")
+    p.add_argument("--threshold", type=float, nargs="+", default=[0.0],
+                   help="report the fraction of atoms with dH above each value (default 0)")
+    p.add_argument("--frames", default=None, help="frame selection START:STOP:STEP (default all)")
+    p.add_argument("--types", default=None, help="LAMMPS type to element map, e.g. 1=Ta,2=W")
+    p.add_argument("--backend", choices=("auto", "cpu", "gpu"), default="cpu", help="kernel backend")
+    p.add_argument("--chunk-atoms", type=int, default=1_000_000,
+                   help="atoms per rank per chunk: bounds memory, and the checkpoint granularity")
+    p.add_argument("-k", type=int, default=32, help="nearest neighbours (default 32)")
+    p.add_argument("--cutoff", type=float, default=5.0, help="cutoff in Å (default 5.0)")
+    p.add_argument("--ref-memory", type=_ref_memory, default="2G",
+                   help="gather the reference on every rank up to this size, else a ring (default 2G)")
+    p.add_argument("--skip-bad-frames", action="store_true", help="skip truncated/malformed frames")
+    p.add_argument("--no-annotated-dump", action="store_true", help="do not write the annotated dump")
+    p.add_argument("--threads", type=int, default=None, help="numba threads per rank")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    return p
+
+
+# --------------------------------------------------------------------------- signals
+
+class StopFlag:
+    """Set by SIGUSR2/SIGTERM; checked collectively between chunks."""
+
+    def __init__(self):
+        self.set = False
+        self.signum = None
+        self._previous = {}
+
+    def install(self):
+        for sig in (signal.SIGUSR2, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handler)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def _handler(self, signum, frame):
+        self.set = True
+        self.signum = signum
+
+    def restore(self):
+        for sig, prev in self._previous.items():
+            signal.signal(sig, prev)
+
+
+# --------------------------------------------------------------------------- reference
+
+def load_reference(comm, args, scan_species):
+    """This rank's share of the reference descriptors, checked against the scan's parameters."""
+    from ..io.store import is_store, open_store
+    from ..parallel.drivers import collective, distributed_descriptors, local_row_range
+
+    def kind():
+        if not os.path.exists(args.ref):
+            raise ValueError(f"REF {args.ref}: no such file")
+        return "store" if is_store(args.ref) else "structures"
+
+    if collective(comm, kind) == "store":
+        def read():
+            with open_store(args.ref) as store:
+                store.check_compatible(k=args.k, cutoff=args.cutoff)
+                if store.attrs.get("descriptor_kind", "quests") != "quests":
+                    raise ValueError(f"REF {args.ref}: {store.attrs.get('descriptor_kind')} descriptors are not "
+                                     "supported by the UQ scan (plain QUESTS descriptors only)")
+                missing = sorted(set(scan_species) - set(store.species)) if store.species else []
+                if missing:
+                    raise ValueError(f"REF {args.ref} was built for species {store.species} but the trajectory "
+                                     f"has {missing}")
+                lo, hi = local_row_range(comm, store.n_env)
+                return store.read("descriptors", slice(lo, hi))
+        return collective(comm, read)
+    from ..io.structures import read_structures
+
+    frames = collective(comm, read_structures, [args.ref])
+    x, _ = distributed_descriptors(comm, frames, args.k, args.cutoff, threads=args.threads)
+    return x
+
+
+# --------------------------------------------------------------------------- checkpoint
+
+class Checkpoint:
+    """Finished chunks are files (written atomically); the manifest pins what they belong to."""
+
+    def __init__(self, out_dir, signature: dict, comm):
+        self.dir = os.path.join(out_dir, "checkpoint")
+        self.shards = os.path.join(out_dir, RESULT_NAME + ".shards")
+        self.comm = comm
+        self.signature = signature
+        self.rank = comm.Get_rank()
+
+    def prepare(self):
+        """Validate an existing checkpoint against this run (collective)."""
+        from ..parallel.drivers import collective
+
+        def check():
+            path = os.path.join(self.dir, "manifest.json")
+            if self.rank == 0:
+                os.makedirs(self.dir, exist_ok=True)
+                os.makedirs(self.shards, exist_ok=True)
+                if os.path.exists(path):
+                    with open(path) as fh:
+                        old = json.load(fh)
+                    if old.get("signature") != self.signature:
+                        diff = sorted(k for k in set(old.get("signature", {})) | set(self.signature)
+                                      if old.get("signature", {}).get(k) != self.signature.get(k))
+                        raise ValueError(f"{self.dir} holds a checkpoint of a different scan (differs in {diff}); "
+                                         "rerun with the same arguments and number of ranks, or use a new --out")
+                else:
+                    _atomic_json(path, {"signature": self.signature})
+        collective(self.comm, check)
+        self.comm.Barrier()
+
+    def chunk_file(self, frame: int, chunk: int) -> str:
+        return os.path.join(self.shards, f"f{frame:06d}-r{self.rank:05d}-c{chunk:05d}.h5")
+
+    def frame_file(self, frame: int) -> str:
+        return os.path.join(self.dir, f"frame-{frame:06d}.json")
+
+    def log_computed(self, frame, chunk):
+        with open(os.path.join(self.dir, f"computed-r{self.rank:05d}.log"), "a") as fh:
+            fh.write(f"{frame} {chunk}\n")
+
+
+def _atomic_json(path, payload):
+    from ..io.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as fh:
+            json.dump(payload, fh, indent=1, default=_json_default)
+
+
+def _json_default(o):
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, np.generic):
+        return o.item()
+    raise TypeError(type(o).__name__)
+
+
+def _write_chunk(path, arrays: dict):
+    import h5py
+
+    from ..io.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            for name, a in arrays.items():
+                f.create_dataset(name, data=np.ascontiguousarray(a))
+
+
+def _read_chunk(path) -> dict:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return {name: f[name][...] for name in f}
+
+
+# --------------------------------------------------------------------------- frames
+
+def frame_species(part_numbers) -> set:
+    from ase.data import chemical_symbols
+
+    return {chemical_symbols[z] for z in np.unique(part_numbers)}
+
+
+def scan(args, comm) -> dict:
+    """Run the scan; returns the summary (rank 0) or {} (other ranks)."""
+    from ..io import lammps
+    from ..parallel.drivers import ReferenceSet, collective
+    from ..progress import Progress
+
+    rank, size = comm.Get_rank(), comm.Get_size()
+    t_start = time.perf_counter()
+    if args.chunk_atoms < 1:
+        raise ValueError(f"--chunk-atoms must be >= 1, got {args.chunk_atoms}")
+    types = parse_types(args.types)
+    sel = parse_frames(args.frames)
+
+    def setup_out():
+        if rank == 0:
+            parent = os.path.dirname(os.path.abspath(args.out)) or "."
+            if not os.path.isdir(parent):
+                raise ValueError(f"--out {args.out}: parent directory {parent} does not exist")
+            os.makedirs(args.out, exist_ok=True)
+            if not os.access(args.out, os.W_OK):
+                raise ValueError(f"--out {args.out}: directory is not writable")
+
+    collective(comm, setup_out)
+
+    def index():
+        if rank != 0:
+            return None
+        if not os.path.exists(args.traj):
+            raise ValueError(f"TRAJ {args.traj}: no such file")
+        return lammps.index_dump(args.traj, skip_bad_frames=args.skip_bad_frames)
+
+    indexed = comm.bcast(collective(comm, index), root=0)
+    frames, bad = indexed if isinstance(indexed, tuple) else (indexed, [])
+    chosen = list(range(len(frames)))[sel]
+    if not chosen:
+        raise ValueError(f"TRAJ {args.traj}: no frames selected ({len(frames)} in file, --frames {args.frames})")
+
+    # species of the scan, from the first chosen frame's first part (cheap) and the type map
+    signature = {
+        "traj": os.path.abspath(args.traj), "traj_size": os.path.getsize(args.traj),
+        "traj_mtime": int(os.path.getmtime(args.traj)), "ref": os.path.abspath(args.ref),
+        "ref_size": os.path.getsize(args.ref), "k": args.k, "cutoff": args.cutoff, "bandwidth": args.bandwidth,
+        "frames": chosen, "types": types, "ranks": size, "chunk_atoms": args.chunk_atoms,
+    }
+    ckpt = Checkpoint(args.out, signature, comm)
+
+    # read the first chosen frame's species to check against the reference
+    first = frames[chosen[0]]
+    probe = collective(comm, _read_part, args.traj, first, size, rank, types, chosen[0])
+    species = set().union(*comm.allgather(frame_species(probe["numbers"])))
+    x_ref = load_reference(comm, args, species)
+    ref = collective(comm, ReferenceSet, comm, x_ref, args.bandwidth, ref_memory=args.ref_memory,
+                     backend=args.backend)
+    del x_ref
+    ckpt.prepare()
+    stop = StopFlag().install()
+    annotated_dir = os.path.join(args.out, "annotated")
+    if rank == 0 and not args.no_annotated_dump:
+        os.makedirs(annotated_dir, exist_ok=True)
+    comm.Barrier()
+    timings = {"read": 0.0, "exchange": 0.0, "descriptors": 0.0, "dH": 0.0, "write": 0.0}
+    frame_stats = []
+    try:
+        for n_done, f in enumerate(chosen):
+            info = frames[f]
+            if os.path.exists(ckpt.frame_file(f)):  # whole frame done in an earlier run
+                if rank == 0:
+                    with open(ckpt.frame_file(f)) as fh:
+                        frame_stats.append(json.load(fh))
+                continue
+            prog = Progress(f"frame {f} ({n_done + 1}/{len(chosen)}), {info.n_atoms:,} atoms", 1, "chunks",
+                            enabled=rank == 0 and not args.quiet, interval=0.0)
+            stats = _scan_frame(args, comm, info, f, types, ref, ckpt, stop, timings, prog, annotated_dir)
+            if rank == 0:
+                _atomic_json(ckpt.frame_file(f), stats)
+                frame_stats.append(stats)
+    finally:
+        stop.restore()
+    summary = _finalize(args, comm, frames, chosen, frame_stats, ckpt, bad, timings, ref,
+                        time.perf_counter() - t_start)
+    return summary
+
+
+def _read_part(path, info, size, rank, types, frame_no):
+    """This rank's byte range of a frame's atom lines, parsed."""
+    from ..io import lammps
+
+    start, stop = lammps.byte_ranges(info, size)[rank]
+    part = lammps.read_atom_bytes(path, info, start, stop)
+    numbers = part.get("numbers")
+    if numbers is None:
+        t = part["types"]
+        unknown = sorted(set(np.unique(t).tolist()) - set(types))
+        if unknown:
+            raise ValueError(f"TRAJ {path} frame {frame_no}: LAMMPS type {unknown[0]} has no element: pass "
+                             f"--types {unknown[0]}=<element>,...")
+        from ase.data import atomic_numbers
+
+        lut = np.zeros(max(types) + 1, dtype=np.int64)
+        for tt, el in types.items():
+            lut[tt] = atomic_numbers[el]
+        numbers = lut[t]
+    part["numbers"] = numbers
+    part["byte_range"] = (start, stop)
+    return part
+
+
+def _scan_frame(args, comm, info, f, types, ref, ckpt, stop, timings, prog, annotated_dir):
+    from ..descriptors import MIN_DISTANCE, BinnedPoints
+    from ..parallel.domains import alltoallv, exchange_domains
+    from ..parallel.drivers import collective
+    from .stats import frame_statistics
+
+    rank, size = comm.Get_rank(), comm.Get_size()
+    t = time.perf_counter()
+    part = collective(comm, _read_part, args.traj, info, size, rank, types, f)
+    n_local = len(part["ids"])
+    row_counts = comm.allgather(n_local)
+    row_start = int(sum(row_counts[:rank]))
+    rows = np.arange(row_start, row_start + n_local, dtype=np.int64)
+    timings["read"] += time.perf_counter() - t
+
+    t = time.perf_counter()
+    dom = collective(comm, exchange_domains, comm, part["positions"], rows, info.cell, info.pbc, args.cutoff,
+                     payload={"id": part["ids"], "row": rows})
+    binned = BinnedPoints(dom["pts"], dom["atom"], dom["shift"], args.cutoff)
+    timings["exchange"] += time.perf_counter() - t
+    n_owned = dom["n_owned"]
+    # the same chunk count on every rank: the ring path of the reference is collective
+    n_chunks = max(comm.allgather(-(-n_owned // args.chunk_atoms)))
+    prog.total = n_chunks
+    dh_owned = np.empty(n_owned)
+    for c in range(n_chunks):
+        q0 = min(c * args.chunk_atoms, n_owned)
+        q1 = min(q0 + args.chunk_atoms, n_owned)
+        path = ckpt.chunk_file(f, c)
+        done_here = os.path.exists(path)
+        # every rank must agree whether to compute (the ring is collective)
+        all_done = all(comm.allgather(done_here))
+        if all_done:
+            dh_owned[q0:q1] = _read_chunk(path)["dH"]
+            prog.update(c + 1)
+            continue
+        t = time.perf_counter()
+
+        def describe():
+            x, nn, nn_atom = binned.descriptors(q0, q1, args.k)
+            close = nn < MIN_DISTANCE
+            if close.any():
+                i = int(np.argmax(close))
+                raise ValueError(f"TRAJ {args.traj} frame {f}: atom id {int(dom['id'][q0 + i])} has a neighbour "
+                                 f"{nn[i]:.4g} Å away (< {MIN_DISTANCE} Å): overlapping atoms")
+            return x
+
+        x = collective(comm, describe)
+        timings["descriptors"] += time.perf_counter() - t
+        t = time.perf_counter()
+        dh = collective(comm, ref.delta_entropy, x, args.threads)
+        timings["dH"] += time.perf_counter() - t
+        t = time.perf_counter()
+        collective(comm, _write_chunk, path, {
+            "dH": dh, "frame": np.full(q1 - q0, f, dtype=np.int64), "atom_id": dom["id"][q0:q1],
+            "timestep": np.full(q1 - q0, info.timestep, dtype=np.int64), "row": dom["row"][q0:q1]})
+        ckpt.log_computed(f, c)
+        timings["write"] += time.perf_counter() - t
+        dh_owned[q0:q1] = dh
+        prog.update(c + 1)
+        if any(comm.allgather(stop.set)):
+            raise StopRequested(f"signal received: checkpointed after frame {f} chunk {c}")
+    stats = frame_statistics(comm, dh_owned, args.threshold)
+    stats.update(frame=int(f), timestep=int(info.timestep))
+    if not args.no_annotated_dump:
+        t = time.perf_counter()
+        # δH back to the rank that read each row, then written in file order
+        owner_of_row = np.searchsorted(np.cumsum(row_counts), dom["row"], side="right")
+        order = np.argsort(owner_of_row, kind="stable")
+        counts = np.bincount(owner_of_row, minlength=size)
+        back_rows = alltoallv(comm, dom["row"][order], counts)
+        back_dh = alltoallv(comm, dh_owned[order], counts)
+        mine = np.empty(n_local)
+        mine[back_rows - row_start] = back_dh
+        collective(comm, _write_annotated, comm, args.traj, info, part, mine,
+                   os.path.join(annotated_dir, f"frame-{f:06d}.lammpstrj"))
+        timings["write"] += time.perf_counter() - t
+    return stats
+
+
+def _write_annotated(comm, traj, info, part, dh, path):
+    """All original columns plus dH, each rank writing its lines at its byte offset."""
+    from ..io import lammps
+
+    start, stop = part["byte_range"]
+    with open(traj, "rb") as fh:
+        fh.seek(start)
+        raw = fh.read(stop - start)
+    lines = raw.splitlines()
+    if len(lines) != len(dh):
+        raise ValueError(f"TRAJ {traj}: {len(lines)} lines in byte range but {len(dh)} atoms parsed")
+    body = b"".join(line + b" " + repr(float(v)).encode() + b"\n" for line, v in zip(lines, dh))
+    header = lammps.frame_header(traj, info, extra_columns=["dH"]) if comm.Get_rank() == 0 else b""
+    sizes = comm.allgather(len(body))
+    hdr_len = comm.bcast(len(header), root=0)
+    offset = hdr_len + sum(sizes[: comm.Get_rank()])
+    tmp = path + ".part"
+    if comm.Get_rank() == 0:
+        with open(tmp, "wb") as fh:
+            fh.write(header)
+            fh.truncate(hdr_len + sum(sizes))
+    comm.Barrier()
+    fd = os.open(tmp, os.O_WRONLY)
+    try:
+        os.pwrite(fd, body, offset)
+    finally:
+        os.close(fd)
+    comm.Barrier()
+    if comm.Get_rank() == 0:
+        os.replace(tmp, path)
+
+
+def _finalize(args, comm, frames, chosen, frame_stats, ckpt, bad, timings, ref, wall):
+    """Result store master, summary.json, dH_hist.png, annotated dump (rank 0 writes)."""
+    from ..parallel.drivers import collective
+    from .stats import write_histogram_png
+
+    rank = comm.Get_rank()
+    timings = {k: float(comm.allreduce(v, op=_max(comm))) for k, v in timings.items()}
+
+    def write():
+        if rank != 0:
+            return {}
+        from ..io.store import store_attrs, write_master
+
+        names = sorted(n for n in os.listdir(ckpt.shards) if n.endswith(".h5") and n.startswith("f"))
+        infos, row = [], 0
+        per_frame = {}
+        import h5py
+
+        for n in names:
+            fr = int(n[1:7])
+            with h5py.File(os.path.join(ckpt.shards, n), "r") as fh:
+                shapes = {k: {"shape": list(fh[k].shape), "dtype": fh[k].dtype.str} for k in fh}
+            m = shapes["dH"]["shape"][0]
+            per_frame[fr] = per_frame.get(fr, 0) + m
+            infos.append({"file": os.path.join(os.path.basename(ckpt.shards), n), "row_start": row, "n_rows": m,
+                          "datasets": shapes})
+            row += m
+        offsets = np.concatenate([[0], np.cumsum([per_frame.get(fr, 0) for fr in chosen])]).astype(np.int64)
+        attrs = store_attrs(k=args.k, cutoff=args.cutoff, species=[], descriptor_kind="uq-result",
+                            sources=[{"path": os.path.abspath(args.traj)}, {"path": os.path.abspath(args.ref)}],
+                            command="python -m hpcquests.uq " + " ".join(sys.argv[1:]), bandwidth=args.bandwidth,
+                            frames=list(chosen))
+        write_master(os.path.join(args.out, RESULT_NAME), infos, offsets, attrs=attrs)
+        frame_stats.sort(key=lambda s: s["frame"])
+        summary = {"traj": args.traj, "ref": args.ref, "reference_environments": ref.n_ref,
+                   "reference_path": ref.path, "bandwidth": args.bandwidth, "thresholds": args.threshold,
+                   "ranks": comm.Get_size(), "frames": frame_stats, "skipped_frames": bad,
+                   "atoms": int(sum(s.get("atoms", 0) for s in frame_stats)),
+                   "timings_s": timings, "wall_s": wall}
+        _atomic_json(os.path.join(args.out, "summary.json"), summary)
+        write_histogram_png(os.path.join(args.out, "dH_hist.png"), frame_stats, args.threshold)
+        if not args.no_annotated_dump:
+            _concatenate_annotated(args, chosen)
+        return summary
+
+    return collective(comm, write)
+
+
+def _max(comm):
+    from ..parallel import mpi_op
+
+    return mpi_op(comm, "max")
+
+
+def _concatenate_annotated(args, chosen):
+    import shutil
+
+    from ..io.atomic import atomic_path
+
+    stem = os.path.splitext(os.path.basename(args.traj))[0]
+    target = os.path.join(args.out, f"{stem}_dH.lammpstrj")
+    with atomic_path(target) as tmp:
+        with open(tmp, "wb") as out:
+            for f in chosen:
+                with open(os.path.join(args.out, "annotated", f"frame-{f:06d}.lammpstrj"), "rb") as src:
+                    shutil.copyfileobj(src, out, 16 << 20)
+
+
+# --------------------------------------------------------------------------- entry point
+
+def main(argv=None) -> int:
+    from ..parallel import get_comm
+
+    args = build_parser().parse_args(argv)
+    comm = get_comm()
+    rank = comm.Get_rank()
+    try:
+        summary = scan(args, comm)
+    except StopRequested as exc:
+        if rank == 0:
+            print(f"hpcquests.uq: {exc}; rerun to resume (exit {EXIT_CHECKPOINTED})", file=sys.stderr, flush=True)
+        return EXIT_CHECKPOINTED
+    except ValueError as exc:
+        if rank == 0:
+            print(f"hpcquests.uq: error: {exc}", file=sys.stderr, flush=True)
+        return EXIT_BAD_INPUT
+    except RuntimeError as exc:
+        if rank == 0:
+            print(f"hpcquests.uq: error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except Exception as exc:  # a bug: never leave the other ranks hanging
+        if comm.Get_size() > 1:
+            import traceback
+
+            traceback.print_exc()
+            print(f"hpcquests.uq: rank {rank} failed: {exc!r}; aborting", file=sys.stderr, flush=True)
+            comm.Abort(1)
+        raise
+    if rank == 0 and not args.quiet:
+        fr = summary["frames"]
+        print(f"hpcquests.uq: {summary['atoms']:,} atoms in {len(fr)} frame(s), {summary['wall_s']:.1f} s; "
+              f"results in {args.out}/ (summary.json, {RESULT_NAME}, dH_hist.png)")
+        for s in fr:
+            if s.get("atoms"):
+                above = ", ".join(f"{100 * v:.2f}% > {k}" for k, v in s["fraction_above"].items())
+                print(f"  frame {s['frame']} (step {s['timestep']}): {s['atoms']:,} atoms, mean dH {s['mean']:.3f}, "
+                      f"max {s['max']:.3f}, {above}")
+    return 0
