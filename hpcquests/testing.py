@@ -300,3 +300,84 @@ def random_descriptors(n: int, d: int = 63, seed: int = 0, scale: float = 0.05, 
     """An (n, d) float64 cloud of descriptor-like positive values for metric tests."""
     rng = _rng(seed)
     return np.abs(center + scale * rng.normal(size=(n, d)))
+
+
+def to_lammps_frame(atoms):
+    """Rotate a structure so its cell is LAMMPS' lower-triangular prism (a ∥ x, b in the xy
+    plane). Returns a rotated copy; distances and descriptors are unchanged."""
+    cell = atoms.cell.array
+    q, r = np.linalg.qr(cell.T)
+    signs = np.sign(np.diag(r))
+    signs[signs == 0] = 1.0
+    rot = (q * signs).T  # rows: new orthonormal axes
+    out = atoms.copy()
+    out.set_cell(cell @ rot.T, scale_atoms=False)
+    out.positions = atoms.positions @ rot.T
+    new = out.cell.array.copy()
+    new[np.abs(new) < 1e-12] = 0.0
+    out.set_cell(new, scale_atoms=False)
+    return out
+
+
+def write_lammps_dump(path, frames, columns=("id", "type", "x", "y", "z"), *, type_map=None, seed=None,
+                      timesteps=None, fmt="%.10g"):
+    """Write frames as a LAMMPS text dump (the format ``dump custom`` writes).
+
+    Args:
+        frames: ase.Atoms (cells are rotated into LAMMPS' prism form first if needed).
+        columns: any of id, type, element, x y z, xu yu zu, xs ys zs, xsu ysu zsu, plus names of
+            per-atom arrays of the Atoms.
+        type_map: {element: type}; default: sorted elements numbered from 1.
+        seed: if given, atom lines are written in a random order (ids stay attached), as
+            LAMMPS does without ``dump_modify sort``.
+    """
+    if not isinstance(frames, (list, tuple)):
+        frames = [frames]
+    rng = _rng(seed) if seed is not None else None
+    with open(path, "w") as fh:
+        for f, atoms in enumerate(frames):
+            a = to_lammps_frame(atoms)
+            cell = a.cell.array
+            lx, ly, lz = (float(cell[i, i]) for i in range(3))
+            xy, xz, yz = float(cell[1, 0]), float(cell[2, 0]), float(cell[2, 1])
+            tri = any(abs(v) > 0 for v in (xy, xz, yz))
+            flags = " ".join("pp" if p else "ff" for p in a.pbc)
+            n = len(a)
+            order = rng.permutation(n) if rng is not None else np.arange(n)
+            syms = np.array(a.get_chemical_symbols())
+            tmap = type_map or {s: i + 1 for i, s in enumerate(sorted(set(syms)))}
+            frac = np.linalg.solve(cell.T, a.positions.T).T
+            wrapped = frac.copy()
+            for ax in range(3):
+                if a.pbc[ax]:
+                    wrapped[:, ax] -= np.floor(wrapped[:, ax])
+            cols = {"id": np.arange(1, n + 1), "type": np.array([tmap[s] for s in syms]),
+                    "xu": a.positions[:, 0], "yu": a.positions[:, 1], "zu": a.positions[:, 2],
+                    "xsu": frac[:, 0], "ysu": frac[:, 1], "zsu": frac[:, 2],
+                    "xs": wrapped[:, 0], "ys": wrapped[:, 1], "zs": wrapped[:, 2]}
+            xw = wrapped @ cell
+            cols.update(x=xw[:, 0], y=xw[:, 1], z=xw[:, 2])
+            fh.write(f"ITEM: TIMESTEP\n{timesteps[f] if timesteps is not None else 100 * f}\n")
+            fh.write(f"ITEM: NUMBER OF ATOMS\n{n}\n")
+            if tri:
+                xlo_b = min(0.0, xy, xz, xy + xz)
+                xhi_b = lx + max(0.0, xy, xz, xy + xz)
+                fh.write(f"ITEM: BOX BOUNDS xy xz yz {flags}\n")
+                fh.write(f"{xlo_b!r} {xhi_b!r} {xy!r}\n{min(0.0, yz)!r} {ly + max(0.0, yz)!r} {xz!r}\n0.0 {lz!r} {yz!r}\n")
+            else:
+                fh.write(f"ITEM: BOX BOUNDS {flags}\n0.0 {lx!r}\n0.0 {ly!r}\n0.0 {lz!r}\n")
+            fh.write("ITEM: ATOMS " + " ".join(columns) + "\n")
+            lines = []
+            for i in order:
+                parts = []
+                for c in columns:
+                    if c == "element":
+                        parts.append(syms[i])
+                    elif c in ("id", "type"):
+                        parts.append(str(int(cols[c][i])))
+                    elif c in cols:
+                        parts.append(fmt % cols[c][i])
+                    else:
+                        parts.append(fmt % a.arrays[c][i])
+                lines.append(" ".join(parts))
+            fh.write("\n".join(lines) + "\n")

@@ -267,6 +267,7 @@ def scan(args, comm) -> dict:
 
     rank, size = comm.Get_rank(), comm.Get_size()
     t_start = time.perf_counter()
+    _CHUNKS_DONE[0] = 0
     if args.chunk_atoms < 1:
         raise ValueError(f"--chunk-atoms must be >= 1, got {args.chunk_atoms}")
     types = parse_types(args.types)
@@ -303,6 +304,7 @@ def scan(args, comm) -> dict:
         "ref_size": os.path.getsize(args.ref), "k": args.k, "cutoff": args.cutoff, "bandwidth": args.bandwidth,
         "frames": chosen, "types": types, "ranks": size, "chunk_atoms": args.chunk_atoms,
     }
+    signature = json.loads(json.dumps(signature))  # as it will read back from the manifest
     ckpt = Checkpoint(args.out, signature, comm)
 
     # read the first chosen frame's species to check against the reference
@@ -362,7 +364,6 @@ def _read_part(path, info, size, rank, types, frame_no):
             lut[tt] = atomic_numbers[el]
         numbers = lut[t]
     part["numbers"] = numbers
-    part["byte_range"] = (start, stop)
     return part
 
 
@@ -379,6 +380,8 @@ def _scan_frame(args, comm, info, f, types, ref, ckpt, stop, timings, prog, anno
     row_counts = comm.allgather(n_local)
     row_start = int(sum(row_counts[:rank]))
     rows = np.arange(row_start, row_start + n_local, dtype=np.int64)
+    if "id" not in info.columns:
+        part["ids"] = rows + 1  # LAMMPS numbers atoms from 1; without an id column use the row
     timings["read"] += time.perf_counter() - t
 
     t = time.perf_counter()
@@ -424,6 +427,7 @@ def _scan_frame(args, comm, info, f, types, ref, ckpt, stop, timings, prog, anno
             "timestep": np.full(q1 - q0, info.timestep, dtype=np.int64), "row": dom["row"][q0:q1]})
         ckpt.log_computed(f, c)
         timings["write"] += time.perf_counter() - t
+        _test_signal_hook(rank)
         dh_owned[q0:q1] = dh
         prog.update(c + 1)
         if any(comm.allgather(stop.set)):
@@ -446,6 +450,18 @@ def _scan_frame(args, comm, info, f, types, ref, ckpt, stop, timings, prog, anno
     return stats
 
 
+_CHUNKS_DONE = [0]
+
+
+def _test_signal_hook(rank):
+    """HPCQUESTS_TEST_SIGNAL_AFTER=N: rank 0 sends itself SIGUSR2 after N computed chunks, so
+    tests exercise the real handler and the collective stop deterministically."""
+    n = os.environ.get("HPCQUESTS_TEST_SIGNAL_AFTER")
+    _CHUNKS_DONE[0] += 1
+    if n is not None and rank == 0 and _CHUNKS_DONE[0] == int(n):
+        os.kill(os.getpid(), signal.SIGUSR2)
+
+
 def _write_annotated(comm, traj, info, part, dh, path):
     """All original columns plus dH, each rank writing its lines at its byte offset."""
     from ..io import lammps
@@ -457,7 +473,7 @@ def _write_annotated(comm, traj, info, part, dh, path):
     lines = raw.splitlines()
     if len(lines) != len(dh):
         raise ValueError(f"TRAJ {traj}: {len(lines)} lines in byte range but {len(dh)} atoms parsed")
-    body = b"".join(line + b" " + repr(float(v)).encode() + b"\n" for line, v in zip(lines, dh))
+    body = b"".join(line + b" " + (b"%.10g" % v) + b"\n" for line, v in zip(lines, dh.tolist()))
     header = lammps.frame_header(traj, info, extra_columns=["dH"]) if comm.Get_rank() == 0 else b""
     sizes = comm.allgather(len(body))
     hdr_len = comm.bcast(len(header), root=0)

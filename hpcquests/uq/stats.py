@@ -1,7 +1,8 @@
 """Per-frame δH statistics reduced across ranks without gathering the values.
 
 Counts, mean, min, max and fractions above thresholds are exact (allreduce); quantiles come from
-a 16,384-bin histogram over the frame's global [min, max], so they are exact to one bin width
+a 16,384-bin histogram over the frame's global [min, max] (the q-quantile is the smallest value v
+with F(v) ≥ q, numpy's "inverted_cdf"), so they are exact to one bin width
 ((max − min)/16384, reported as ``quantile_resolution``). No rank ever holds all of a frame's δH.
 """
 
