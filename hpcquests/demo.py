@@ -37,6 +37,45 @@ def _datasets(small: bool):
     return train, tests
 
 
+def _uq_scan(out, store_path, small, threads) -> dict:
+    """Write a 2-frame LAMMPS dump of a crystal with a growing molten core and scan it."""
+    import h5py
+
+    from . import testing
+    from .io import lammps
+    from .parallel import SerialComm
+    from .uq.scan import build_parser, scan
+
+    size = (5, 5, 5) if small else (7, 7, 7)
+    frames = [testing.defective_crystal(size=size, radius=r, seed=10 + i)
+              for i, r in enumerate((0.2 * 3.3 * size[0], 0.3 * 3.3 * size[0]))]
+    traj = os.path.join(out, "traj.lammpstrj")
+    testing.write_lammps_dump(traj, frames, ("id", "type", "x", "y", "z"), seed=1)
+    uq_out = os.path.join(out, "uq")
+    if os.path.isdir(uq_out):  # a fresh scan each time the demo runs (no stale checkpoint)
+        import shutil
+
+        shutil.rmtree(uq_out)
+    args = build_parser().parse_args([traj, store_path, "--out", uq_out, "--types", "1=Ta", "-q"]
+                                     + (["--threads", str(threads)] if threads else []))
+    summary = scan(args, SerialComm())
+    with h5py.File(os.path.join(uq_out, "dH.h5")) as f:
+        fr_all, ids_all, dh_all = f["frame"][...], f["atom_id"][...], f["dH"][...]
+    infos, _ = lammps.index_dump(traj)
+    result = {"traj": traj, "out": uq_out, "annotated": os.path.join(uq_out, "traj_dH.lammpstrj"), "frames": []}
+    for fs in summary["frames"]:
+        f = fs["frame"]
+        part = lammps.read_atom_bytes(traj, infos[f])
+        dh = dict(zip(ids_all[fr_all == f].tolist(), dh_all[fr_all == f].tolist()))
+        v = np.array([dh[i] for i in part["ids"].tolist()])
+        centre = infos[f].origin + infos[f].cell.sum(axis=0) / 2
+        r = np.linalg.norm(part["positions"] - centre, axis=1)
+        result["frames"].append({"frame": f, "atoms": fs["atoms"], "fraction_above": fs["fraction_above"],
+                                 "r_high": float(r[v > 0].mean()) if (v > 0).any() else float("nan"),
+                                 "r_low": float(r[v <= 0].mean()) if (v <= 0).any() else float("nan")})
+    return result
+
+
 def run_demo(args) -> dict:
     from .cli import _emit
     from .descriptors import get_descriptors
@@ -87,9 +126,18 @@ def run_demo(args) -> dict:
     lines += ["",
               "dH > 0: the environment is outside the training data (an ML potential trained on it",
               "would extrapolate there). Same-temperature snapshots are covered; vacancies, the molten",
-              "core and the amorphous solid are not.",
-              f"done in {elapsed:.1f} s. Next: hpcquests dh <your.extxyz> {store_path}"]
-    payload = {"output_dir": out, "bandwidth": h, "rows": rows, "seconds": elapsed}
+              "core and the amorphous solid are not."]
+    uq = _uq_scan(out, store_path, small, threads)
+    lines += ["", "UQ scan of an MD-like LAMMPS trajectory (crystal with a molten core) against the store:",
+              f"  python -m hpcquests.uq {uq['traj']} {store_path} --types 1=Ta --out {uq['out']}"]
+    for fr in uq["frames"]:
+        lines.append(f"  frame {fr['frame']}: {fr['atoms']} atoms, {100 * fr['fraction_above']['0']:.1f}% with dH > 0; "
+                     f"mean distance from the core centre: {fr['r_high']:.1f} Å (dH > 0) vs {fr['r_low']:.1f} Å (others)")
+    lines += ["  -> the extrapolating atoms are the molten core and its interface; annotated dump (dH column,",
+              f"     opens in OVITO): {uq['annotated']}"]
+    elapsed = time.perf_counter() - t0
+    lines.append(f"done in {elapsed:.1f} s. Next: hpcquests dh <your.extxyz> {store_path}")
+    payload = {"output_dir": out, "bandwidth": h, "rows": rows, "uq": uq, "seconds": elapsed}
     _emit(args, payload, lines)
     with open(os.path.join(out, "demo.json"), "w") as fh:
         json.dump(payload, fh, indent=2)
