@@ -366,14 +366,16 @@ def read_atom_bytes(path, info: FrameInfo, start: int | None = None, stop: int |
     with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
         a = _align(mm, start, lo, hi)
         b = _align(mm, stop, lo, hi)
-        buf = np.frombuffer(mm[a:b], dtype=np.uint8)
+        buf = np.frombuffer(mm, dtype=np.uint8, count=b - a, offset=a)  # no copy of the text
         vals, n_rows, err_row, err_col = _parse_rows(buf, len(cols), is_symbol, _symbol_table(), _P10)
         if err_row >= 0:
             before = mm[lo:a].count(b"\n")
             line_no = info.first_line + before + err_row
             text = bytes(buf).split(b"\n")[err_row].decode("ascii", "replace").strip()
+            del buf
             raise ValueError(f"{path} frame {info.index} line {line_no}: malformed atom line {text[:120]!r} "
                              f"(column {err_col + 1} of {len(cols)}: {' '.join(cols)})")
+        del buf  # release the view before the mmap closes
     columns = {c: vals[:, j] for j, c in enumerate(cols)}
     out = {"columns": columns, "byte_range": (a, b), "n": n_rows}
     out["ids"] = columns["id"].astype(np.int64) if "id" in columns else None

@@ -387,7 +387,9 @@ def _scan_frame(args, comm, info, f, types, ref, ckpt, stop, timings, prog, anno
     t = time.perf_counter()
     dom = collective(comm, exchange_domains, comm, part["positions"], rows, info.cell, info.pbc, args.cutoff,
                      payload={"id": part["ids"], "row": rows})
-    binned = BinnedPoints(dom["pts"], dom["atom"], dom["shift"], args.cutoff)
+    # keep only what later steps need: memory per rank ~ its domain + halo, not the frame
+    part = {"byte_range": part["byte_range"], "n": n_local}
+    binned = BinnedPoints(dom.pop("pts"), dom.pop("atom"), dom.pop("shift"), args.cutoff)
     timings["exchange"] += time.perf_counter() - t
     n_owned = dom["n_owned"]
     # the same chunk count on every rank: the ring path of the reference is collective
@@ -462,20 +464,26 @@ def _test_signal_hook(rank):
         os.kill(os.getpid(), signal.SIGUSR2)
 
 
+DH_FORMAT = b"% .9e"  # fixed width (16 bytes): output offsets are known before formatting
+DH_WIDTH = 17           # the separating space + 16
+ANNOTATE_BLOCK = 1 << 20  # lines per formatted block (bounded memory)
+
+
 def _write_annotated(comm, traj, info, part, dh, path):
-    """All original columns plus dH, each rank writing its lines at its byte offset."""
+    """All original columns plus dH, each rank writing its own lines, in file order, at its byte
+    offset of a shared file; streamed in blocks so memory stays bounded."""
     from ..io import lammps
 
     start, stop = part["byte_range"]
-    with open(traj, "rb") as fh:
-        fh.seek(start)
-        raw = fh.read(stop - start)
-    lines = raw.splitlines()
-    if len(lines) != len(dh):
-        raise ValueError(f"TRAJ {traj}: {len(lines)} lines in byte range but {len(dh)} atoms parsed")
-    body = b"".join(line + b" " + (b"%.10g" % v) + b"\n" for line, v in zip(lines, dh.tolist()))
+    n = len(dh)
+    body_size = (stop - start) + n * DH_WIDTH
+    # lines without a trailing newline at EOF get one
     header = lammps.frame_header(traj, info, extra_columns=["dH"]) if comm.Get_rank() == 0 else b""
-    sizes = comm.allgather(len(body))
+    with open(traj, "rb") as fh:
+        fh.seek(max(stop - 1, 0))
+        if stop > start and fh.read(1) != b"\n":
+            body_size += 1
+    sizes = comm.allgather(body_size)
     hdr_len = comm.bcast(len(header), root=0)
     offset = hdr_len + sum(sizes[: comm.Get_rank()])
     tmp = path + ".part"
@@ -486,7 +494,26 @@ def _write_annotated(comm, traj, info, part, dh, path):
     comm.Barrier()
     fd = os.open(tmp, os.O_WRONLY)
     try:
-        os.pwrite(fd, body, offset)
+        with open(traj, "rb") as src:
+            src.seek(start)
+            remaining, row = stop - start, 0
+            while remaining > 0:
+                raw = src.read(min(remaining, 64 << 20))
+                remaining -= len(raw)
+                if remaining > 0:  # complete the last line of this block
+                    extra = src.readline()
+                    remaining -= len(extra)
+                    raw += extra
+                lines = raw.splitlines()
+                vals = dh[row:row + len(lines)].tolist()
+                if len(vals) != len(lines):
+                    raise ValueError(f"TRAJ {traj}: atom lines changed while scanning (frame {info.index})")
+                out = b"".join(line + b" " + (DH_FORMAT % v) + b"\n" for line, v in zip(lines, vals))
+                os.pwrite(fd, out, offset)
+                offset += len(out)
+                row += len(lines)
+            if row != n:
+                raise ValueError(f"TRAJ {traj}: {row} lines in byte range but {n} atoms parsed")
     finally:
         os.close(fd)
     comm.Barrier()
@@ -499,8 +526,11 @@ def _finalize(args, comm, frames, chosen, frame_stats, ckpt, bad, timings, ref, 
     from ..parallel.drivers import collective
     from .stats import write_histogram_png
 
+    import resource
+
     rank = comm.Get_rank()
     timings = {k: float(comm.allreduce(v, op=_max(comm))) for k, v in timings.items()}
+    peak_rss = comm.allgather(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)
 
     def write():
         if rank != 0:
@@ -532,7 +562,7 @@ def _finalize(args, comm, frames, chosen, frame_stats, ckpt, bad, timings, ref, 
                    "reference_path": ref.path, "bandwidth": args.bandwidth, "thresholds": args.threshold,
                    "ranks": comm.Get_size(), "frames": frame_stats, "skipped_frames": bad,
                    "atoms": int(sum(s.get("atoms", 0) for s in frame_stats)),
-                   "timings_s": timings, "wall_s": wall}
+                   "timings_s": timings, "wall_s": wall, "peak_rss_mib_per_rank": peak_rss}
         _atomic_json(os.path.join(args.out, "summary.json"), summary)
         write_histogram_png(os.path.join(args.out, "dH_hist.png"), frame_stats, args.threshold)
         if not args.no_annotated_dump:
