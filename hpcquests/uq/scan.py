@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", default=None, help="frame selection START:STOP:STEP (default all)")
     p.add_argument("--types", default=None, help="LAMMPS type to element map, e.g. 1=Ta,2=W")
     p.add_argument("--backend", choices=("auto", "cpu", "gpu"), default="cpu", help="kernel backend")
-    p.add_argument("--chunk-atoms", type=int, default=1_000_000,
+    p.add_argument("--chunk-atoms", type=int, default=262_144,
                    help="atoms per rank per chunk: bounds memory, and the checkpoint granularity")
     p.add_argument("-k", type=int, default=32, help="nearest neighbours (default 32)")
     p.add_argument("--cutoff", type=float, default=5.0, help="cutoff in Å (default 5.0)")

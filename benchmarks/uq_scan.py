@@ -1,0 +1,155 @@
+"""UQ scan benchmark: a generated bcc Ta snapshot (thermal noise + a defective region) scanned
+against a 4,224-environment reference, with per-step timings and peak RSS per rank; plus, per
+core, hpcquests end to end on a 1M-atom slice against quests' descriptors + δH of the same atoms
+already in memory.
+
+    python benchmarks/uq_scan.py --atoms 32000000 --ranks 2     # the issue's scan (large disk/time)
+    python benchmarks/uq_scan.py --atoms 4000000 --ranks 2      # a smaller run
+    python benchmarks/uq_scan.py --slice-only                   # only the 1M-atom per-core comparison
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+OUT = os.path.join(HERE, "out")
+
+
+def snapshot_dump(path, n_atoms, seed=7):
+    """bcc Ta, 0.06 Å thermal noise, a sphere (radius 0.2 L) of 0.35 Å noise as the defective region."""
+    if os.path.exists(path):
+        return
+    from hpcquests import testing
+
+    atoms = testing.large_snapshot(n_atoms, noise=0.06, seed=seed)
+    pos = atoms.positions
+    L = float(atoms.cell.array[0, 0])
+    r = np.linalg.norm(pos - L / 2, axis=1)
+    rng = np.random.default_rng(seed + 1)
+    hot = r < 0.2 * L
+    pos[hot] += rng.normal(0.0, 0.35, (int(hot.sum()), 3))
+    n = len(pos)
+    ids = rng.permutation(n) + 1  # unsorted ids, as LAMMPS writes without dump_modify sort
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        fh.write(f"ITEM: TIMESTEP\n0\nITEM: NUMBER OF ATOMS\n{n}\nITEM: BOX BOUNDS pp pp pp\n")
+        fh.write(f"0.0 {L!r}\n0.0 {L!r}\n0.0 {L!r}\nITEM: ATOMS id type x y z\n")
+        block = 1 << 20
+        for a in range(0, n, block):
+            b = min(a + block, n)
+            rows = np.empty((b - a, 4))
+            rows[:, 0] = ids[a:b]
+            rows[:, 1:] = pos[a:b]
+            fh.write("".join("%d 1 %.6f %.6f %.6f\n" % tuple(r) for r in rows.tolist()))
+    os.replace(tmp, path)
+
+
+def reference_store(path):
+    if os.path.exists(path):
+        return
+    import hpcquests as hq
+    from hpcquests import testing
+    from hpcquests.io.store import write_store
+
+    frames = [testing.perturbed_crystal("bcc", "Ta", size=(8, 8, 8), noise=n, seed=90 + i)
+              for i, n in enumerate((0.03, 0.05, 0.07, 0.09, 0.11))]
+    x = hq.get_descriptors(frames)
+    x = x[np.random.default_rng(1).choice(len(x), 4224, replace=False)]
+    write_store(path, x, [0, len(x)], k=32, cutoff=5.0, species=["Ta"])
+
+
+def run_scan(dump, ref, ranks, threads, out_dir):
+    shutil.rmtree(out_dir, ignore_errors=True)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), NUMBA_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS="1")
+    mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    cmd = [sys.executable, "-m", "hpcquests.uq", dump, ref, "--out", out_dir, "--types", "1=Ta", "-q",
+           "--threads", str(threads), "--chunk-atoms", "262144"]
+    if ranks > 1:
+        cmd = [mpiexec, "-n", str(ranks), *cmd]
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    if proc.returncode != 0:
+        raise SystemExit(proc.stderr[-2000:])
+    with open(os.path.join(out_dir, "summary.json")) as fh:
+        s = json.load(fh)
+    s["wall_total_s"] = wall
+    return s
+
+
+def quests_slice(dump, ref_path):
+    """quests descriptors + δH of the slice's atoms already in memory, 1 thread (own process)."""
+    code = f"""
+import time, json, numba, numpy as np, h5py
+numba.set_num_threads(1)
+from threadpoolctl import threadpool_limits
+from quests.descriptor import get_descriptors
+from quests.entropy import delta_entropy
+from hpcquests.io.lammps import read_dump_frames
+atoms = read_dump_frames({dump!r}, type_map={{1: 'Ta'}})[0]
+with h5py.File({ref_path!r}) as f: x = f['descriptors'][...]
+get_descriptors([atoms[:100]]); delta_entropy(x[:10], x)
+with threadpool_limits(1):
+    t = time.perf_counter(); y = get_descriptors([atoms]); td = time.perf_counter() - t
+    n = len(y) // 10
+    t = time.perf_counter(); delta_entropy(y[:n], x); th = (time.perf_counter() - t) * len(y) / n
+print(json.dumps({{"atoms": len(atoms), "descriptors_s": td, "dH_s_extrapolated": th}}))
+"""
+    env = dict(os.environ, OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(proc.stderr[-2000:])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--atoms", type=int, default=32_000_000)
+    ap.add_argument("--ranks", type=int, default=2)
+    ap.add_argument("--slice-only", action="store_true")
+    args = ap.parse_args()
+    os.makedirs(OUT, exist_ok=True)
+    ref = os.path.join(OUT, "uq_ref4224.h5")
+    reference_store(ref)
+    results = {}
+    if not args.slice_only:
+        dump = os.path.join(OUT, f"ta_{args.atoms}.lammpstrj")
+        t = time.perf_counter()
+        snapshot_dump(dump, args.atoms)
+        print(f"snapshot dump: {os.path.getsize(dump) / 2**30:.2f} GiB ({time.perf_counter() - t:.0f} s to make)")
+        s = run_scan(dump, ref, args.ranks, 1, os.path.join(OUT, "uq_big"))
+        n = s["atoms"]
+        print(f"scan: {n:,} atoms on {args.ranks} ranks x 1 thread: {s['wall_total_s']:.1f} s wall "
+              f"({n / s['wall_total_s'] / args.ranks:,.0f} atoms/s per core)")
+        print("  step times (max over ranks): " + ", ".join(f"{k} {v:.1f} s" for k, v in s["timings_s"].items()))
+        print("  peak RSS per rank (MiB): " + ", ".join(f"{v:.0f}" for v in s["peak_rss_mib_per_rank"]))
+        fr = s["frames"][0]
+        print(f"  dH: mean {fr['mean']:.2f}, max {fr['max']:.1f}, {100 * fr['fraction_above']['0']:.2f}% > 0")
+        results["scan"] = s
+    slice_dump = os.path.join(OUT, "ta_1000000.lammpstrj")
+    snapshot_dump(slice_dump, 1_000_000)
+    hs = run_scan(slice_dump, ref, 1, 1, os.path.join(OUT, "uq_slice"))
+    qs = quests_slice(slice_dump, ref)
+    q_total = qs["descriptors_s"] + qs["dH_s_extrapolated"]
+    print(f"1M-atom slice, 1 core: hpcquests end to end (read, descriptors, dH, write) {hs['wall_total_s']:.1f} s "
+          f"[{', '.join(f'{k} {v:.1f}' for k, v in hs['timings_s'].items())}]; quests descriptors "
+          f"{qs['descriptors_s']:.1f} s + dH {qs['dH_s_extrapolated']:.1f} s (from 10% of the atoms) = {q_total:.1f} s "
+          f"in memory -> {q_total / hs['wall_total_s']:.2f}x")
+    results["slice"] = {"hpcquests": hs, "quests": qs, "speedup": q_total / hs["wall_total_s"]}
+    with open(os.path.join(OUT, "uq_scan.json"), "w") as fh:
+        json.dump(results, fh, indent=1, default=str)
+
+
+
+if __name__ == "__main__":
+    main()
