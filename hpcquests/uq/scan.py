@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ref-memory", type=_ref_memory, default="2G",
                    help="gather the reference on every rank up to this size, else a ring (default 2G)")
     p.add_argument("--skip-bad-frames", action="store_true", help="skip truncated/malformed frames")
+    p.add_argument("--frame-parallel-atoms", type=int, default=2_000_000,
+                   help="with at least as many frames as ranks, frames of at most this many atoms are "
+                        "spread over ranks whole; larger ones are split by domains (default 2,000,000)")
     p.add_argument("--no-annotated-dump", action="store_true", help="do not write the annotated dump")
     p.add_argument("--threads", type=int, default=None, help="numba threads per rank")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
@@ -262,6 +265,7 @@ def frame_species(part_numbers) -> set:
 def scan(args, comm) -> dict:
     """Run the scan; returns the summary (rank 0) or {} (other ranks)."""
     from ..io import lammps
+    from ..parallel import SerialComm
     from ..parallel.drivers import ReferenceSet, collective
     from ..progress import Progress
 
@@ -322,23 +326,43 @@ def scan(args, comm) -> dict:
         os.makedirs(annotated_dir, exist_ok=True)
     comm.Barrier()
     timings = {"read": 0.0, "exchange": 0.0, "descriptors": 0.0, "dH": 0.0, "write": 0.0}
-    frame_stats = []
+    # many frames, small ones, a gathered reference: each rank scans whole frames on its own;
+    # otherwise every rank works on every frame (domain decomposition)
+    frame_parallel = (size > 1 and len(chosen) >= size and not ref.ring
+                      and max(frames[f].n_atoms for f in chosen) <= args.frame_parallel_atoms)
+    mine = chosen[rank::size] if frame_parallel else chosen
+    frame_comm = SerialComm() if frame_parallel else comm
+    stopped = None
     try:
-        for n_done, f in enumerate(chosen):
+        for n_done, f in enumerate(mine):
             info = frames[f]
             if os.path.exists(ckpt.frame_file(f)):  # whole frame done in an earlier run
-                if rank == 0:
-                    with open(ckpt.frame_file(f)) as fh:
-                        frame_stats.append(json.load(fh))
                 continue
-            prog = Progress(f"frame {f} ({n_done + 1}/{len(chosen)}), {info.n_atoms:,} atoms", 1, "chunks",
-                            enabled=rank == 0 and not args.quiet, interval=0.0)
-            stats = _scan_frame(args, comm, info, f, types, ref, ckpt, stop, timings, prog, annotated_dir)
-            if rank == 0:
+            prog = Progress(f"frame {f} ({n_done + 1}/{len(mine)}), {info.n_atoms:,} atoms", 1, "chunks",
+                            enabled=frame_comm.Get_rank() == 0 and rank == 0 and not args.quiet, interval=0.0)
+            try:
+                stats = _scan_frame(args, frame_comm, info, f, types, ref, ckpt, stop, timings, prog,
+                                    annotated_dir)
+            except StopRequested as exc:
+                if not frame_parallel:
+                    raise
+                stopped = exc
+                break
+            if frame_comm.Get_rank() == 0:
                 _atomic_json(ckpt.frame_file(f), stats)
-                frame_stats.append(stats)
     finally:
         stop.restore()
+    if frame_parallel:
+        stops = comm.allgather(None if stopped is None else str(stopped))
+        if any(stops):
+            raise StopRequested(next(s for s in stops if s))
+    comm.Barrier()
+    frame_stats = []
+    if rank == 0:
+        for f in chosen:
+            with open(ckpt.frame_file(f)) as fh:
+                frame_stats.append(json.load(fh))
+    args.scan_mode = "frames over ranks" if frame_parallel else "domain decomposition per frame"
     summary = _finalize(args, comm, frames, chosen, frame_stats, ckpt, bad, timings, ref,
                         time.perf_counter() - t_start)
     return summary
@@ -560,7 +584,7 @@ def _finalize(args, comm, frames, chosen, frame_stats, ckpt, bad, timings, ref, 
         frame_stats.sort(key=lambda s: s["frame"])
         summary = {"traj": args.traj, "ref": args.ref, "reference_environments": ref.n_ref,
                    "reference_path": ref.path, "bandwidth": args.bandwidth, "thresholds": args.threshold,
-                   "ranks": comm.Get_size(), "frames": frame_stats, "skipped_frames": bad,
+                   "ranks": comm.Get_size(), "mode": args.scan_mode, "frames": frame_stats, "skipped_frames": bad,
                    "atoms": int(sum(s.get("atoms", 0) for s in frame_stats)),
                    "timings_s": timings, "wall_s": wall, "peak_rss_mib_per_rank": peak_rss}
         _atomic_json(os.path.join(args.out, "summary.json"), summary)
