@@ -1,17 +1,32 @@
 """A fast reader of LAMMPS text dumps (``dump atom`` / ``dump custom``), built for 10⁷+ atoms.
 
-``index_dump`` makes one pass over the file and records, per frame, the byte range of its atom
-lines without parsing them (newlines are counted in 16 MiB blocks with numpy). Frames are then
-parsed — whole, or one byte range per MPI rank (``byte_ranges``, aligned to line starts) — by a
-numba kernel that converts ASCII numbers directly (mantissa as an integer, one division or
-multiplication by an exact power of ten: correctly rounded for the usual %g / %.Nf output).
+``index_dump`` makes one pass over the file and records, per frame, the header values and the
+byte range of its atom lines without parsing them (newlines are counted in 16 MiB blocks with
+``bytes.count``). Frames are then parsed — whole (``read_frame``), a row range of one frame, or
+one byte range per MPI rank (``byte_ranges`` + ``read_atom_bytes``, aligned to line starts) —
+by a numba kernel that converts ASCII numbers directly: the mantissa is accumulated as an
+integer and divided or multiplied once by an exact power of ten (≤ 10²²), so the usual ``%g`` /
+``%.Nf`` output (≤ 15 significant digits, moderate exponents) is correctly rounded; the rare other
+tokens (longer mantissas, far exponents) are handed to ``float()``. Every value is therefore
+identical to Python's ``float()`` of its text (dumps written with ``%.17g`` parse slower).
 
 Boxes: orthogonal ``ITEM: BOX BOUNDS pp pp pp`` and triclinic ``ITEM: BOX BOUNDS xy xz yz ...``
-with LAMMPS' bounding-box convention; the cell rows are a = (lx, 0, 0), b = (xy, ly, 0),
-c = (xz, yz, lz) and the origin (xlo, ylo, zlo). Positions come from x/y/z (as written),
-xu/yu/zu (unwrapped), or the scaled xs/ys/zs, xsu/ysu/zsu (r = origin + s·cell). Species come
-from an ``element`` column or from ``type`` with a type → element map. Atoms stay in file order
-(ids may be unsorted); the frame's row number of each atom is its tie-break index.
+with LAMMPS' bounding-box convention (xlo = xlo_bound − min(0, xy, xz, xy+xz), ...); the cell
+rows are a = (xhi−xlo, 0, 0), b = (xy, yhi−ylo, 0), c = (xz, yz, zhi−zlo) and the origin is
+(xlo, ylo, zlo). A dimension is periodic when its boundary flag is ``pp`` (f/s/m: not).
+
+Positions are Cartesian in LAMMPS' frame, taken from the first complete set of x y z (as
+written, wrapped), xs ys zs (scaled: r = origin + s·cell), xu yu zu (unwrapped), xsu ysu zsu —
+ASE's order of preference. Note: for scaled columns ASE's reader drops the origin (it builds
+``Atoms(scaled_positions=s, celldisp=origin)``), so ASE's positions are ours − origin there;
+for x/xu columns they are equal.
+
+Species come from an ``element`` column or from ``type`` with a type → element map. Atoms stay
+in FILE ORDER (ids may be unsorted; ASE's reader sorts by id); ids are kept.
+
+``dump_modify units yes`` / ``time yes`` items (``ITEM: UNITS``, ``ITEM: TIME``) are accepted
+before ``ITEM: TIMESTEP``. Not supported: general triclinic boxes (``BOX BOUNDS abc origin``),
+``dump_modify types labels`` (non-numeric type column), gzipped and binary dumps.
 """
 
 from __future__ import annotations
@@ -24,49 +39,72 @@ import numba as nb
 import numpy as np
 
 BLOCK = 16 << 20
-POSITION_SETS = (("x", "y", "z", False), ("xu", "yu", "zu", False), ("xs", "ys", "zs", True),
+# ASE's order of preference: wrapped before unwrapped, Cartesian before scaled
+POSITION_SETS = (("x", "y", "z", False), ("xs", "ys", "zs", True), ("xu", "yu", "zu", False),
                  ("xsu", "ysu", "zsu", True))
+_WS = (b" ", b"\t", b"\r", b"\n")
 
 
 @dataclasses.dataclass
 class FrameInfo:
     """One frame of a dump: header values and the byte range of its atom lines."""
 
-    index: int
+    index: int           # frame number in the file (0-based, bad frames counted)
     offset: int          # byte offset of "ITEM: TIMESTEP"
     timestep: int
     n_atoms: int
     cell: np.ndarray     # (3, 3) rows a, b, c (Å)
     origin: np.ndarray   # (3,) xlo, ylo, zlo
     pbc: np.ndarray      # (3,) bool
-    columns: list
+    columns: list        # names of the ITEM: ATOMS columns
     atoms_offset: int    # first byte of the first atom line
-    end_offset: int      # one past the last atom line's newline
+    end_offset: int      # one past the last atom line (its newline included)
     first_line: int      # 1-based line number of the first atom line
     box_header: str      # the "ITEM: BOX BOUNDS ..." line
     box_lines: list      # its three lines as written
+    path: str = ""       # the file (lets byte_ranges align without being told)
+
+    @property
+    def position_columns(self):
+        """(cx, cy, cz, scaled) of the position set in use."""
+        for cx, cy, cz, scaled in POSITION_SETS:
+            if cx in self.columns and cy in self.columns and cz in self.columns:
+                return cx, cy, cz, scaled
+        return None
 
 
-def _parse_box(kind: str, lines: list[str], where: str):
+# --------------------------------------------------------------------------------------------
+# index
+
+
+def _parse_box(kind: str, lines: list[str], where: str, line: int):
+    at = f" (line {line})"
     tokens = kind.split()[3:]
-    try:
-        vals = np.array([[float(v) for v in ln.split()] for ln in lines])
-    except ValueError:
-        raise ValueError(f"{where}: malformed box bounds {lines!r}") from None
-    if vals.shape[0] != 3 or vals.shape[1] not in (2, 3):
-        raise ValueError(f"{where}: unknown box format {kind.strip()!r}")
-    flags = [t for t in tokens if t not in ("xy", "xz", "yz")]
     if tokens and tokens[0] == "abc":
-        raise ValueError(f"{where}: general triclinic boxes (ITEM: BOX BOUNDS abc origin) are not supported")
-    if len(flags) != 3:
-        flags = ["pp", "pp", "pp"]
-    pbc = np.array(["p" in f for f in flags])
+        raise ValueError(f"{where}: unknown box format {kind.strip()!r} (general triclinic boxes are not "
+                         f"supported; use dump_modify triclinic/general no){at}")
+    try:
+        rows = [[float(v) for v in ln.split()] for ln in lines]
+    except ValueError:
+        raise ValueError(f"{where}: malformed box bounds {lines!r}{at}") from None
+    widths = {len(r) for r in rows}
+    if len(rows) != 3 or len(widths) != 1 or widths.pop() not in (2, 3):
+        raise ValueError(f"{where}: unknown box format {kind.strip()!r} with lines {lines!r}{at}")
+    vals = np.array(rows)
+    labels = [t for t in tokens if t in ("xy", "xz", "yz")]
+    flags = [t for t in tokens if t not in ("xy", "xz", "yz")]
+    if vals.shape[1] == 2 and labels:
+        raise ValueError(f"{where}: unknown box format {kind.strip()!r}: tilt labels without tilt values{at}")
+    if len(flags) == 0:
+        flags = ["pp", "pp", "pp"]  # very old LAMMPS wrote no flags (its boxes were periodic)
+    if len(flags) != 3 or any(len(f) != 2 or set(f) - set("pfsm") for f in flags):
+        raise ValueError(f"{where}: unknown box format {kind.strip()!r}{at}")
+    pbc = np.array([f == "pp" for f in flags])
     if vals.shape[1] == 3:
         tilt = vals[:, 2]
-        labels = [t for t in tokens if t in ("xy", "xz", "yz")]
         if len(labels) == 3:
             tilt = np.array([tilt[labels.index(n)] for n in ("xy", "xz", "yz")])
-        xy, xz, yz = tilt
+        xy, xz, yz = (float(t) for t in tilt)
         xlo = vals[0, 0] - min(0.0, xy, xz, xy + xz)
         xhi = vals[0, 1] - max(0.0, xy, xz, xy + xz)
         ylo = vals[1, 0] - min(0.0, yz)
@@ -76,35 +114,136 @@ def _parse_box(kind: str, lines: list[str], where: str):
         xlo, xhi, ylo, yhi = vals[0, 0], vals[0, 1], vals[1, 0], vals[1, 1]
     zlo, zhi = vals[2, 0], vals[2, 1]
     cell = np.array([[xhi - xlo, 0.0, 0.0], [xy, yhi - ylo, 0.0], [xz, yz, zhi - zlo]])
-    return cell, np.array([xlo, ylo, zlo]), pbc
+    return cell, np.array([xlo, ylo, zlo], dtype=float), pbc
 
 
-def _nth_newline(mm, start: int, n: int):
-    """Byte offset just past the n-th newline at or after ``start`` (n >= 1), and the number of
-    newlines found if the file ends first (offset None)."""
-    pos = start
+def _count_newlines(mm, start: int, stop: int) -> int:
+    n = 0
+    while start < stop:
+        end = min(start + BLOCK, stop)
+        n += mm[start:end].count(b"\n")
+        start = end
+    return n
+
+
+def _skip_lines(mm, pos: int, n: int):
+    """(offset just past the n-th newline at or after ``pos``, n) — or (None, lines found) when
+    the file ends first. A last line without a trailing newline counts as a line."""
     size = len(mm)
     remaining = n
-    while remaining > 0:
-        if pos >= size:
-            return None, n - remaining
-        block = np.frombuffer(mm[pos:min(pos + BLOCK, size)], dtype=np.uint8)
-        nl = np.flatnonzero(block == 10)
-        if len(nl) >= remaining:
-            return pos + int(nl[remaining - 1]) + 1, n
-        remaining -= len(nl)
-        if pos + len(block) >= size and remaining == 1 and len(block) and block[-1] != 10:
-            return size, n  # last line without a trailing newline
-        pos += len(block)
-    return pos, n
+    while remaining > 0 and pos < size:
+        stop = min(pos + BLOCK, size)
+        chunk = mm[pos:stop]
+        c = chunk.count(b"\n")
+        if c >= remaining:
+            if remaining <= 64:
+                k = -1
+                for _ in range(remaining):
+                    k = chunk.find(b"\n", k + 1)
+            else:
+                k = int(np.flatnonzero(np.frombuffer(chunk, dtype=np.uint8) == 10)[remaining - 1])
+            return pos + k + 1, n
+        remaining -= c
+        if stop == size and remaining == 1 and chunk[-1:] != b"\n" and chunk[chunk.rfind(b"\n") + 1:].strip():
+            return size, n  # the last line has no trailing newline
+        pos = stop
+    return (pos, n) if remaining == 0 else (None, n - remaining)
+
+
+class _Lines:
+    """Header line reader over an mmap, tracking the 1-based line number."""
+
+    def __init__(self, mm):
+        self.mm, self.pos, self.line, self.size = mm, 0, 1, len(mm)
+
+    def skip_blank(self):
+        mm, size = self.mm, self.size
+        while self.pos < size and mm[self.pos:self.pos + 1] in _WS:
+            if mm[self.pos:self.pos + 1] == b"\n":
+                self.line += 1
+            self.pos += 1
+
+    def readline(self):
+        if self.pos >= self.size:
+            return None
+        end = self.mm.find(b"\n", self.pos)
+        end = self.size if end < 0 else end
+        text = self.mm[self.pos:end].decode("ascii", "replace").rstrip("\r")
+        self.pos = end + 1
+        self.line += 1
+        return text
+
+
+def _read_header(lines: _Lines, path: str, fidx: int):
+    """Parse one frame header; returns FrameInfo with atoms_offset / first_line set."""
+
+    def fail(msg, line=None):
+        raise ValueError(f"{path} frame {fidx}: {msg} (line {lines.line - 1 if line is None else line})")
+
+    def value_line(what, conv):
+        ln = lines.readline()
+        try:
+            return conv(ln.split()[0])
+        except (AttributeError, ValueError, IndexError):
+            fail(f"malformed {what} {ln!r}" if ln is not None else f"truncated header: no {what}")
+
+    offset = lines.pos
+    ln = lines.readline()
+    while ln is not None and ln.startswith(("ITEM: UNITS", "ITEM: TIME")) and not ln.startswith("ITEM: TIMESTEP"):
+        lines.readline()  # its value
+        lines.skip_blank()
+        offset = lines.pos
+        ln = lines.readline()
+    if ln is None or not ln.startswith("ITEM: TIMESTEP"):
+        fail(f"expected 'ITEM: TIMESTEP', got {ln!r}")
+    start_line = lines.line - 1
+    timestep = value_line("timestep", int)
+    n_atoms = box = cell = None
+    while True:
+        ln = lines.readline()
+        if ln is None:
+            fail("truncated header: no 'ITEM: ATOMS' line")
+        if ln.startswith("ITEM: NUMBER OF ATOMS"):
+            n_atoms = value_line("atom count", int)
+            if n_atoms < 0:
+                fail(f"negative atom count {n_atoms}")
+        elif ln.startswith("ITEM: BOX BOUNDS"):
+            box_line = lines.line - 1
+            box = (ln.rstrip(), [lines.readline() for _ in range(3)])
+            if any(b is None for b in box[1]):
+                fail("truncated box bounds")
+            cell, origin, pbc = _parse_box(ln, box[1], f"{path} frame {fidx}", box_line)
+        elif ln.startswith("ITEM: ATOMS"):
+            columns = ln.split()[2:]
+            break
+        else:
+            fail(f"unexpected header line {ln!r}")
+    if n_atoms is None:
+        fail("no 'ITEM: NUMBER OF ATOMS' in the header")
+    if cell is None:
+        fail("no 'ITEM: BOX BOUNDS' in the header")
+    if len(set(columns)) != len(columns) or not columns:
+        fail(f"bad column list {' '.join(columns)!r}")
+    info = FrameInfo(index=fidx, offset=offset, timestep=timestep, n_atoms=n_atoms, cell=cell, origin=origin,
+                     pbc=pbc, columns=columns, atoms_offset=lines.pos, end_offset=lines.pos,
+                     first_line=lines.line, box_header=box[0], box_lines=[b.rstrip() for b in box[1]], path=path)
+    if info.position_columns is None:
+        fail(f"missing columns: no positions (x y z, xs ys zs, xu yu zu or xsu ysu zsu) in "
+             f"'ITEM: ATOMS {' '.join(columns)}'")
+    if "type" not in columns and "element" not in columns:
+        fail(f"missing columns: neither 'type' nor 'element' in 'ITEM: ATOMS {' '.join(columns)}'")
+    return info, start_line
 
 
 def index_dump(path, *, skip_bad_frames: bool = False):
-    """Index every frame of a dump in one pass.
+    """Index every frame of a dump in one pass, without parsing atom lines.
 
-    Returns (frames, bad): ``frames`` a list of FrameInfo, ``bad`` a list of
-    {"frame", "line", "error"} for frames skipped with ``skip_bad_frames`` (else the first bad
-    frame raises ValueError naming the file, frame and line).
+    Returns ``(frames, bad)``: ``frames`` a list of FrameInfo (file order), ``bad`` a list of
+    ``{"frame", "line", "error"}`` for frames skipped with ``skip_bad_frames``. Without it the
+    first bad frame raises ValueError naming the file, the frame and the line: empty file,
+    malformed or truncated header, unknown box format, missing position / species columns, a
+    frame with fewer atom lines than announced (truncated) or more. Malformed numbers in atom
+    lines are found when the lines are parsed (``read_frame`` / ``read_atom_bytes``).
     """
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -113,97 +252,79 @@ def index_dump(path, *, skip_bad_frames: bool = False):
         raise ValueError(f"{path}: file is empty")
     frames, bad = [], []
     with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-        pos, line = 0, 1
+        lines = _Lines(mm)
         size = len(mm)
-
-        def readline():
-            nonlocal pos, line
-            if pos >= size:
-                return None
-            end = mm.find(b"\n", pos)
-            end = size if end < 0 else end
-            text = mm[pos:end].decode("ascii", "replace")
-            pos = end + 1
-            line += 1
-            return text
-
         while True:
-            while pos < size and mm[pos:pos + 1] in (b"\n", b" ", b"\r", b"\t"):  # blank lines between frames
-                if mm[pos:pos + 1] == b"\n":
-                    line += 1
-                pos += 1
-            if pos >= size:
+            lines.skip_blank()
+            if lines.pos >= size:
                 break
-            start, start_line, fidx = pos, line, len(frames) + len(bad)
-            where = f"{path} frame {fidx} (line {start_line})"
+            start, begin_line, fidx = lines.pos, lines.line, len(frames) + len(bad)
+            start_line = begin_line
             try:
-                info = _read_header(readline, where, start, fidx)
-                if info is None:
-                    raise ValueError(f"{where}: expected 'ITEM: TIMESTEP'")
-                info.atoms_offset, info.first_line = pos, line
+                info, start_line = _read_header(lines, path, fidx)
                 if info.n_atoms:
-                    end, found = _nth_newline(mm, pos, info.n_atoms)
+                    end, found = _skip_lines(mm, info.atoms_offset, info.n_atoms)
+                else:
+                    end, found = info.atoms_offset, 0
+                if end is None or not _frame_follows(mm, end):
+                    item = mm.find(b"ITEM:", info.atoms_offset, size if end is None else end)
+                    if item >= 0:  # the next frame's header where atom lines should be
+                        found = _count_newlines(mm, info.atoms_offset, item)
+                        raise ValueError(f"{path} frame {fidx}: truncated: {info.n_atoms} atoms announced, "
+                                         f"{found} atom lines before {_line_at(mm, item)!r} "
+                                         f"(line {info.first_line + found})")
                     if end is None:
                         raise ValueError(f"{path} frame {fidx}: truncated: {info.n_atoms} atoms announced, "
-                                         f"{found} atom lines before the end of the file (line {line + found})")
-                    info.end_offset = end
-                    line += info.n_atoms
-                    pos = end
-                else:
-                    info.end_offset = pos
+                                         f"{found} atom lines before the end of the file "
+                                         f"(line {info.first_line + found})")
+                    nxt = end
+                    while mm[nxt:nxt + 1] in _WS:
+                        nxt += 1
+                    at = info.first_line + info.n_atoms + _count_newlines(mm, end, nxt)
+                    raise ValueError(f"{path} frame {fidx}: more atom lines than the {info.n_atoms} announced: "
+                                     f"{_line_at(mm, nxt)!r} (line {at})")
+                info.end_offset = end
+                lines.pos, lines.line = end, info.first_line + info.n_atoms
                 frames.append(info)
             except ValueError as exc:
                 if not skip_bad_frames:
                     raise
                 bad.append({"frame": fidx, "line": start_line, "error": str(exc)})
-                nxt = mm.find(b"ITEM: TIMESTEP", pos + 1 if pos > start else start + 1)
+                own = mm[start:start + 10] == b"ITEM: TIME"  # TIMESTEP or TIME: this frame's own header
+                first = mm.find(b"ITEM: TIMESTEP", start)
+                nxt = mm.find(b"ITEM: TIMESTEP", first + 1) if own and first >= 0 else first
                 if nxt < 0:
                     break
-                line += mm[pos:nxt].count(b"\n") if nxt > pos else 0
-                pos = nxt
+                while True:  # back up over the next frame's ITEM: UNITS / ITEM: TIME items
+                    prev = mm.rfind(b"ITEM:", start + 1, nxt)
+                    seg = mm[prev:nxt] if prev >= 0 else b""
+                    if seg.split(b"\n")[0].strip() in (b"ITEM: TIME", b"ITEM: UNITS") and seg.count(b"\n") <= 3:
+                        nxt = prev
+                    else:
+                        break
+                lines.line = begin_line + _count_newlines(mm, start, nxt)
+                lines.pos = nxt
     if not frames:
-        raise ValueError(f"{path}: no complete frame in file" + (f" ({len(bad)} bad)" if bad else ""))
+        msg = f"{path}: no complete frame in the file"
+        raise ValueError(msg + (f" ({len(bad)} bad: {bad[0]['error']})" if bad else ""))
     return frames, bad
 
 
-def _read_header(readline, where, start, fidx):
-    first = readline()
-    if first is None or not first.startswith("ITEM: TIMESTEP"):
-        return None
-    try:
-        timestep = int(readline().split()[0])
-    except (AttributeError, ValueError, IndexError):
-        raise ValueError(f"{where}: malformed timestep") from None
-    ln = readline()
-    if ln is None or not ln.startswith("ITEM: NUMBER OF ATOMS"):
-        raise ValueError(f"{where}: expected 'ITEM: NUMBER OF ATOMS', got {ln!r}")
-    try:
-        n_atoms = int(readline().split()[0])
-    except (AttributeError, ValueError, IndexError):
-        raise ValueError(f"{where}: malformed atom count") from None
-    box = readline()
-    if box is None or not box.startswith("ITEM: BOX BOUNDS"):
-        raise ValueError(f"{where}: expected 'ITEM: BOX BOUNDS', got {box!r}")
-    box_lines = [readline() for _ in range(3)]
-    if any(b is None for b in box_lines):
-        raise ValueError(f"{where}: truncated box")
-    cell, origin, pbc = _parse_box(box, box_lines, where)
-    atoms_line = readline()
-    if atoms_line is None or not atoms_line.startswith("ITEM: ATOMS"):
-        raise ValueError(f"{where}: expected 'ITEM: ATOMS', got {atoms_line!r}")
-    columns = atoms_line.split()[2:]
-    return FrameInfo(index=fidx, offset=start, timestep=timestep, n_atoms=n_atoms, cell=cell, origin=origin,
-                     pbc=pbc, columns=columns, atoms_offset=0, end_offset=0, first_line=0,
-                     box_header=box.rstrip(), box_lines=[b.rstrip() for b in box_lines])
+def _frame_follows(mm, pos: int) -> bool:
+    """Only blanks, then the end of the file or an ITEM line, at ``pos``."""
+    size = len(mm)
+    while pos < size and mm[pos:pos + 1] in _WS:
+        pos += 1
+    return pos >= size or mm[pos:pos + 5] == b"ITEM:"
 
 
-def byte_ranges(info: FrameInfo, n_parts: int, path=None) -> list[tuple[int, int]]:
-    """Split a frame's atom lines into ``n_parts`` byte ranges of about equal size, each starting
-    at a line start (so ranks parse disjoint whole lines). Needs the file only to align; with
-    ``path`` None the ranges are aligned lazily by ``read_atom_bytes``."""
-    a, b = info.atoms_offset, info.end_offset
-    cuts = [a + (b - a) * i // n_parts for i in range(n_parts + 1)]
-    return [(cuts[i], cuts[i + 1]) for i in range(n_parts)]
+def _line_at(mm, pos: int) -> str:
+    end = mm.find(b"\n", pos)
+    return mm[pos:end if end >= 0 else len(mm)][:120].decode("ascii", "replace").rstrip()
+
+
+# --------------------------------------------------------------------------------------------
+# byte ranges
 
 
 def _align(mm, pos: int, lo: int, hi: int) -> int:
@@ -218,81 +339,142 @@ def _align(mm, pos: int, lo: int, hi: int) -> int:
     return hi if nl < 0 else nl + 1
 
 
+def byte_ranges(info: FrameInfo, n_parts: int, path=None) -> list[tuple[int, int]]:
+    """Split a frame's atom lines into ``n_parts`` contiguous byte ranges of about equal size,
+    each starting at a line start, together covering the atom section exactly once (some may be
+    empty when lines are fewer than parts). Aligns using ``path`` (default ``info.path``); with no
+    file known the cuts are left raw and ``read_atom_bytes`` aligns them identically."""
+    if n_parts < 1:
+        raise ValueError(f"n_parts must be >= 1, got {n_parts}")
+    a, b = info.atoms_offset, info.end_offset
+    cuts = [a + (b - a) * i // n_parts for i in range(n_parts + 1)]
+    path = os.fspath(path) if path is not None else info.path
+    if path and b > a and n_parts > 1:
+        with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            cuts = [_align(mm, c, a, b) for c in cuts]
+    return [(cuts[i], cuts[i + 1]) for i in range(n_parts)]
+
+
+# --------------------------------------------------------------------------------------------
+# parsing kernel
+
 _SYMBOL_CODES = None
 
 
 def _symbol_table():
-    """uint8 pair → atomic number lookup (65536 entries) for an `element` column."""
+    """(first byte × 256 + second byte) → atomic number, −1 for non-symbols."""
     global _SYMBOL_CODES
     if _SYMBOL_CODES is None:
         from ase.data import chemical_symbols
 
         table = np.full(65536, -1, dtype=np.int64)
         for z, sym in enumerate(chemical_symbols):
-            if z == 0 or not sym:
+            if z == 0 or not sym or len(sym) > 2:
                 continue
             c = sym.encode()
-            key = c[0] * 256 + (c[1] if len(c) > 1 else 0)
-            table[key] = z
+            table[c[0] * 256 + (c[1] if len(c) > 1 else 0)] = z
         _SYMBOL_CODES = table
     return _SYMBOL_CODES
 
 
-_P10 = np.array([10.0 ** i for i in range(23)])
+_P10 = np.array([10.0 ** i for i in range(23)])  # exact in float64
+
+# kernel error codes
+_E_NUMBER, _E_TOO_MANY, _E_TOO_FEW, _E_ELEMENT = 1, 2, 3, 4
+
+
+@nb.njit(cache=True, inline="always")
+def _is_space(c):
+    return c == 32 or c == 9 or c == 13 or c == 11 or c == 12
+
+
+@nb.njit(cache=True, inline="always")
+def _lower(c):
+    return c + 32 if 65 <= c <= 90 else c
 
 
 @nb.njit(cache=True)
-def _parse_rows(buf, n_cols, is_symbol, symtab, p10):
-    """Parse whitespace-separated rows of a byte buffer into (rows, n_cols) float64.
+def _parse_rows(buf, kinds, dest, n_out, symtab, p10):
+    """Parse the whitespace-separated lines of ``buf`` (uint8) into ``out`` (n_out, rows).
 
-    Returns (values, n_rows, err_row, err_col): err_row >= 0 flags a malformed row (a token
-    that is not a number / element, or the wrong number of columns)."""
+    ``kinds[c]`` for file column c: 0 skip, 1 number, 2 element symbol (→ atomic number);
+    ``dest[c]`` its row in ``out``. Returns (out, n_rows, err_row, err_col, err_code), err_row
+    −1 when all lines parsed."""
     n = buf.shape[0]
+    n_cols = kinds.shape[0]
     n_rows = 0
     for i in range(n):
         if buf[i] == 10:
             n_rows += 1
     if n > 0 and buf[n - 1] != 10:
         n_rows += 1
-    out = np.empty((n_rows, n_cols))
+    out = np.empty((n_out, n_rows))
+    slow = [np.int64(x) for x in range(0)]  # (token offset, out row, row) of values left to float()
     i = 0
-    row = 0
-    while row < n_rows:
+    for row in range(n_rows):
         col = 0
         while True:
-            while i < n and (buf[i] == 32 or buf[i] == 9 or buf[i] == 13):
+            while i < n and _is_space(buf[i]):
                 i += 1
             if i >= n or buf[i] == 10:
                 break
             if col >= n_cols:
-                return out, n_rows, row, col
-            if is_symbol[col]:
+                return out, slow, n_rows, row, col, 2
+            kind = kinds[col]
+            if kind == 0:  # skipped column: just find the token's end
+                while i < n and buf[i] != 10 and not _is_space(buf[i]):
+                    i += 1
+                col += 1
+                continue
+            if kind == 2:
                 c0 = np.int64(buf[i])
                 c1 = np.int64(0)
                 j = i + 1
-                if j < n and buf[j] >= 97 and buf[j] <= 122:
+                if j < n and 97 <= buf[j] <= 122:
                     c1 = np.int64(buf[j])
                     j += 1
-                if j < n and not (buf[j] == 32 or buf[j] == 9 or buf[j] == 10 or buf[j] == 13):
-                    return out, n_rows, row, col
+                if j < n and buf[j] != 10 and not _is_space(buf[j]):
+                    return out, slow, n_rows, row, col, 4
                 z = symtab[c0 * 256 + c1]
                 if z < 0:
-                    return out, n_rows, row, col
-                out[row, col] = z
+                    return out, slow, n_rows, row, col, 4
+                out[dest[col], row] = z
                 i = j
                 col += 1
                 continue
+            tok = i
             neg = False
             if buf[i] == 45:
                 neg = True
                 i += 1
             elif buf[i] == 43:
                 i += 1
+            if i < n and (_lower(buf[i]) == 110 or _lower(buf[i]) == 105):  # nan / inf / infinity
+                j = i
+                while j < n and buf[j] != 10 and not _is_space(buf[j]):
+                    j += 1
+                m = j - i
+                if m == 3 and _lower(buf[i]) == 110 and _lower(buf[i + 1]) == 97 and _lower(buf[i + 2]) == 110:
+                    v = np.nan
+                elif (m == 3 or m == 8) and _lower(buf[i]) == 105 and _lower(buf[i + 1]) == 110 \
+                        and _lower(buf[i + 2]) == 102:
+                    v = np.inf
+                    if m == 8:
+                        word = (105, 110, 105, 116, 121)  # "inity"
+                        for q in range(5):
+                            if _lower(buf[i + 3 + q]) != word[q]:
+                                return out, slow, n_rows, row, col, 1
+                else:
+                    return out, slow, n_rows, row, col, 1
+                out[dest[col], row] = -v if neg else v
+                i = j
+                col += 1
+                continue
             mant = np.int64(0)
             digits = 0
             exp10 = 0
             any_digit = False
-            while i < n and buf[i] >= 48 and buf[i] <= 57:
+            while i < n and 48 <= buf[i] <= 57:
                 any_digit = True
                 if digits < 18:
                     mant = mant * 10 + (buf[i] - 48)
@@ -303,7 +485,7 @@ def _parse_rows(buf, n_cols, is_symbol, symtab, p10):
                 i += 1
             if i < n and buf[i] == 46:
                 i += 1
-                while i < n and buf[i] >= 48 and buf[i] <= 57:
+                while i < n and 48 <= buf[i] <= 57:
                     any_digit = True
                     if digits < 18:
                         mant = mant * 10 + (buf[i] - 48)
@@ -312,7 +494,7 @@ def _parse_rows(buf, n_cols, is_symbol, symtab, p10):
                         exp10 -= 1
                     i += 1
             if not any_digit:
-                return out, n_rows, row, col
+                return out, slow, n_rows, row, col, 1
             if i < n and (buf[i] == 101 or buf[i] == 69):
                 i += 1
                 eneg = False
@@ -321,86 +503,159 @@ def _parse_rows(buf, n_cols, is_symbol, symtab, p10):
                     i += 1
                 e = 0
                 edig = False
-                while i < n and buf[i] >= 48 and buf[i] <= 57:
-                    e = e * 10 + (buf[i] - 48)
+                while i < n and 48 <= buf[i] <= 57:
+                    if e < 100000:
+                        e = e * 10 + (buf[i] - 48)
                     edig = True
                     i += 1
                 if not edig:
-                    return out, n_rows, row, col
+                    return out, slow, n_rows, row, col, 1
                 exp10 += -e if eneg else e
-            if i < n and not (buf[i] == 32 or buf[i] == 9 or buf[i] == 10 or buf[i] == 13):
-                return out, n_rows, row, col
-            v = float(mant)
-            if exp10 == 0:
-                pass
-            elif 0 < exp10 <= 22:
-                v = v * p10[exp10]
-            elif -22 <= exp10 < 0:
-                v = v / p10[-exp10]
-            else:
-                v = v * 10.0 ** exp10
-            out[row, col] = -v if neg else v
+            if i < n and buf[i] != 10 and not _is_space(buf[i]):
+                return out, slow, n_rows, row, col, 1
+            if mant == 0:
+                v = 0.0
+            elif mant < 9007199254740992 and -22 <= exp10 <= 22:  # exact operands: one rounding
+                v = float(mant)
+                if exp10 > 0:
+                    v = v * p10[exp10]
+                elif exp10 < 0:
+                    v = v / p10[-exp10]
+            else:  # > 15-16 significant digits or a far exponent: float() later, for exactness
+                v = 0.0
+                slow.append(tok)
+                slow.append(dest[col])
+                slow.append(row)
+            out[dest[col], row] = -v if neg else v
             col += 1
         if col != n_cols:
-            return out, n_rows, row, col
-        row += 1
+            return out, slow, n_rows, row, col, 3
         i += 1
-    return out, n_rows, -1, -1
+    return out, slow, n_rows, -1, -1, 0
 
 
-def read_atom_bytes(path, info: FrameInfo, start: int | None = None, stop: int | None = None) -> dict:
-    """Parse the atom lines of ``info`` within the byte range [start, stop) (aligned forward to
-    line starts; default: the whole frame).
+def _fix_slow(buf, vals, slow):
+    """Set the values the kernel left to ``float()`` (exact, correctly rounded)."""
+    trip = np.asarray(slow, dtype=np.int64).reshape(-1, 3)
+    raw = buf.tobytes() if len(trip) > 64 else None
+    for off, k, row in trip.tolist():
+        if raw is not None:
+            end = off
+            while end < len(raw) and raw[end] not in b" \t\r\n\v\f":
+                end += 1
+            vals[k, row] = float(raw[off:end])
+        else:
+            end = off
+            while end < len(buf) and buf[end] not in (9, 10, 11, 12, 13, 32):
+                end += 1
+            vals[k, row] = float(bytes(buf[off:end]))
 
-    Returns dict: ``ids`` (n,) int64, ``types`` (n,) int64 or ``numbers`` (n,) int64 (from an
-    element column), ``positions`` (n, 3) float64 Cartesian Å, ``columns`` {name: (n,) float64}
-    for every column, ``row_start`` (the range's first row within the frame, or None when it
-    was not counted), ``byte_range`` (aligned).
+
+def read_atom_bytes(path, info: FrameInfo, start: int | None = None, stop: int | None = None, *,
+                    columns=None, row_start: int | None = None) -> dict:
+    """Parse the atom lines of ``info`` within the byte range [start, stop) (both aligned forward
+    to line starts; default: the whole frame) — one MPI rank's share of a huge frame.
+
+    ``columns``: names of the extra columns wanted in ``out["columns"]`` (default all; the id,
+    species and position columns are always parsed). ``row_start``: the range's first row in the
+    frame if the caller knows it (it is counted only when needed: no ``id`` column).
+
+    Returns dict: ``ids`` (n,) int64 (without an id column: row in the frame + 1), ``types``
+    (n,) int64 and/or ``numbers`` (n,) int64 (from an element column), ``positions`` (n, 3)
+    float64 Cartesian, ``columns`` {name: (n,) float64}, ``n``, ``row_start`` (or None when not
+    counted), ``byte_range`` (aligned).
     """
     path = os.fspath(path)
     lo, hi = info.atoms_offset, info.end_offset
     start = lo if start is None else start
     stop = hi if stop is None else stop
-    cols = info.columns
-    is_symbol = np.array([c == "element" for c in cols], dtype=np.bool_)
+    cols = list(info.columns)
+    pos_set = info.position_columns
+    if pos_set is None:
+        raise ValueError(f"{path} frame {info.index}: missing columns: no positions in {' '.join(cols)} "
+                         f"(line {info.first_line - 1})")
+    needed = {"id", "type", "element", *pos_set[:3]}
+    if columns is None:
+        wanted = cols
+    else:
+        unknown = [c for c in columns if c not in cols]
+        if unknown:
+            raise ValueError(f"{path} frame {info.index}: no column {unknown[0]!r} in {' '.join(cols)}")
+        wanted = [c for c in cols if c in needed or c in columns]
+    kinds = np.array([(2 if c == "element" else 1) if c in wanted else 0 for c in cols], dtype=np.int64)
+    dest = np.full(len(cols), -1, dtype=np.int64)
+    for k, c in enumerate(wanted):
+        dest[cols.index(c)] = k
     with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
         a = _align(mm, start, lo, hi)
-        b = _align(mm, stop, lo, hi)
+        b = _align(mm, max(stop, a), lo, hi)
         buf = np.frombuffer(mm, dtype=np.uint8, count=b - a, offset=a)  # no copy of the text
-        vals, n_rows, err_row, err_col = _parse_rows(buf, len(cols), is_symbol, _symbol_table(), _P10)
+        try:
+            vals, slow, n_rows, err_row, err_col, code = _parse_rows(buf, kinds, dest, len(wanted),
+                                                                     _symbol_table(), _P10)
+            if err_row < 0 and len(slow):
+                _fix_slow(buf, vals, slow)
+        finally:
+            del buf  # release the view before the mmap closes
+        if row_start is None and (a == lo or ("id" not in cols) or err_row >= 0):
+            row_start = 0 if a == lo else _count_newlines(mm, lo, a)
         if err_row >= 0:
-            before = mm[lo:a].count(b"\n")
-            line_no = info.first_line + before + err_row
-            text = bytes(buf).split(b"\n")[err_row].decode("ascii", "replace").strip()
-            del buf
-            raise ValueError(f"{path} frame {info.index} line {line_no}: malformed atom line {text[:120]!r} "
-                             f"(column {err_col + 1} of {len(cols)}: {' '.join(cols)})")
-        del buf  # release the view before the mmap closes
-    columns = {c: vals[:, j] for j, c in enumerate(cols)}
-    out = {"columns": columns, "byte_range": (a, b), "n": n_rows}
-    out["ids"] = columns["id"].astype(np.int64) if "id" in columns else None
-    if "element" in columns:
-        out["numbers"] = columns["element"].astype(np.int64)
-    if "type" in columns:
-        out["types"] = columns["type"].astype(np.int64)
-    if "numbers" not in out and "types" not in out:
-        raise ValueError(f"{path} frame {info.index}: no 'type' or 'element' column in {' '.join(cols)}")
-    out["positions"] = frame_positions(columns, info, path)
-    if out["ids"] is None:
-        out["ids"] = np.arange(n_rows, dtype=np.int64) + 1  # implicit ids (row order), made global by callers
+            line_start = a
+            for _ in range(err_row):
+                line_start = mm.find(b"\n", line_start) + 1
+            text = _line_at(mm, line_start)
+            line_no = info.first_line + row_start + err_row
+            what = {_E_NUMBER: f"malformed number in column {err_col + 1} ({cols[err_col]})",
+                    _E_TOO_MANY: f"more than {len(cols)} values",
+                    _E_TOO_FEW: f"{err_col} values where {len(cols)} are expected",
+                    _E_ELEMENT: f"unknown element in column {err_col + 1} ({cols[err_col]})"}[code]
+            raise ValueError(f"{path} frame {info.index}: {what}: {text!r} (line {line_no}; columns: "
+                             f"{' '.join(cols)})")
+    parsed = {c: vals[k] for k, c in enumerate(wanted)}
+    out = {"columns": parsed, "byte_range": (a, b), "n": n_rows, "row_start": row_start}
+    if "id" in parsed:
+        out["ids"] = parsed["id"].astype(np.int64)
+    else:
+        out["ids"] = np.arange(row_start + 1, row_start + n_rows + 1, dtype=np.int64)
+    if "element" in parsed:
+        out["numbers"] = parsed["element"].astype(np.int64)
+    if "type" in parsed:
+        out["types"] = parsed["type"].astype(np.int64)
+    out["positions"] = frame_positions(parsed, info, path)
+    if columns is not None:
+        for c in needed - set(columns):
+            parsed.pop(c, None)
     return out
 
 
 def frame_positions(columns: dict, info: FrameInfo, path="dump") -> np.ndarray:
-    """Cartesian positions (n, 3) from the first position column set present."""
-    for cx, cy, cz, scaled in POSITION_SETS:
-        if cx in columns and cy in columns and cz in columns:
-            p = np.stack([columns[cx], columns[cy], columns[cz]], axis=1)
-            if scaled:
-                p = info.origin + p @ info.cell
-            return np.ascontiguousarray(p)
-    raise ValueError(f"{path} frame {info.index}: no position columns (x y z, xu yu zu, xs ys zs or xsu ysu zsu) "
-                     f"in {' '.join(info.columns)}")
+    """Cartesian positions (n, 3) from the first position column set present (see module doc)."""
+    pos_set = info.position_columns
+    if pos_set is None or any(c not in columns for c in pos_set[:3]):
+        raise ValueError(f"{path} frame {info.index}: missing columns: no positions (x y z, xs ys zs, xu yu zu "
+                         f"or xsu ysu zsu) in {' '.join(info.columns)} (line {info.first_line - 1})")
+    cx, cy, cz, scaled = pos_set
+    p = np.empty((len(columns[cx]), 3))
+    p[:, 0], p[:, 1], p[:, 2] = columns[cx], columns[cy], columns[cz]
+    if scaled:
+        p = p @ info.cell
+        p += info.origin
+    return p
+
+
+def read_frame(path, info: FrameInfo, *, rows=None, columns=None) -> dict:
+    """Parse a frame's atom lines: all, or the row range ``rows`` = (start, stop) (file order,
+    0-based, stop exclusive; found by counting newlines, no parsing). See ``read_atom_bytes``
+    for ``columns`` and the result."""
+    if rows is None:
+        return read_atom_bytes(path, info, columns=columns, row_start=0)
+    r0, r1 = (int(r) for r in rows)
+    r0, r1 = max(0, min(r0, info.n_atoms)), max(0, min(r1, info.n_atoms))
+    r1 = max(r0, r1)
+    with open(os.fspath(path), "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        a = info.atoms_offset if r0 == 0 else _skip_lines(mm, info.atoms_offset, r0)[0]
+        b = a if r1 == r0 else _skip_lines(mm, a, r1 - r0)[0]
+    return read_atom_bytes(path, info, a, b, columns=columns, row_start=r0)
 
 
 def frame_header(path, info: FrameInfo, extra_columns=()) -> bytes:
@@ -411,35 +666,62 @@ def frame_header(path, info: FrameInfo, extra_columns=()) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def read_frame(path, info: FrameInfo) -> dict:
-    """Parse a whole frame (see ``read_atom_bytes``)."""
-    return read_atom_bytes(path, info)
+# --------------------------------------------------------------------------------------------
+# ASE convenience
+
+_NOT_ARRAYS = {"id", "element", "x", "y", "z", "xs", "ys", "zs", "xu", "yu", "zu", "xsu", "ysu", "zsu"}
 
 
 def read_dump_frames(path, frames=slice(None), type_map: dict | None = None) -> list:
-    """Frames as ``ase.Atoms`` (file order of atoms; ids in ``atoms.arrays['id']``).
+    """Frames as ``ase.Atoms``, atoms in FILE ORDER (ASE's own reader sorts them by id).
 
-    ``type_map`` maps LAMMPS types to element symbols ({1: 'Ta'}); needed without an
-    ``element`` column. Positions are Cartesian as in the dump (scaled columns → origin + s·cell).
+    ``frames``: an int, a slice or a list of frame numbers. ``type_map`` maps LAMMPS types to
+    elements ({1: 'Ta', 2: 'W'}; symbols or atomic numbers); needed without an ``element``
+    column (ValueError naming the type and the frame otherwise). Cell, pbc, ``celldisp`` = box
+    origin; positions Cartesian as in the module doc (for scaled columns ASE's reader gives
+    ours − origin). ``atoms.arrays['id']`` holds the ids, ``'type'`` the types, other columns
+    are float arrays by name; ``atoms.info['timestep']``.
     """
     from ase import Atoms
     from ase.data import atomic_numbers
 
+    path = os.fspath(path)
     infos, _ = index_dump(path)
+    if isinstance(frames, slice):
+        chosen = infos[frames]
+    elif isinstance(frames, (int, np.integer)):
+        chosen = [infos[frames]]
+    else:
+        chosen = [infos[i] for i in frames]
+    lut = None
+    if type_map:
+        lut = np.full(max(int(t) for t in type_map) + 1, -1, dtype=np.int64)
+        for t, el in type_map.items():
+            z = el if isinstance(el, (int, np.integer)) else atomic_numbers.get(el)
+            if z is None:
+                raise ValueError(f"type_map: {el!r} (type {t}) is not a chemical element")
+            lut[int(t)] = int(z)
     out = []
-    for info in infos[frames] if isinstance(frames, slice) else [infos[i] for i in frames]:
-        part = read_atom_bytes(path, info)
+    for info in chosen:
+        part = read_atom_bytes(path, info, row_start=0)
         if "numbers" in part:
             numbers = part["numbers"]
         else:
             types = part["types"]
-            missing = sorted(set(np.unique(types).tolist()) - set(type_map or {}))
+            uniq = np.unique(types)
+            missing = [int(t) for t in uniq if lut is None or t < 0 or t >= len(lut) or lut[t] < 0]
             if missing:
                 raise ValueError(f"{path} frame {info.index}: LAMMPS type {missing[0]} has no element "
-                                 f"(give type_map, e.g. {{{missing[0]}: 'Ta'}})")
-            numbers = np.array([atomic_numbers[type_map[t]] for t in types.tolist()], dtype=np.int64)
-        atoms = Atoms(numbers=numbers, positions=part["positions"], cell=info.cell, pbc=info.pbc, celldisp=info.origin)
+                                 f"(give type_map, e.g. {{{missing[0]}: 'Ta'}}) (line {info.first_line - 1})")
+            numbers = lut[types]
+        atoms = Atoms(numbers=numbers, positions=part["positions"], cell=info.cell, pbc=info.pbc,
+                      celldisp=info.origin)
         atoms.arrays["id"] = part["ids"]
+        for name, col in part["columns"].items():
+            if name == "type":
+                atoms.arrays["type"] = part["types"]
+            elif name not in _NOT_ARRAYS and name not in atoms.arrays:
+                atoms.arrays[name] = np.ascontiguousarray(col)
         atoms.info["timestep"] = info.timestep
         out.append(atoms)
     return out
