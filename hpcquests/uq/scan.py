@@ -315,6 +315,7 @@ def scan(args, comm) -> dict:
     first = frames[chosen[0]]
     probe = collective(comm, _read_part, args.traj, first, size, rank, types, chosen[0])
     species = set().union(*comm.allgather(frame_species(probe["numbers"])))
+    del probe  # a whole frame's share: do not keep it for the rest of the scan
     x_ref = load_reference(comm, args, species)
     ref = collective(comm, ReferenceSet, comm, x_ref, args.bandwidth, ref_memory=args.ref_memory,
                      backend=args.backend)
