@@ -16,6 +16,8 @@ import sys
 
 import numpy as np
 
+from ._json import json_default
+
 EXIT_USAGE = 2
 
 
@@ -120,17 +122,9 @@ def _emit(args, payload: dict, lines: list[str]):
     if not _is_root(args):
         return
     if args.json:
-        print(json.dumps(payload, indent=None, default=_json_default))
+        print(json.dumps(payload, indent=None, default=json_default))
     else:
         print("\n".join(lines))
-
-
-def _json_default(o):
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, np.generic):
-        return o.item()
-    raise TypeError(type(o).__name__)
 
 
 def _fmt_h(h):

@@ -115,28 +115,25 @@ def get_comm(comm=None):
         return SerialComm()
 
 
-def local_rank(comm) -> int:
-    """Rank among the processes of this node (for device = local rank % GPUs)."""
+def _node_rank_and_size(comm) -> tuple[int, int]:
     if getattr(comm, "is_serial", False) or comm.Get_size() == 1:
-        return 0
+        return 0, 1
     MPI = _import_mpi()
     node = comm.Split_type(MPI.COMM_TYPE_SHARED)
     try:
-        return node.Get_rank()
+        return node.Get_rank(), node.Get_size()
     finally:
         node.Free()
+
+
+def local_rank(comm) -> int:
+    """Rank among the processes of this node (for device = local rank % GPUs)."""
+    return _node_rank_and_size(comm)[0]
 
 
 def node_size(comm) -> int:
     """Number of this communicator's ranks on this node."""
-    if getattr(comm, "is_serial", False) or comm.Get_size() == 1:
-        return 1
-    MPI = _import_mpi()
-    node = comm.Split_type(MPI.COMM_TYPE_SHARED)
-    try:
-        return node.Get_size()
-    finally:
-        node.Free()
+    return _node_rank_and_size(comm)[1]
 
 
 def mpi_info() -> dict:

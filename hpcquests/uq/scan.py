@@ -31,6 +31,8 @@ import time
 
 import numpy as np
 
+from .._json import json_default
+
 EXIT_BAD_INPUT = 2
 EXIT_CHECKPOINTED = 75  # EX_TEMPFAIL: the batch script requeues the job on this status
 RESULT_NAME = "dH.h5"
@@ -225,15 +227,7 @@ def _atomic_json(path, payload):
 
     with atomic_path(path) as tmp:
         with open(tmp, "w") as fh:
-            json.dump(payload, fh, indent=1, default=_json_default)
-
-
-def _json_default(o):
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, np.generic):
-        return o.item()
-    raise TypeError(type(o).__name__)
+            json.dump(payload, fh, indent=1, default=json_default)
 
 
 def _write_chunk(path, arrays: dict):
