@@ -76,41 +76,15 @@ def distributed_logsum(comm, y_local, x_local, h, *, ref_memory: int = DEFAULT_R
 
     Returns (M_local, n_h) float64. ``stats`` (a dict) receives the path taken and the shape.
     """
-    from ..kernels.registry import get_backend
-    from ..metrics import as_bandwidths
-    from ..runtime import threads as thread_context
-
-    hs, _ = as_bandwidths(h)
     y_local = np.ascontiguousarray(y_local, dtype=np.float64)
-    x_local = np.ascontiguousarray(x_local, dtype=np.float64)
-    size, rank = comm.Get_size(), comm.Get_rank()
-    shapes = comm.allgather((x_local.shape, y_local.shape))
-    widths = {s[1] for xs, ys in shapes for s in (xs, ys) if s[0] > 0}
-    if len(widths) > 1:
-        raise ValueError(f"descriptor widths differ between the query and reference sets: {sorted(widths)}")
-    sizes = [xs[0] for xs, _ in shapes]
-    n_ref = int(sum(sizes))
-    if n_ref == 0:
-        raise ValueError("the reference set is empty")
-    d = widths.pop() if widths else x_local.shape[1]
-    be = get_backend(backend)
-    # one centre for every rank: the global reference mean
-    total = np.asarray(comm.allreduce(x_local.sum(axis=0) if x_local.shape[0] else np.zeros(d)))
-    center = total / n_ref
-    inv2h2, prune_d2 = be.reference_params(hs, n_ref)
-    ring = force_ring or n_ref * d * 8 > ref_memory
+    widths = {w for n, w in comm.allgather(y_local.shape) if n > 0}
+    ref = ReferenceSet(comm, x_local, h, ref_memory=ref_memory, backend=backend, force_ring=force_ring)
+    if widths - {ref.d}:
+        raise ValueError(f"descriptor widths differ between the query and reference sets: "
+                         f"{sorted(widths | {ref.d})}")
     if stats is not None:
-        stats.update(path="ring" if ring and size > 1 else "broadcast", n_ref=n_ref, ranks=size)
-    with thread_context(threads):
-        st = be.start(y_local - center, hs.size)
-        xc_local = x_local - center
-        if size == 1:
-            be.fold(st, xc_local, inv2h2, prune_d2)
-        elif not ring:
-            be.fold(st, allgather_rows(comm, xc_local), inv2h2, prune_d2)
-        else:
-            _ring_fold(comm, be, st, xc_local, sizes, d, inv2h2, prune_d2)
-        return be.finish(st, inv2h2)
+        stats.update(path=ref.path, n_ref=ref.n_ref, ranks=comm.Get_size())
+    return ref.logsum(y_local, threads)
 
 
 def _ring_fold(comm, be, st, xc_local, sizes, d, inv2h2, prune_d2):
