@@ -252,29 +252,42 @@ def exchange_domains(comm, positions, atom_index, cell, pbc, cutoff, payload=Non
     shape = grid_shape(size, widths, cut)
     plan = plan_exchange(positions, cell, pbc, cutoff, shape)
     a = plan["atom"]
-    # absolute shift relative to the positions as given = wrap + image shift
-    shift_abs = plan["wrap"][a] + plan["shift"]
-    pts = _image_points(np.ascontiguousarray(positions, dtype=np.float64)[a], plan["wrap"][a], plan["shift"], plan["basis"])
     order = np.lexsort((~plan["owned"], plan["dest"]))  # by destination, owned copies first
-    dest = plan["dest"][order]  # domain d lives on rank d; ranks beyond the grid own nothing
-    send_counts = np.bincount(dest, minlength=size).astype(np.int64)
-    fields = {
-        "pts": pts[order],
-        "atom": np.asarray(atom_index, dtype=np.int64)[a][order],
-        "shift": shift_abs[order],
-        "owned": plan["owned"][order].astype(np.int64),
-    }
+    send_counts = np.bincount(plan["dest"], minlength=size).astype(np.int64)  # domain d lives on rank d
+    del plan["dest"]
+    src = a[order]
+    del a
+    wrap = plan["wrap"][src]
+    img = plan["shift"][order]
+    owned_send = plan["owned"][order].astype(np.int8)
+    basis = plan["basis"]
+    del plan, order
+    # one array at a time: build it, send it, drop it (bounded memory on 10^7 atoms per rank)
+    recv = {}
+    recv["pts"] = alltoallv(comm, _image_points(np.ascontiguousarray(positions, dtype=np.float64)[src], wrap, img,
+                                                basis), send_counts)
+    # absolute shift relative to the positions as given = wrap + image shift
+    recv["shift"] = alltoallv(comm, wrap + img, send_counts)
+    del wrap, img
+    recv["atom"] = alltoallv(comm, np.asarray(atom_index, dtype=np.int64)[src], send_counts)
+    recv["owned"] = alltoallv(comm, owned_send, send_counts)
+    del owned_send
     for name, arr in (payload or {}).items():
-        fields["payload:" + name] = np.asarray(arr)[a][order]
-    recv = {name: alltoallv(comm, arr, send_counts) for name, arr in fields.items()}
-    owned = recv["owned"].astype(bool)
+        recv["payload:" + name] = alltoallv(comm, np.asarray(arr)[src], send_counts)
+    del src
+    owned = recv.pop("owned").astype(bool)
+    n_owned = int(owned.sum())
     # owned first; a stable order within each group keeps results deterministic
     key = np.lexsort((recv["atom"], ~owned))
-    out = {"pts": np.ascontiguousarray(recv["pts"][key]), "atom": recv["atom"][key],
-           "shift": np.ascontiguousarray(recv["shift"][key]), "n_owned": int(owned.sum()), "shape": shape}
-    for name, arr in recv.items():
+    del owned
+    out = {"n_owned": n_owned, "shape": shape}
+    for name in list(recv):
+        arr = recv.pop(name)
         if name.startswith("payload:"):
-            out[name[8:]] = arr[key][: out["n_owned"]]
+            out[name[8:]] = arr[key[:n_owned]]
+        else:
+            out[name] = np.ascontiguousarray(arr[key])
+        del arr
     return out
 
 

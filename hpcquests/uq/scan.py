@@ -382,8 +382,9 @@ def _read_part(path, info, size, rank, types, frame_no):
         for tt, el in types.items():
             lut[tt] = atomic_numbers[el]
         numbers = lut[t]
-    part["numbers"] = numbers
-    return part
+    # keep what the scan uses; the parsed columns are a frame's share of memory
+    return {"ids": part["ids"], "numbers": numbers, "positions": part["positions"], "n": part["n"],
+            "byte_range": part["byte_range"]}
 
 
 def _scan_frame(args, comm, info, f, types, ref, ckpt, stop, timings, prog, annotated_dir):
