@@ -110,14 +110,25 @@ class BinnedPoints:
     """
 
     def __init__(self, pts, atom, shift, cutoff: float):
+        self._build({"pts": pts, "atom": atom, "shift": shift}, cutoff)
+
+    @classmethod
+    def taking(cls, arrays: dict, cutoff: float) -> "BinnedPoints":
+        """Build from a dict holding ``pts``, ``atom`` and ``shift``, popping each array once its
+        cell-ordered copy exists, so the point set is never held twice (10^7-atom domains)."""
+        self = cls.__new__(cls)
+        self._build(arrays, cutoff)
+        return self
+
+    def _build(self, arrays: dict, cutoff: float):
         from .neighbors import bin_points
 
         self.cutoff = float(cutoff)
-        self.order, self.keys, self.starts, self.dims = bin_points(pts, cutoff)
+        self.order, self.keys, self.starts, self.dims = bin_points(arrays["pts"], cutoff)
         # cell order in memory: a cell's candidates are contiguous (cache-friendly on 10^6+ atoms)
-        self.pts = np.ascontiguousarray(pts[self.order])
-        self.atom = np.ascontiguousarray(atom[self.order])
-        self.shift = np.ascontiguousarray(shift[self.order])
+        self.pts = np.ascontiguousarray(arrays.pop("pts")[self.order])
+        self.atom = np.ascontiguousarray(arrays.pop("atom")[self.order])
+        self.shift = np.ascontiguousarray(arrays.pop("shift")[self.order])
 
     def descriptors(self, q_lo: int, q_hi: int, k: int, *, out=None, serial=None):
         """Descriptors (q_hi − q_lo, 2k−1) of the points with original index in [q_lo, q_hi).

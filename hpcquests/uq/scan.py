@@ -409,7 +409,7 @@ def _scan_frame(args, comm, info, f, types, ref, ckpt, stop, timings, prog, anno
                      payload={"id": part["ids"], "row": rows})
     # keep only what later steps need: memory per rank ~ its domain + halo, not the frame
     part = {"byte_range": part["byte_range"], "n": n_local}
-    binned = BinnedPoints(dom.pop("pts"), dom.pop("atom"), dom.pop("shift"), args.cutoff)
+    binned = BinnedPoints.taking(dom, args.cutoff)  # pops pts/atom/shift from dom
     timings["exchange"] += time.perf_counter() - t
     n_owned = dom["n_owned"]
     # the same chunk count on every rank: the ring path of the reference is collective
