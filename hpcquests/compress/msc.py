@@ -1,0 +1,402 @@
+"""Greedy MSC (maximum-entropy structure compression, ``papers/msc.md``), serial and distributed.
+
+Criterion (DESIGN §1): the first pick is argmax_i H(S_i); every later pick is
+
+    argmax_i [ max_{y∈S_i} δH(y | C) + H(S_i) ]     over the unselected structures,
+
+where C holds the environments of the structures selected so far (plus a reference set R for
+conditional MSC, in which case every pick, the first included, uses the criterion). Ties go to
+the lowest global structure index.
+
+Nothing is recomputed: each candidate environment keeps a running log-sum-exp state of its
+kernel sum over C (``hpcquests.kernels.greedy``). The sums only grow as C grows, so every
+structure's score only falls and a stale score is an upper bound. The *lazy* greedy keeps the
+candidates in a max-heap of (possibly stale) scores and brings a structure up to date only
+when it reaches the top; it gives the identical selection to the eager greedy (which updates
+every candidate after every pick) with far fewer kernel evaluations. A structure is accepted
+only when no stale bound lies within a relative 1e-10 of its fresh score, so rounding in the
+last bits can never make the lazy and eager selections differ.
+
+Distributed: structures are split in contiguous blocks over the ranks (balanced by number of
+environments); each step every rank proposes its local best (score, global index), one
+MAXLOC-style allreduce picks the winner (ties → lowest index), its owner broadcasts the
+chosen structure's environments and every rank appends them to C. Per step: one small
+allreduce and one broadcast. Scores are computed per structure with fixed blocking, so the
+selection is bitwise the same on any number of ranks.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..metrics import DEFAULT_BANDWIDTH
+
+
+@dataclass
+class GreedyResult:
+    """Outcome of a greedy MSC run (identical on every rank).
+
+    Attributes:
+        order: global structure indices in selection order (a prefix of length s is the
+            size-s selection).
+        scores: (len(order),) criterion value at each pick (nats); the unconditional first
+            pick's value is its H(S).
+        entropies: (N,) H(S_i) of every structure (nats).
+        kernel_pairs: kernel evaluations done (all ranks), and ``eager_pairs`` what the eager
+            greedy would have needed for the same picks.
+    """
+
+    order: list
+    scores: np.ndarray
+    entropies: np.ndarray
+    kernel_pairs: int = 0
+    eager_pairs: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def _size_list(size, n: int, name: str = "size") -> list[int]:
+    """Validate one size or a list of sizes (counts ≥ 1, or fractions in (0, 1]) → counts."""
+    from .sizes import resolve_sizes
+
+    return resolve_sizes(size, n, name=name)
+
+
+def stack_structures(descs, name: str = "descriptors"):
+    """(x (n_env, d) float64, offsets (N + 1,) int64) from a list of per-structure arrays."""
+    if len(descs) == 0:
+        raise ValueError(f"{name}: the dataset is empty (no structures)")
+    arrs = []
+    for i, a in enumerate(descs):
+        a = np.asarray(a, dtype=np.float64)
+        if a.ndim != 2 or a.shape[0] == 0:
+            raise ValueError(f"{name}[{i}] must be a non-empty (n_environments, n_features) array, "
+                             f"got shape {a.shape}")
+        arrs.append(a)
+    widths = {a.shape[1] for a in arrs}
+    if len(widths) != 1:
+        raise ValueError(f"{name}: structures have different descriptor widths {sorted(widths)}")
+    x = np.ascontiguousarray(np.concatenate(arrs))
+    if not np.isfinite(x).all():
+        row = int(np.argmin(np.isfinite(x).all(axis=1)))
+        offsets = np.cumsum([0] + [a.shape[0] for a in arrs])
+        s = int(np.searchsorted(offsets, row, side="right") - 1)
+        raise ValueError(f"{name}[{s}] environment {row - offsets[s]} is not finite")
+    offsets = np.zeros(len(arrs) + 1, dtype=np.int64)
+    np.cumsum([a.shape[0] for a in arrs], out=offsets[1:])
+    return x, offsets
+
+
+def msc(descs, size, h: float = DEFAULT_BANDWIDTH, *, reference=None, lazy: bool = True, threads=None,
+        backend: str = "cpu", progress=None, details: bool = False):
+    """Greedy MSC selection of ``size`` structures from a list of descriptor arrays (serial).
+
+    Args:
+        descs: list of (n_i, d) float64 arrays, one per structure.
+        size: count (int ≥ 1), fraction in (0, 1] (rounded up, as the reference), or a list of
+            them: one greedy run serves every size (selections are prefixes).
+        h: bandwidth. reference: optional (n_R, d) environments for conditional MSC.
+        lazy: lazy greedy (default) or eager (every candidate updated every step).
+        threads: numba threads; backend: 'cpu' (lazy/eager numba kernels) or 'gpu'/'auto'
+            (eager updates through the kernel backend registry).
+        details: return the ``GreedyResult`` instead of the index list(s).
+
+    Returns:
+        The selected global indices in pick order (a list, or a list of lists for a list of
+        sizes), or the ``GreedyResult``.
+    """
+    from ..parallel.comm import SerialComm
+
+    x, offsets = stack_structures(descs)
+    res = distributed_msc(SerialComm(), x, offsets, 0, size, h=h, reference=reference, lazy=lazy, threads=threads,
+                          backend=backend, progress=progress)
+    if details:
+        return res
+    sizes = res.extra["sizes"]
+    if np.ndim(size) == 0:
+        return res.order[: sizes[0]]
+    return [res.order[:s] for s in sizes]
+
+
+def distributed_msc(comm, x_local, local_offsets, first_index: int, size, *, h: float = DEFAULT_BANDWIDTH,
+                    reference=None, lazy: bool = True, threads=None, backend: str = "cpu",
+                    progress=None) -> GreedyResult:
+    """Greedy MSC over structures spread in contiguous blocks over the ranks of ``comm``.
+
+    Args:
+        comm: communicator (mpi4py or ``SerialComm``); collective.
+        x_local: (n_env_local, d) float64 environments of this rank's structures.
+        local_offsets: (n_local + 1,) int64 row offsets of those structures in ``x_local``.
+        first_index: global index of this rank's first structure (ranks hold consecutive blocks
+            in rank order).
+        size: as in ``msc`` (validated against the global structure count).
+        reference: conditional MSC reference (n_R, d), the same on every rank (or None).
+        Others as in ``msc``.
+    """
+    from ..kernels.cpu import prune_exponent, squared_norms
+    from ..kernels.greedy import structure_entropies
+    from ..parallel.drivers import collective
+    from ..runtime import threads as thread_context
+
+    x_local = np.ascontiguousarray(x_local, dtype=np.float64)
+    local_offsets = np.ascontiguousarray(local_offsets, dtype=np.int64)
+    n_local = local_offsets.size - 1
+    layout = comm.allgather((int(first_index), int(n_local), x_local.shape[1] if x_local.ndim == 2 else -1))
+    n_total = sum(c for _, c, _ in layout)
+    widths = {w for _, c, w in layout if c > 0}
+    if n_total == 0:
+        raise ValueError("the dataset is empty (no structures)")
+    if len(widths) != 1:
+        raise ValueError(f"structures have different descriptor widths across ranks: {sorted(widths)}")
+    d = widths.pop()
+    starts = [f for f, _, _ in layout]
+    expected = 0
+    for f, c, _ in layout:
+        if f != expected:
+            raise ValueError("ranks must hold consecutive blocks of structures in rank order "
+                             f"(rank block starts {starts})")
+        expected += c
+    sizes = _size_list(size, n_total)
+    target = max(sizes)
+    hs = float(h)
+    if not (math.isfinite(hs) and hs > 0):
+        raise ValueError(f"bandwidth h must be positive and finite, got {h!r}")
+    inv2h2 = 1.0 / (2.0 * hs * hs)
+
+    # global environment counts per structure (everyone needs them to receive a broadcast)
+    counts_local = np.diff(local_offsets)
+    all_counts = np.concatenate(comm.allgather(counts_local)).astype(np.int64)
+    n_env_total = int(all_counts.sum())
+    owner_of = np.repeat(np.arange(len(layout)), [c for _, c, _ in layout])
+
+    # a common centre, independent of the rank count: the mean of structure 0's environments
+    owner0 = int(owner_of[0])
+    centre = comm.bcast(x_local[: local_offsets[1]].mean(axis=0) if comm.Get_rank() == owner0 else None,
+                        root=owner0)
+    ref = None
+    if reference is not None:
+        from ..metrics import as_descriptors
+
+        ref = as_descriptors(reference, "reference")
+        if ref.shape[1] != d:
+            raise ValueError(f"reference has {ref.shape[1]} features, the structures have {d}")
+    prune_d2 = 2.0 * hs * hs * prune_exponent(n_env_total + (0 if ref is None else ref.shape[0]))
+
+    y = _centred_padded(x_local, centre)
+    yn = squared_norms(y) if y.shape[0] else np.zeros(0)
+    with thread_context(threads):
+        ent_local = structure_entropies(y, local_offsets, inv2h2, prune_d2) if n_local else np.zeros(0)
+    entropies = np.concatenate(comm.allgather(ent_local))
+
+    if backend != "cpu":
+        return _eager_backend(comm, backend, y, local_offsets, first_index, entropies, owner_of, all_counts, centre,
+                              ref, sizes, target, inv2h2, prune_d2, threads, progress)
+
+    state = _LazyState(y, yn, local_offsets, ent_local, first_index, y.shape[1], lazy=lazy)
+    if ref is not None:
+        state.append_selected(_centred_padded(ref, centre))
+    order, scores = [], []
+    conditional = ref is not None
+    with thread_context(threads):
+        _greedy_loop(comm, state, target, conditional, ent_local, first_index, owner_of, all_counts, y, local_offsets,
+                     n_total, inv2h2, prune_d2, order, scores, progress)
+    pairs = int(comm.allreduce(state.pairs))
+    eager = _eager_pair_count(order, all_counts, None if ref is None else ref.shape[0], conditional)
+    return GreedyResult(order, np.asarray(scores), entropies, pairs, eager,
+                        extra={"sizes": sizes, "n_env_total": n_env_total})
+
+
+def _greedy_loop(comm, state, target, conditional, ent_local, first_index, owner_of, all_counts, y, local_offsets,
+                 n_total, inv2h2, prune_d2, order, scores, progress):
+    """The pick loop: local proposals, one MAXLOC allreduce, one broadcast per step."""
+    for step in range(target):
+        if step == 0 and not conditional:
+            best = _best_of(ent_local, first_index, state.alive)
+        else:
+            best = state.local_best(inv2h2, prune_d2)
+        key = comm.allreduce(best, op=_max_op(comm))
+        value, g = key[0], -key[1]
+        if g < 0 or g >= n_total:
+            raise RuntimeError(f"MSC step {step}: no candidate left (internal error)")
+        owner = int(owner_of[g])
+        if comm.Get_rank() == owner:
+            loc = g - first_index
+            state.remove(loc)
+            rows = np.ascontiguousarray(y[local_offsets[loc]:local_offsets[loc + 1]])
+        else:
+            rows = np.empty((int(all_counts[g]), y.shape[1]))
+        if comm.Get_size() > 1:
+            comm.Bcast(rows, root=owner)
+        state.append_selected(rows)
+        order.append(int(g))
+        scores.append(float(value))
+        if progress is not None:
+            progress(step + 1, target)
+
+
+def _centred_padded(x, centre):
+    """x − centre with zero columns appended up to a multiple of 4 features (whole SIMD
+    vectors in the distance loops; zeros change no distance)."""
+    n, d = x.shape
+    out = np.zeros((n, -(-d // 4) * 4))
+    np.subtract(x, centre, out=out[:, :d])
+    return out
+
+
+def _max_op(comm):
+    from ..parallel.comm import mpi_op
+
+    return mpi_op(comm, "max")
+
+
+def _best_of(values, first_index, alive):
+    """Local (value, −global index) of the best live structure (ties → lowest index)."""
+    if not alive.any():
+        return (-math.inf, -(2**62))
+    v = np.where(alive, values, -np.inf)
+    c = int(np.argmax(v))  # first occurrence: the lowest index among equal values
+    return (float(v[c]), -(first_index + c))
+
+
+def _eager_pair_count(order, counts, n_ref, conditional) -> int:
+    """Kernel pairs the eager greedy evaluates: every live candidate against every new pick."""
+    remaining = int(counts.sum())
+    total = 0
+    if conditional:
+        total += remaining * n_ref
+    for t, g in enumerate(order):
+        remaining -= int(counts[g])
+        if t + 1 < len(order):
+            total += remaining * int(counts[g])
+    return total
+
+
+class _LazyState:
+    """This rank's candidates (per-environment states, a heap of scores) and the selected set C."""
+
+    def __init__(self, y, yn, offsets, entropies, first_index, d, *, lazy):
+        self.y, self.yn, self.off = y, yn, offsets
+        self.ent = np.ascontiguousarray(entropies, dtype=np.float64)
+        self.first = int(first_index)
+        n = offsets.size - 1
+        n_env = y.shape[0]
+        self.m = np.full(n_env, np.inf)
+        self.s = np.zeros(n_env)
+        self.env_folded = np.zeros(n_env, dtype=np.int64)
+        self.env_bound = np.full(n_env, np.inf)
+        self.st_folded = np.zeros(n, dtype=np.int64)
+        self.st_bound = np.full(n, np.inf)
+        self.alive = np.ones(n, dtype=bool)
+        self.heap = np.arange(n, dtype=np.int64)  # equal bounds, increasing index: already a heap
+        self.n_heap = n
+        self.lazy = lazy
+        self.sel_x = np.empty((1024, d))
+        self.sel_xn = np.empty(1024)
+        self.sel_off = np.zeros(1, dtype=np.int64)
+        self.n_sel = 0
+        self.pairs = 0
+        self.scratch = np.empty(2 * max(n, 1), dtype=np.int64)  # heap-band positions and DFS stack
+
+    def append_selected(self, rows):
+        """Add one selected structure's (centred) environments to C."""
+        from ..kernels.cpu import squared_norms
+
+        rows = np.ascontiguousarray(rows, dtype=np.float64)
+        end = int(self.sel_off[-1])
+        need = end + rows.shape[0]
+        if need > self.sel_x.shape[0]:
+            cap = max(need, 2 * self.sel_x.shape[0])
+            grown = np.empty((cap, self.sel_x.shape[1]))
+            grown[:end] = self.sel_x[:end]
+            xn = np.empty(cap)
+            xn[:end] = self.sel_xn[:end]
+            self.sel_x, self.sel_xn = grown, xn
+        self.sel_x[end:need] = rows
+        self.sel_xn[end:need] = squared_norms(rows)
+        self.sel_off = np.append(self.sel_off, need)
+        self.n_sel += 1
+
+    def remove(self, c):
+        """Take structure c out of the candidates."""
+        from ..kernels.greedy import heap_build, heap_pop
+
+        self.alive[c] = False
+        if self.n_heap and self.heap[0] == c:
+            self.n_heap = heap_pop(self.heap, self.n_heap, self.st_bound)
+        else:  # only the unconditional first pick (chosen by entropy) is not the heap top
+            live = self.heap[: self.n_heap]
+            live = live[live != c]
+            self.n_heap = live.size
+            self.heap[: self.n_heap] = live
+            heap_build(self.heap, self.n_heap, self.st_bound)
+
+    def local_best(self, inv2h2, prune_d2):
+        """(score, −global index) of this rank's best live candidate, with an exact score.
+        Call inside the caller's ``threads`` context (entering one per step costs ~1 ms)."""
+        from ..kernels.greedy import heap_build, lazy_best, refresh_all
+
+        if not self.lazy and self.n_heap:
+            # eager: every live structure, every environment, every step (the test oracle)
+            self.pairs += int(refresh_all(self.heap[: self.n_heap].copy(), self.off, self.y, self.yn, self.m,
+                                          self.s, self.env_folded, self.env_bound, self.sel_x, self.sel_xn,
+                                          self.sel_off, self.n_sel, inv2h2, prune_d2, self.ent, self.st_bound,
+                                          self.st_folded))
+            heap_build(self.heap, self.n_heap, self.st_bound)
+        c, pairs = lazy_best(self.heap, self.n_heap, self.off, self.y, self.yn, self.m, self.s, self.env_folded,
+                             self.env_bound, self.sel_x, self.sel_xn, self.sel_off, self.n_sel, inv2h2, prune_d2,
+                             self.ent, self.st_bound, self.st_folded, self.scratch)
+        self.pairs += int(pairs)
+        if c < 0:
+            return (-math.inf, -(2**62))
+        return (float(self.st_bound[c]), -(self.first + int(c)))
+
+
+def _eager_backend(comm, backend, y, offsets, first_index, entropies, owner_of, all_counts, centre, ref, sizes,
+                   target, inv2h2, prune_d2, threads, progress):
+    """Eager greedy through the kernel-backend protocol (the GPU path): every live candidate's
+    state is folded with each pick; scores come from one finish per step."""
+    from ..kernels.registry import get_backend
+    from ..runtime import threads as thread_context
+
+    be = get_backend(backend) if isinstance(backend, str) else backend
+    inv = np.array([inv2h2])
+    n_local = offsets.size - 1
+    ent_local = entropies[first_index:first_index + n_local]
+    alive = np.ones(n_local, dtype=bool)
+    d = y.shape[1]
+    with thread_context(threads):
+        st = be.start(y, 1)
+        folded_any = False
+        if ref is not None:
+            be.fold(st, _centred_padded(ref, centre), inv, prune_d2)
+            folded_any = True
+        order, scores = [], []
+        for step in range(target):
+            if not folded_any:
+                best = _best_of(ent_local, first_index, alive)
+            else:
+                L = be.finish(st, inv)[:, 0]
+                worst = np.minimum.reduceat(L, offsets[:-1]) if n_local else np.zeros(0)
+                best = _best_of(ent_local - worst, first_index, alive)
+            key = comm.allreduce(best, op=_max_op(comm))
+            value, g = key[0], -key[1]
+            owner = int(owner_of[g])
+            if comm.Get_rank() == owner:
+                loc = g - first_index
+                alive[loc] = False
+                rows = np.ascontiguousarray(y[offsets[loc]:offsets[loc + 1]])
+            else:
+                rows = np.empty((int(all_counts[g]), d))
+            if comm.Get_size() > 1:
+                comm.Bcast(rows, root=owner)
+            be.fold(st, rows, inv, prune_d2)
+            folded_any = True
+            order.append(int(g))
+            scores.append(float(value))
+            if progress is not None:
+                progress(step + 1, target)
+    eager = _eager_pair_count(order, all_counts, None if ref is None else ref.shape[0], ref is not None)
+    return GreedyResult(order, np.asarray(scores), entropies, eager, eager,
+                        extra={"sizes": sizes, "n_env_total": int(all_counts.sum()), "backend": be.name})

@@ -1,0 +1,174 @@
+"""Greedy MSC: brute force, quests parity, lazy == eager, ties, conditional, sizes, bad input."""
+
+import numpy as np
+import pytest
+from scipy.special import logsumexp
+
+import hpcquests as hq
+from hpcquests import testing
+from hpcquests.compress import msc as msc_mod
+from hpcquests.compress.msc import msc
+from hpcquests.kernels.registry import CpuBackend
+
+H = 0.015
+
+
+def brute_msc(descs, size, h=H, reference=None):
+    """Independent O(N²) MSC: the DESIGN §1 criterion with full log-sum-exp matrices."""
+    def L(y, x):
+        d2 = ((y[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+        return logsumexp(-d2 / (2 * h * h), axis=1)
+
+    ent = np.array([np.log(len(x)) - L(x, x).mean() for x in descs])
+    C = None if reference is None else np.asarray(reference)
+    order, scores = [], []
+    left = list(range(len(descs)))
+    for step in range(size):
+        if C is None:
+            vals = np.array([ent[i] for i in left])
+        else:
+            vals = np.array([(-L(descs[i], C)).max() + ent[i] for i in left])
+        j = int(np.argmax(vals))  # first occurrence = lowest index (left is sorted)
+        order.append(left[j])
+        scores.append(vals[j])
+        C = descs[left[j]] if C is None else np.concatenate([C, descs[left[j]]])
+        left.pop(j)
+    return order, np.array(scores), ent
+
+
+def dataset(n=24, seed=0):
+    rng = np.random.default_rng(seed)
+    frames = []
+    for i in range(n):
+        kind = i % 4
+        if kind == 0:
+            frames.append(testing.perturbed_crystal("bcc", "Ta", size=(2, 2, 2), noise=rng.uniform(0.02, 0.15),
+                                                    seed=seed * 100 + i))
+        elif kind == 1:
+            frames.append(testing.triclinic_crystal(seed=seed * 100 + i))
+        elif kind == 2:
+            frames.append(testing.small_cell(seed=seed * 100 + i))
+        else:
+            frames.append(testing.perturbed_crystal("fcc", "Cu", size=(2, 2, 2), noise=rng.uniform(0.02, 0.1),
+                                                    seed=seed * 100 + i))
+    return [hq.get_descriptors([a], k=12, cutoff=4.0) for a in frames]
+
+
+@pytest.fixture(scope="module")
+def descs():
+    return dataset()
+
+
+def test_matches_brute_force(descs):
+    order_bf, scores_bf, ent_bf = brute_msc(descs, 12)
+    res = msc(descs, 12, details=True)
+    assert res.order == order_bf
+    np.testing.assert_allclose(res.entropies, ent_bf, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(res.scores, scores_bf, rtol=1e-10, atol=1e-10)
+
+
+def test_lazy_equals_eager_bitwise(descs):
+    lazy = msc(descs, len(descs), details=True)
+    eager = msc(descs, len(descs), details=True, lazy=False)
+    assert lazy.order == eager.order
+    assert np.array_equal(lazy.scores, eager.scores)
+    assert lazy.kernel_pairs < eager.kernel_pairs == lazy.eager_pairs
+
+
+def test_backend_protocol_path_gives_same_selection(descs):
+    """The eager path through the kernel-backend protocol (what the GPU twin plugs into)."""
+    res = msc(descs, 10, details=True)
+    via_backend = msc(descs, 10, details=True, backend=CpuBackend())
+    assert via_backend.order == res.order
+    np.testing.assert_allclose(via_backend.scores, res.scores, rtol=1e-10, atol=1e-10)
+
+
+def test_quests_parity():
+    quests_fps = pytest.importorskip("quests.compression.fps")
+    from quests.entropy import entropy as q_entropy
+
+    frames = [testing.perturbed_crystal("bcc", "Ta", size=(3, 3, 3), noise=0.04 + 0.01 * (i % 7), seed=i)
+              for i in range(30)]
+    descs = [hq.get_descriptors([a]) for a in frames]
+    q_ent = np.array([q_entropy(x, h=H) for x in descs])
+    ours = msc(descs, 15, details=True)
+    np.testing.assert_allclose(ours.entropies, q_ent, rtol=0, atol=1e-9)
+    assert ours.scores.max() < 700  # quests loses precision beyond (subnormal kernel sums)
+    q = [int(i) for i in quests_fps.msc(descs, q_ent, 15, h=H)]
+    assert ours.order == q
+
+
+def test_far_structures_stay_finite_and_ordered():
+    """Where the reference's kernel sums underflow (δH = +inf), scores stay finite and exact."""
+    rng = np.random.default_rng(3)
+    descs = [rng.normal(loc=i * 0.5, scale=0.05, size=(6, 5)) for i in range(8)]
+    res = msc(descs, 8, details=True)
+    bf_order, bf_scores, _ = brute_msc(descs, 8)
+    assert np.isfinite(res.scores).all() and res.scores[1:].max() > 1e3
+    assert res.order == bf_order
+    np.testing.assert_allclose(res.scores, bf_scores, rtol=1e-12)
+
+
+def test_ties_go_to_lowest_index():
+    rng = np.random.default_rng(1)
+    base = [rng.normal(scale=0.05, size=(5, 4)) for _ in range(3)]
+    descs = [base[0], base[1], base[0].copy(), base[2], base[1].copy(), base[2].copy()]
+    res = msc(descs, 6, details=True)
+    # duplicates have bitwise-equal scores; the lower index always comes first
+    assert res.order.index(0) < res.order.index(2)
+    assert res.order.index(1) < res.order.index(4)
+    assert res.order.index(3) < res.order.index(5)
+    assert res.order == brute_msc(descs, 6)[0]
+
+
+def test_conditional_against_reference(descs):
+    ref = np.concatenate(descs[:3])
+    res = msc(descs[3:], 6, reference=ref, details=True)
+    order_bf, scores_bf, _ = brute_msc(descs[3:], 6, reference=ref)
+    assert res.order == order_bf
+    np.testing.assert_allclose(res.scores, scores_bf, rtol=1e-10)
+    quests_fps = pytest.importorskip("quests.compression.fps")
+    from quests.entropy import entropy as q_entropy
+
+    q_ent = np.array([q_entropy(x, h=H) for x in descs[3:]])
+    if res.scores.max() < 700:
+        q = quests_fps.msc_conditional(descs[3:], q_ent, 6, [ref], h=H)
+        assert res.order == [int(i) for i in q]
+
+
+def test_sizes_are_prefixes_and_fractions(descs):
+    n = len(descs)
+    one = msc(descs, n)
+    several = msc(descs, [3, 0.5, 1.0])
+    assert several == [one[:3], one[: n // 2], one]
+    assert msc(descs, 0.1) == one[: int(np.ceil(0.1 * n))]
+    assert sorted(one) == list(range(n))
+
+
+@pytest.mark.parametrize("size", [0, -1, 25, 1.5, 0.0, float("nan"), "ten", True])
+def test_bad_sizes(descs, size):
+    with pytest.raises(ValueError, match="size"):
+        msc(descs, size)
+
+
+def test_bad_datasets():
+    with pytest.raises(ValueError, match="empty"):
+        msc([], 1)
+    with pytest.raises(ValueError, match="widths"):
+        msc([np.zeros((2, 3)), np.zeros((2, 4))], 1)
+    with pytest.raises(ValueError, match=r"descriptors\[1\]"):
+        msc([np.zeros((2, 3)), np.zeros((0, 3))], 1)
+    bad = np.zeros((3, 3))
+    bad[1, 2] = np.nan
+    with pytest.raises(ValueError, match=r"descriptors\[1\] environment 1 is not finite"):
+        msc([np.zeros((2, 3)), bad], 1)
+    with pytest.raises(ValueError, match="bandwidth"):
+        msc([np.zeros((2, 3))], 1, h=0)
+    with pytest.raises(ValueError, match="reference has 4 features"):
+        msc([np.zeros((2, 3))], 1, reference=np.zeros((2, 4)))
+
+
+def test_thread_count_does_not_change_selection(descs):
+    a = msc(descs, 12, details=True, threads=1)
+    b = msc(descs, 12, details=True, threads=2)
+    assert a.order == b.order and np.array_equal(a.scores, b.scores)
