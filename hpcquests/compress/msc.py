@@ -143,6 +143,9 @@ def distributed_msc(comm, x_local, local_offsets, first_index: int, size, *, h: 
     x_local = np.ascontiguousarray(x_local, dtype=np.float64)
     local_offsets = np.ascontiguousarray(local_offsets, dtype=np.int64)
     n_local = local_offsets.size - 1
+    from ..parallel.drivers import collective
+
+    collective(comm, _check_offsets, x_local, local_offsets, first_index)
     layout = comm.allgather((int(first_index), int(n_local), x_local.shape[1] if x_local.ndim == 2 else -1))
     n_total = sum(c for _, c, _ in layout)
     widths = {w for _, c, w in layout if c > 0}
@@ -234,6 +237,23 @@ def _greedy_loop(comm, state, target, conditional, ent_local, first_index, owner
         scores.append(float(value))
         if progress is not None:
             progress(step + 1, target)
+
+
+def _check_offsets(x_local, offsets, first_index):
+    """The local block must be (n_env, d) with offsets 0 = o_0 < o_1 < ... < o_n = n_env."""
+    if x_local.ndim != 2:
+        raise ValueError(f"x_local must be a 2-D (n_environments, n_features) array, got shape {x_local.shape}")
+    if offsets.ndim != 1 or offsets.size < 1 or offsets[0] != 0 or offsets[-1] != x_local.shape[0]:
+        raise ValueError(f"local_offsets must run from 0 to the number of local environments "
+                         f"({x_local.shape[0]}), got {offsets[:3].tolist()}...{offsets[-2:].tolist()}")
+    steps = np.diff(offsets)
+    if (steps <= 0).any():
+        bad = int(np.argmin(steps > 0))
+        raise ValueError(f"structure {first_index + bad} has no environments (offsets must increase)")
+    if not np.isfinite(x_local).all():
+        row = int(np.argmin(np.isfinite(x_local).all(axis=1)))
+        s = int(np.searchsorted(offsets, row, side="right") - 1)
+        raise ValueError(f"structure {first_index + s} environment {row - offsets[s]} is not finite")
 
 
 def _centred_padded(x, centre):

@@ -172,3 +172,14 @@ def test_thread_count_does_not_change_selection(descs):
     a = msc(descs, 12, details=True, threads=1)
     b = msc(descs, 12, details=True, threads=2)
     assert a.order == b.order and np.array_equal(a.scores, b.scores)
+
+
+def test_distributed_entry_validates_offsets():
+    from hpcquests.compress.msc import distributed_msc
+    from hpcquests.parallel.comm import SerialComm
+
+    x = np.zeros((5, 3))
+    with pytest.raises(ValueError, match="local_offsets must run from 0"):
+        distributed_msc(SerialComm(), x, np.array([0, 2, 7]), 0, 1)
+    with pytest.raises(ValueError, match="structure 1 has no environments"):
+        distributed_msc(SerialComm(), x, np.array([0, 2, 2, 5]), 0, 1)
