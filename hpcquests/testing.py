@@ -273,6 +273,61 @@ def mixed_dataset(n_structures: int = 600, seed: int = 0):
     return frames
 
 
+def with_harmonic_forces(atoms, reference_positions, stiffness: float = 8.0, noise: float = 0.05, seed: int = 0):
+    """Attach a single-point calculator with forces −k·u (u = displacement from
+    ``reference_positions``, k in eV/Å²) plus Gaussian noise, and the harmonic energy (eV)."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    u = atoms.positions - reference_positions
+    f = -stiffness * u + _rng(seed).normal(0.0, noise, u.shape)
+    atoms.calc = SinglePointCalculator(atoms, energy=float(0.5 * stiffness * (u * u).sum()), forces=f)
+    return atoms
+
+
+def make_compression_dataset(n_ordinary: int = 40, seed: int = 0, symbol: str = "Ta"):
+    """A compression test set: ``n_ordinary`` ordinary structures (bcc, one temperature:
+    2x2x2 cells, 0.05 Å noise) followed by four rare ones tagged ``info['rare'] = True``:
+    a vacancy cluster (3x3x3 cell, 4 neighbouring atoms removed), a (001) surface slab, and two
+    much hotter crystals (0.25 Å noise). Every structure carries harmonic forces and energy.
+    The rare ones sit at seeded random positions in the list."""
+    rng = _rng(seed)
+    frames = []
+    for i in range(n_ordinary):
+        sub = int(rng.integers(0, 2**31 - 1))
+        ideal = perturbed_crystal("bcc", symbol, size=(2, 2, 2), noise=0.0)
+        a = perturbed_crystal("bcc", symbol, size=(2, 2, 2), noise=0.05, seed=sub)
+        frames.append(with_harmonic_forces(a, ideal.positions, seed=sub))
+    rare = []
+    ideal = perturbed_crystal("bcc", symbol, size=(3, 3, 3), noise=0.0)
+    centre = ideal.cell.array.sum(0) / 2
+    near = np.argsort(np.linalg.norm(ideal.positions - centre, axis=1))[:4]
+    vac = perturbed_crystal("bcc", symbol, size=(3, 3, 3), noise=0.05, seed=seed + 11)
+    keep = np.setdiff1d(np.arange(len(vac)), near)
+    vac = vac[keep]
+    rare.append(with_harmonic_forces(vac, ideal.positions[keep], seed=seed + 11))
+    slab = surface_slab("bcc", symbol, size=(2, 2, 3), vacuum=6.0, noise=0.0, seed=seed + 12)
+    ideal_slab = slab.positions.copy()
+    slab.positions += _rng(seed + 12).normal(0.0, 0.05, slab.positions.shape)
+    rare.append(with_harmonic_forces(slab, ideal_slab, seed=seed + 12))
+    for j in range(2):
+        ideal = perturbed_crystal("bcc", symbol, size=(2, 2, 2), noise=0.0)
+        hot = perturbed_crystal("bcc", symbol, size=(2, 2, 2), noise=0.25, seed=seed + 13 + j)
+        rare.append(with_harmonic_forces(hot, ideal.positions, seed=seed + 13 + j))
+    for a in rare:
+        a.info["rare"] = True
+    for a in rare:
+        frames.insert(int(rng.integers(0, len(frames) + 1)), a)
+    return frames
+
+
+def write_colabfit_parquet(path, frames, **kwargs):
+    """Write ``frames`` in ColabFit's Parquet export layout (``path/co/co_0.parquet``, or the
+    file itself when ``path`` ends in .parquet); see ``hpcquests.io.colabfit``."""
+    from .io.colabfit import write_colabfit_parquet as write
+
+    return write(path, frames, **kwargs)
+
+
 def large_snapshot(n_atoms: int = 1_000_000, structure: str = "bcc", symbol: str = "Ta", a: float | None = None,
                    noise: float = 0.05, seed: int = 0):
     """One periodic perturbed bcc/fcc/sc crystal of about ``n_atoms`` atoms, built with vectorised
