@@ -1,6 +1,6 @@
 """``hpcquests`` console script.
 
-Subcommands: descriptors, entropy, dh, overlap, bandwidth, info, demo. Every input ``IN`` is a
+Subcommands: descriptors, entropy, dh, overlap, compress, aggregate, bandwidth, info, demo. Every input ``IN`` is a
 descriptor store (``.h5`` written by ``hpcquests descriptors``) or any structure file ASE reads.
 ``--json`` prints one machine-readable JSON object on stdout; progress goes to stderr. Bad input
 exits with status 2 and one ``hpcquests: error: ...`` line, never a traceback.
@@ -351,6 +351,61 @@ def _gpu_info():
         return "CuPy not available (CPU backend only)"
 
 
+def cmd_compress(args):
+    from .compress.run import compress_dataset
+    from .compress.sizes import parse_size
+
+    comm = _comm(args)
+    try:
+        sizes = [parse_size(s) for s in args.size]
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    scores = None
+    if args.scores:
+        try:
+            scores = np.loadtxt(args.scores, dtype=np.float64, ndmin=1)
+        except (OSError, ValueError) as exc:
+            raise CliError(f"--scores {args.scores}: {exc}") from None
+    h = args.bandwidth[0] if args.bandwidth else 0.015
+    rep = compress_dataset(comm, args.data, args.output, methods=args.method, sizes=sizes, h=h, k=args.k,
+                           cutoff=args.cutoff, eps=args.eps, seed=args.seed, reference=args.reference, scores=scores,
+                           threads=args.threads, write_structures=not args.no_structures,
+                           multicomponent=args.multicomponent, species=args.species,
+                           command=_command_line(args),
+                           progress_factory=lambda label, total, unit: _progress(args, label, total, unit))
+    lines = [f"{args.data}: {rep['n_structures']} structures, {rep['full']['n_envs']} environments, "
+             f"H = {rep['full']['entropy']:.4f} ({comm.Get_size()} rank(s)); wrote {args.output}/report.json",
+             f"{'method':>9} {'size':>6} {'envs':>8} {'H':>8} {'D':>8} {'overlap':>8} {'eff':>6} {'time s':>7}"]
+    for r in rep["selections"]:
+        lines.append(f"{r['method']:>9} {r['size']:>6} {r['n_envs']:>8} {r['entropy']:>8.4f} {r['diversity']:>8.4f} "
+                     f"{r['overlap']:>8.4f} {r['efficiency']:>6.3f} {r['time_s']:>7.2f}")
+    _emit(args, rep, lines)
+
+
+def cmd_aggregate(args):
+    from .compress.run import aggregate
+
+    if not _is_root(args):
+        return
+    dirs = []
+    for d in args.dirs:
+        if os.path.isfile(d):  # a manifest: one dataset output directory per line
+            with open(d) as fh:
+                dirs += [ln.strip() for ln in fh if ln.strip() and not ln.startswith("#")]
+        else:
+            dirs.append(d)
+    if not dirs:
+        raise CliError("no result directories given")
+    res = aggregate(dirs, args.output, method=args.method)
+    lines = [f"{res['datasets']} datasets: {res['datasets'] - len(res['failed'])} done, "
+             f"{len(res['failed'])} failed or missing; wrote {args.output}/collection.csv and collection.md"]
+    lines += [f"  {f['dataset']}: {f['status']}" for f in res["failed"]]
+    _emit(args, {"datasets": res["datasets"], "failed": res["failed"], "rows": len(res["rows"]),
+                 "output": args.output}, lines)
+    if res["failed"] and args.strict:
+        raise CliError(f"{len(res['failed'])} dataset(s) failed or missing")
+
+
 def cmd_demo(args):
     from .demo import run_demo
 
@@ -422,6 +477,31 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="versions, threads, MPI and GPU availability")
     _common(p, descriptors=False)
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("compress", help="select the most informative structures (MSC and baselines)")
+    p.add_argument("data", metavar="DATA", help="dataset: ColabFit Parquet export (dir or .parquet), extxyz, "
+                                               "or any file ASE reads")
+    p.add_argument("-o", "--output", required=True, help="output directory (report, selections, plots)")
+    p.add_argument("--method", "-m", nargs="+", default=["msc"],
+                   help="msc, random, kmeans, mean-fps, fps, ccs, logdet (several allowed; default msc)")
+    p.add_argument("--size", "-s", nargs="+", default=["0.1"],
+                   help="sizes: counts (50) or fractions (0.1, 10%%); one greedy run serves all (default 0.1)")
+    p.add_argument("--bandwidth", "-H", type=float, nargs=1, default=None, help="kernel bandwidth h (default 0.015)")
+    p.add_argument("--eps", type=float, default=1e-5, help="overlap threshold on dH (default 1e-5)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random baselines (default 0)")
+    p.add_argument("--reference", default=None, help="conditional MSC: dataset already selected (C starts as it)")
+    p.add_argument("--scores", default=None, help="CCS: text file of one importance score per structure")
+    p.add_argument("--no-structures", action="store_true", help="write indices only, no selected.extxyz")
+    _common(p)
+    p.set_defaults(func=cmd_compress)
+
+    p = sub.add_parser("aggregate", help="collect compress reports of a collection into one table")
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="compress output directories (or a file listing them)")
+    p.add_argument("-o", "--output", required=True, help="directory for collection.csv/.md/.png")
+    p.add_argument("--method", default=None, help="only this method's rows")
+    p.add_argument("--strict", action="store_true", help="exit non-zero when a dataset failed or is missing")
+    _common(p, descriptors=False)
+    p.set_defaults(func=cmd_aggregate)
 
     p = sub.add_parser("demo", help="end-to-end example on generated data (no download)")
     p.add_argument("--out", default=None, help="directory for the demo's files (default: a temporary one)")
