@@ -213,13 +213,33 @@ def distributed_msc(comm, x_local, local_offsets, first_index: int, size, *, h: 
 
 def _greedy_loop(comm, state, target, conditional, ent_local, first_index, owner_of, all_counts, y, local_offsets,
                  n_total, inv2h2, prune_d2, order, scores, progress):
-    """The pick loop: local proposals, one MAXLOC allreduce, one broadcast per step."""
+    """The pick loop: local proposals, one MAXLOC allreduce, one broadcast per step.
+
+    On several ranks a step first finds the rank holding the highest (possibly stale) bound
+    (one small allreduce); that rank makes its best score exact (v, broadcast), and the other
+    ranks refresh only candidates whose bounds reach v (less a relative TIE_BAND, so that
+    near-ties are still compared on fresh scores): the total work stays close to the serial
+    lazy greedy instead of every rank making its own top exact every step."""
+    from ..kernels.greedy import TIE_BAND
+
+    size = comm.Get_size()
+    rank = comm.Get_rank()
+    op = _max_op(comm)
     for step in range(target):
         if step == 0 and not conditional:
             best = _best_of(ent_local, first_index, state.alive)
-        else:
+        elif size == 1:
             best = state.local_best(inv2h2, prune_d2)
-        key = comm.allreduce(best, op=_max_op(comm))
+        else:
+            top = comm.allreduce(state.top_bound(), op=op)
+            g_top = -top[1]
+            lead = int(owner_of[g_top]) if 0 <= g_top < n_total else 0
+            best = state.local_best(inv2h2, prune_d2) if rank == lead else None
+            v = comm.bcast(best[0] if rank == lead else None, root=lead)
+            if rank != lead:
+                floor = v - TIE_BAND * max(1.0, abs(v)) if math.isfinite(v) else -math.inf
+                best = state.local_best(inv2h2, prune_d2, floor=floor)
+        key = comm.allreduce(best, op=op)
         value, g = key[0], -key[1]
         if g < 0 or g >= n_total:
             raise RuntimeError(f"MSC step {step}: no candidate left (internal error)")
@@ -352,8 +372,16 @@ class _LazyState:
             self.heap[: self.n_heap] = live
             heap_build(self.heap, self.n_heap, self.st_bound)
 
-    def local_best(self, inv2h2, prune_d2):
-        """(score, −global index) of this rank's best live candidate, with an exact score.
+    def top_bound(self):
+        """(bound, −global index) of the heap top (stale or fresh), or (−inf, ...) when empty."""
+        if self.n_heap == 0:
+            return (-math.inf, -(2**62))
+        c = int(self.heap[0])
+        return (float(self.st_bound[c]), -(self.first + c))
+
+    def local_best(self, inv2h2, prune_d2, floor=-math.inf):
+        """(score, −global index) of this rank's best live candidate, with an exact score, or
+        (−inf, ...) when every candidate's bound lies below ``floor``.
         Call inside the caller's ``threads`` context (entering one per step costs ~1 ms)."""
         from ..kernels.greedy import heap_build, lazy_best, refresh_all
 
@@ -366,7 +394,7 @@ class _LazyState:
             heap_build(self.heap, self.n_heap, self.st_bound)
         c, pairs = lazy_best(self.heap, self.n_heap, self.off, self.y, self.yn, self.m, self.s, self.env_folded,
                              self.env_bound, self.sel_x, self.sel_xn, self.sel_off, self.n_sel, inv2h2, prune_d2,
-                             self.ent, self.st_bound, self.st_folded, self.scratch)
+                             self.ent, self.st_bound, self.st_folded, self.scratch, float(floor))
         self.pairs += int(pairs)
         if c < 0:
             return (-math.inf, -(2**62))
