@@ -342,13 +342,17 @@ def cmd_info(args):
 
 
 def _gpu_info():
-    try:
-        import cupy
+    """CuPy version and the visible devices (the device each rank takes is local rank mod count)."""
+    from .kernels.registry import _import_cupy, get_local_rank, gpu_devices
 
-        n = cupy.cuda.runtime.getDeviceCount()
-        return {"cupy": cupy.__version__, "devices": n}
-    except Exception:
+    cp = _import_cupy()
+    if cp is None:
         return "CuPy not available (CPU backend only)"
+    devices = gpu_devices()
+    if not devices:
+        return f"CuPy {cp.__version__}, no CUDA device visible (CPU backend only)"
+    rank = get_local_rank()
+    return {"cupy": cp.__version__, "devices": devices, "local_rank": rank, "device": rank % len(devices)}
 
 
 def cmd_compress(args):
