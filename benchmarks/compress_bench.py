@@ -71,7 +71,9 @@ MAKE = textwrap.dedent("""
             frames.append(a)
     x = hq.get_descriptors(frames)
     counts = np.array([len(a) for a in frames])
-    np.savez(path, x=x, counts=counts)
+    import os
+    np.savez(path + ".tmp.npz", x=x, counts=counts)
+    os.replace(path + ".tmp.npz", path)
     print(json.dumps({"structures": n, "envs": int(counts.sum())}))
 """)
 
@@ -131,6 +133,16 @@ QUESTS = textwrap.dedent("""
 """)
 
 
+def make(kind, n, path, seed):
+    """Generate (or reuse) a dataset's descriptors: {"structures", "envs"}."""
+    if os.path.exists(path):
+        import numpy as np
+
+        counts = np.load(path)["counts"]
+        return {"structures": int(counts.size), "envs": int(counts.sum())}
+    return run_py(MAKE, kind, n, path, seed, timeout=7200)
+
+
 def quests_model(tmp, sizes_n=(600, 1200, 2400), steps=20):
     """quests' msc per-step cost c(N) at several dataset sizes N (16-atom cells), fitted as
     c(N) = a·N^p; the 100k estimate sums c over its steps (the remaining set shrinks slowly, so
@@ -139,8 +151,8 @@ def quests_model(tmp, sizes_n=(600, 1200, 2400), steps=20):
 
     pts = []
     for n in sizes_n:
-        path = os.path.join(tmp, f"small_{n}.npz")
-        run_py(MAKE, "small", n, path, 3)
+        path = os.path.join(tmp, f"small_{n}_seed3.npz")
+        make("small", n, path, 3)
         r = run_py(QUESTS, path, "1.0", steps + 1)["runs"][0]
         pts.append((n, r["time_s"] / steps))
     (n0, c0), (n1, c1) = pts[0], pts[-1]
@@ -157,14 +169,18 @@ def main():
     ap.add_argument("--no-big", action="store_true", help="skip the 100k-structure run")
     ap.add_argument("--big", type=int, default=100_000)
     ap.add_argument("--big-size", default="0.01", help="selection size of the big run")
+    ap.add_argument("--workdir", help="keep the generated datasets here and reuse them (default: a temporary directory)")
+    ap.add_argument("--only-big", action="store_true", help="only the 100k-structure run")
     args = ap.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"python {platform.python_version()}; 1 thread per process")
     results = {"runs": []}
-    with tempfile.TemporaryDirectory() as tmp:
-        for kind in args.kinds:
-            path = os.path.join(tmp, f"{kind}.npz")
-            info = run_py(MAKE, kind, args.structures, path, 1)
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = args.workdir or scratch
+        os.makedirs(tmp, exist_ok=True)
+        for kind in [] if args.only_big else args.kinds:
+            path = os.path.join(tmp, f"{kind}_{args.structures}.npz")
+            info = make(kind, args.structures, path, 1)
             hq = run_py(HQ, path, args.sizes)
             q = run_py(QUESTS, path, args.sizes)
             q_total = sum(r["time_s"] for r in q["runs"])
@@ -191,8 +207,8 @@ def main():
                 print(f"  hpcquests on {args.ranks} ranks x 1 thread: {row['hpcquests_mpi_s']:.3f} s "
                       f"(identical: {row['mpi_identical']}; kernel pairs, all ranks: {mp['pairs']:.3e})")
         if not args.no_big:
-            path = os.path.join(tmp, "big.npz")
-            info = run_py(MAKE, "small", args.big, path, 2, timeout=7200)
+            path = os.path.join(tmp, f"small_{args.big}.npz")
+            info = make("small", args.big, path, 2)
             hq = run_py(HQ, path, args.big_size, timeout=7200)
             pts, p = quests_model(tmp)
             n_sel = hq["sizes"][0]

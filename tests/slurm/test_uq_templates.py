@@ -41,12 +41,12 @@ def results(out_dir):
         return f["frame"][...][o], f["atom_id"][...][o], f["dH"][...][o]
 
 
-def submit(cluster, d, out, extra_env):
+def submit(cluster, d, out, extra_env, template="uq-cpu.sbatch", sbatch_args=()):
     env = {"TRAJ": str(d / "traj.lammpstrj"), "REF": str(d / "ref.h5"), "OUT": str(out), "PYTHON": sys.executable,
            "UQ_ARGS": "--types 1=Ta --chunk-atoms 60 -q", **extra_env}
     # the whole environment travels with --export=ALL (values with spaces included)
-    return cluster.sbatch("-n", 2, "--export", "ALL", "--output", d / f"{out.name}.log",
-                          os.path.join(ROOT, "slurm", "uq-cpu.sbatch"), cwd=d, env=env)
+    return cluster.sbatch("-n", 2, "--export", "ALL", "--output", d / f"{out.name}.log", *sbatch_args,
+                          os.path.join(ROOT, "slurm", template), cwd=d, env=env)
 
 
 def test_uq_cpu_template_completes(slurm_cluster, scan_inputs):
@@ -82,3 +82,16 @@ def test_uq_cpu_template_requeues_on_signal(slurm_cluster, scan_inputs):
     for p in (d / "requeued" / "checkpoint").glob("computed-r*.log"):
         lines = p.read_text().split("\n")[:-1]
         assert len(lines) == len(set(lines))
+
+
+def test_uq_gpu_template_runs_the_same_scan(slurm_cluster, scan_inputs):
+    """The GPU template on a node without GPUs: its GPU request is overridden on the command line
+    and BACKEND=auto falls back to the CPU; everything else (srun, ranks, outputs) is the template's."""
+    d = scan_inputs
+    job = submit(slurm_cluster, d, d / "gpu", {"BACKEND": "auto"}, template="uq-gpu.sbatch",
+                 sbatch_args=("--gpus-per-task=0", "--cpus-per-task=1"))
+    info = slurm_cluster.wait(job, timeout=300)
+    log = (d / "gpu.log").read_text()
+    assert info["JobState"] == "COMPLETED", log + slurm_cluster.logs()
+    a, b = results(d / "gpu"), results(d / "serial")
+    assert np.array_equal(a[1], b[1]) and np.abs(a[2] - b[2]).max() <= 1e-12 * max(1.0, np.abs(b[2]).max())
