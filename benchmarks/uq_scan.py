@@ -3,7 +3,8 @@ against a 4,224-environment reference, with per-step timings and peak RSS per ra
 core, hpcquests end to end on a 1M-atom slice against quests' descriptors + δH of the same atoms
 already in memory.
 
-    python benchmarks/uq_scan.py --atoms 32000000 --ranks 2     # the issue's scan (large disk/time)
+    python benchmarks/uq_scan.py --atoms 32000000 --ranks 2 --workdir /tmp/uqb --memtrace
+                                     # the issue's scan: ~5 GB of files, per-phase peak RSS per rank
     python benchmarks/uq_scan.py --atoms 4000000 --ranks 2      # a smaller run
     python benchmarks/uq_scan.py --slice-only                   # only the 1M-atom per-core comparison
 """
@@ -68,9 +69,11 @@ def reference_store(path):
     write_store(path, x, [0, len(x)], k=32, cutoff=5.0, species=["Ta"])
 
 
-def run_scan(dump, ref, ranks, threads, out_dir):
+def run_scan(dump, ref, ranks, threads, out_dir, memtrace=False):
     shutil.rmtree(out_dir, ignore_errors=True)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), NUMBA_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS="1")
+    if memtrace:
+        env["HPCQUESTS_UQ_MEMTRACE"] = "1"  # per-phase peak RSS of every rank on stderr
     mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
     cmd = [sys.executable, "-m", "hpcquests.uq", dump, ref, "--out", out_dir, "--types", "1=Ta", "-q",
            "--threads", str(threads), "--chunk-atoms", "262144"]
@@ -84,6 +87,7 @@ def run_scan(dump, ref, ranks, threads, out_dir):
     with open(os.path.join(out_dir, "summary.json")) as fh:
         s = json.load(fh)
     s["wall_total_s"] = wall
+    s["memtrace"] = [ln.strip() for ln in proc.stderr.splitlines() if ln.startswith("[mem]")]
     return s
 
 
@@ -117,28 +121,36 @@ def main():
     ap.add_argument("--atoms", type=int, default=32_000_000)
     ap.add_argument("--ranks", type=int, default=2)
     ap.add_argument("--slice-only", action="store_true")
+    ap.add_argument("--memtrace", action="store_true",
+                    help="print every rank's peak RSS per phase (HPCQUESTS_UQ_MEMTRACE)")
+    ap.add_argument("--workdir", default=OUT,
+                    help="where dumps, the reference and scan outputs go (default benchmarks/out; "
+                         "the 32M-atom run needs ~6 GB)")
     args = ap.parse_args()
-    os.makedirs(OUT, exist_ok=True)
-    ref = os.path.join(OUT, "uq_ref4224.h5")
+    work = args.workdir
+    os.makedirs(work, exist_ok=True)
+    ref = os.path.join(work, "uq_ref4224.h5")
     reference_store(ref)
     results = {}
     if not args.slice_only:
-        dump = os.path.join(OUT, f"ta_{args.atoms}.lammpstrj")
+        dump = os.path.join(work, f"ta_{args.atoms}.lammpstrj")
         t = time.perf_counter()
         snapshot_dump(dump, args.atoms)
         print(f"snapshot dump: {os.path.getsize(dump) / 2**30:.2f} GiB ({time.perf_counter() - t:.0f} s to make)")
-        s = run_scan(dump, ref, args.ranks, 1, os.path.join(OUT, "uq_big"))
+        s = run_scan(dump, ref, args.ranks, 1, os.path.join(work, "uq_big"), memtrace=args.memtrace)
         n = s["atoms"]
         print(f"scan: {n:,} atoms on {args.ranks} ranks x 1 thread: {s['wall_total_s']:.1f} s wall "
               f"({n / s['wall_total_s'] / args.ranks:,.0f} atoms/s per core)")
         print("  step times (max over ranks): " + ", ".join(f"{k} {v:.1f} s" for k, v in s["timings_s"].items()))
         print("  peak RSS per rank (MiB): " + ", ".join(f"{v:.0f}" for v in s["peak_rss_mib_per_rank"]))
+        for line in s["memtrace"]:
+            print("   ", line)
         fr = s["frames"][0]
         print(f"  dH: mean {fr['mean']:.2f}, max {fr['max']:.1f}, {100 * fr['fraction_above']['0']:.2f}% > 0")
         results["scan"] = s
-    slice_dump = os.path.join(OUT, "ta_1000000.lammpstrj")
+    slice_dump = os.path.join(work, "ta_1000000.lammpstrj")
     snapshot_dump(slice_dump, 1_000_000)
-    hs = run_scan(slice_dump, ref, 1, 1, os.path.join(OUT, "uq_slice"))
+    hs = run_scan(slice_dump, ref, 1, 1, os.path.join(work, "uq_slice"))
     qs = quests_slice(slice_dump, ref)
     q_total = qs["descriptors_s"] + qs["dH_s_extrapolated"]
     print(f"1M-atom slice, 1 core: hpcquests end to end (read, descriptors, dH, write) {hs['wall_total_s']:.1f} s "
@@ -146,7 +158,7 @@ def main():
           f"{qs['descriptors_s']:.1f} s + dH {qs['dH_s_extrapolated']:.1f} s (from 10% of the atoms) = {q_total:.1f} s "
           f"in memory -> {q_total / hs['wall_total_s']:.2f}x")
     results["slice"] = {"hpcquests": hs, "quests": qs, "speedup": q_total / hs["wall_total_s"]}
-    with open(os.path.join(OUT, "uq_scan.json"), "w") as fh:
+    with open(os.path.join(work, "uq_scan.json"), "w") as fh:
         json.dump(results, fh, indent=1, default=str)
 
 

@@ -3,9 +3,10 @@
 ``index_dump`` makes one pass over the file and records, per frame, the header values and the
 byte range of its atom lines without parsing them (newlines are counted in 16 MiB blocks with
 ``bytes.count``). Frames are then parsed — whole (``read_frame``), a row range of one frame, or
-one byte range per MPI rank (``byte_ranges`` + ``read_atom_bytes``, aligned to line starts) —
-by a numba kernel that converts ASCII numbers directly: the mantissa is accumulated as an
-integer and divided or multiplied once by an exact power of ten (≤ 10²²), so the usual ``%g`` /
+one byte range per MPI rank (``byte_ranges`` + ``read_atom_bytes``, aligned to line starts),
+optionally a block of lines at a time (``block_ranges``, ``iter_atom_blocks``) — by a numba
+kernel that converts ASCII numbers directly: the mantissa is accumulated as an integer and
+divided or multiplied once by an exact power of ten (≤ 10²²), so the usual ``%g`` /
 ``%.Nf`` output (≤ 15 significant digits, moderate exponents) is correctly rounded; the rare other
 tokens (longer mantissas, far exponents) are handed to ``float()``. Every value is therefore
 identical to Python's ``float()`` of its text (dumps written with ``%.17g`` parse slower).
@@ -117,11 +118,24 @@ def _parse_box(kind: str, lines: list[str], where: str, line: int):
     return cell, np.array([xlo, ylo, zlo], dtype=float), pbc
 
 
+def _release(mm, start: int, stop: int):
+    """Drop the mapped pages of [start, stop) from this process (they stay in the page cache):
+    scanning a multi-GB dump through an mmap would otherwise count the whole file in the
+    process's resident set (and its peak RSS) until the mapping closes."""
+    lo = start - start % mmap.PAGESIZE
+    if stop > lo and hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+        try:
+            mm.madvise(mmap.MADV_DONTNEED, lo, min(stop, len(mm)) - lo)
+        except (OSError, ValueError):
+            pass
+
+
 def _count_newlines(mm, start: int, stop: int) -> int:
     n = 0
     while start < stop:
         end = min(start + BLOCK, stop)
         n += mm[start:end].count(b"\n")
+        _release(mm, start, end)
         start = end
     return n
 
@@ -144,6 +158,7 @@ def _skip_lines(mm, pos: int, n: int):
                 k = int(np.flatnonzero(np.frombuffer(chunk, dtype=np.uint8) == 10)[remaining - 1])
             return pos + k + 1, n
         remaining -= c
+        _release(mm, pos, stop)
         if stop == size and remaining == 1 and chunk[-1:] != b"\n" and chunk[chunk.rfind(b"\n") + 1:].strip():
             return size, n  # the last line has no trailing newline
         pos = stop
@@ -353,6 +368,42 @@ def byte_ranges(info: FrameInfo, n_parts: int, path=None) -> list[tuple[int, int
         with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
             cuts = [_align(mm, c, a, b) for c in cuts]
     return [(cuts[i], cuts[i + 1]) for i in range(n_parts)]
+
+
+def block_ranges(info: FrameInfo, start: int | None = None, stop: int | None = None, block_bytes: int = 32 << 20,
+                 path=None) -> list[tuple[int, int]]:
+    """Split the byte range [start, stop) of a frame's atom lines (default: all of them; both
+    aligned forward to line starts as in ``read_atom_bytes``) into consecutive blocks of about
+    ``block_bytes`` bytes, each a whole number of lines: parsing them one at a time bounds the
+    memory a rank needs for its share of a huge frame. Together the blocks cover exactly the
+    aligned range (none when it is empty); every block holds at least one line."""
+    if block_bytes < 1:
+        raise ValueError(f"block_bytes must be >= 1, got {block_bytes}")
+    lo, hi = info.atoms_offset, info.end_offset
+    start = lo if start is None else start
+    stop = hi if stop is None else stop
+    path = os.fspath(path) if path is not None else info.path
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        a = _align(mm, start, lo, hi)
+        b = _align(mm, max(stop, a), lo, hi)
+        out = []
+        while a < b:
+            c = b if b - a <= block_bytes else _align(mm, a + block_bytes, a, b)
+            out.append((a, c))
+            a = c
+    return out
+
+
+def iter_atom_blocks(path, info: FrameInfo, start: int | None = None, stop: int | None = None, *,
+                     block_bytes: int = 32 << 20, columns=None, row_start: int | None = None):
+    """``read_atom_bytes`` of each block of ``block_ranges``, in file order: the same rows, values
+    and ids as one ``read_atom_bytes(path, info, start, stop)``, a block at a time. ``row_start``
+    (the range's first row, when known) saves counting lines before the range."""
+    for a, b in block_ranges(info, start, stop, block_bytes, path=path):
+        part = read_atom_bytes(path, info, a, b, columns=columns, row_start=row_start)
+        if part["row_start"] is not None:
+            row_start = part["row_start"] + part["n"]
+        yield part
 
 
 # --------------------------------------------------------------------------------------------

@@ -10,7 +10,9 @@ kernel computes exactly the serial result for them.
 Point coordinates are formed by the same arithmetic as ``descriptors.neighbors`` (wrap into the
 home cell, then add the image shift), so distances — and therefore descriptors — are bitwise
 identical to the single-process path. The pure functions here (grid shape, ownership, halo
-targets) take no communicator; ``exchange_domains`` does the one Alltoallv.
+targets) take no communicator; ``DomainExchange`` streams the exchange in blocks (two passes:
+counts, then data written straight into preallocated receive arrays) and ``exchange_domains``
+is its one-block form.
 """
 
 from __future__ import annotations
@@ -231,8 +233,163 @@ def plan_exchange(positions, cell, pbc, cutoff, shape):
     return {"atom": atom, "dest": dest, "shift": shifts, "wrap": wrap, "owned": owned, "basis": basis}
 
 
+SHIFT_DTYPES = (np.int8, np.int16, np.int32, np.int64)
+
+
+def shift_dtype(max_abs: int) -> np.dtype:
+    """The narrowest signed integer type holding image shifts of magnitude up to ``max_abs``
+    (int8 for wrapped dumps: shifts are a few cells at most; wider for far-unwrapped atoms)."""
+    for dt in SHIFT_DTYPES:
+        if int(max_abs) <= np.iinfo(dt).max:
+            return np.dtype(dt)
+    raise ValueError(f"image shift {max_abs} does not fit int64")
+
+
+class DomainExchange:
+    """Redistribution of a frame's atoms into spatial domains with halos, streamed in blocks.
+
+    A rank's atoms (any subset of the frame, any order) come in blocks, e.g. blocks of lines of
+    its byte range of a dump, each read twice:
+
+    1. ``count(positions)`` per block (no communication): copies per destination domain and the
+       largest image shift;
+    2. ``allocate(payload)`` (collective): every rank learns how many points it receives from
+       each rank, and preallocates its receive arrays once (``pts`` float64, ``shift`` in the
+       narrowest integer type that holds every shift, usually int8, ``atom`` int64, ``owned``);
+    3. ``send(positions, atom_index, payload)`` per block (collective: every rank calls it
+       ``rounds`` times, with no arguments once its blocks are done): one Alltoallv per array
+       writes the block's copies straight into the receivers' arrays;
+    4. ``finish()``: owned points first, then halo points, each group by atom index (stable).
+
+    Memory: the receive arrays (~44 bytes per point with an int64 payload) plus one block's
+    plan and send buffers; no copy of the whole local share or of the whole send set exists.
+    The result is the same for any blocking (each atom's copies come from its own block, in the
+    same order), so ``exchange_domains`` (one block) and a streamed exchange agree exactly.
+    """
+
+    def __init__(self, comm, cell, pbc, cutoff):
+        from ..descriptors.neighbors import complete_cell
+
+        self.comm = comm
+        self.size = comm.Get_size()
+        self.rank = comm.Get_rank()
+        self.cell = np.asarray(cell, dtype=float).reshape(3, 3)
+        self.pbc = np.asarray(pbc, dtype=bool).reshape(3)
+        self.cutoff = float(cutoff)
+        cut = cuttable_axes(self.cell, self.pbc)
+        real = self.cell
+        widths = _widths(real) if abs(np.linalg.det(real)) >= 1e-9 else _widths(complete_cell(cell, pbc))
+        self.shape = grid_shape(self.size, widths, cut)
+        self.send_total = np.zeros(self.size, dtype=np.int64)
+        self.n_blocks = 0
+        self.max_shift = 0
+        self.arrays = None
+        self.rounds = None
+
+    def _plan(self, positions):
+        return plan_exchange(positions, self.cell, self.pbc, self.cutoff, self.shape)
+
+    def count(self, positions):
+        """Pass 1 for one block: count its copies per destination (no communication)."""
+        positions = np.ascontiguousarray(positions, dtype=np.float64).reshape(-1, 3)
+        self.n_blocks += 1
+        if not len(positions):
+            return
+        plan = self._plan(positions)
+        self.send_total += np.bincount(plan["dest"], minlength=self.size).astype(np.int64)
+        bound = np.abs(plan["wrap"]).max(axis=0) + np.abs(plan["shift"]).max(axis=0)  # >= |wrap + shift|
+        self.max_shift = max(self.max_shift, int(bound.max()))
+
+    def allocate(self, payload=None):
+        """Collective, after every ``count``: agree on counts, rounds and the shift type, and
+        preallocate the receive arrays. ``payload``: {name: dtype or (dtype, trailing shape)}
+        of per-atom arrays to carry along (kept for owned points)."""
+        comm = self.comm
+        table = np.array(comm.allgather(self.send_total), dtype=np.int64).reshape(self.size, self.size)
+        self.recv_counts = table[:, self.rank].copy()  # row r: what rank r sends to each rank
+        self.rounds = int(max(comm.allgather(self.n_blocks)))
+        self.shift_dtype = shift_dtype(max(comm.allgather(self.max_shift)))
+        self.recv_start = np.concatenate([[0], np.cumsum(self.recv_counts)[:-1]]).astype(np.int64)
+        self.filled = np.zeros(self.size, dtype=np.int64)
+        n = int(self.recv_counts.sum())
+        self.arrays = {"pts": np.empty((n, 3)), "shift": np.empty((n, 3), dtype=self.shift_dtype),
+                       "atom": np.empty(n, dtype=np.int64), "owned": np.empty(n, dtype=np.bool_)}
+        for name, spec in (payload or {}).items():
+            dt, tail = (spec, ()) if not isinstance(spec, tuple) else (spec[0], tuple(spec[1]))
+            self.arrays["payload:" + name] = np.empty((n, *tail), dtype=dt)
+        return self
+
+    def send(self, positions=None, atom_index=None, payload=None):
+        """Pass 2 for one block (collective). ``atom_index``: the atoms' global index in the
+        frame (the tie-break key); ``payload``: {name: per-atom array} as declared."""
+        if self.arrays is None:
+            raise RuntimeError("DomainExchange.send before allocate")
+        n = 0 if positions is None else len(positions)
+        arrays = self.arrays
+        if n:
+            positions = np.ascontiguousarray(positions, dtype=np.float64).reshape(-1, 3)
+            plan = self._plan(positions)
+            order = np.lexsort((~plan["owned"], plan["dest"]))  # by destination, owned copies first
+            counts = np.bincount(plan["dest"], minlength=self.size).astype(np.int64)
+            src = plan["atom"][order]
+            wrap = plan["wrap"][src]
+            img = plan["shift"][order]
+            owned = plan["owned"][order]
+            basis = plan["basis"]
+            del plan, order
+            # absolute shift relative to the positions as given = wrap + image shift
+            build = {"pts": lambda: _image_points(positions[src], wrap, img, basis),
+                     "shift": lambda: (wrap + img).astype(self.shift_dtype),
+                     "atom": lambda: np.asarray(atom_index, dtype=np.int64)[src],
+                     "owned": lambda: owned}
+            for name in arrays:
+                if name.startswith("payload:"):
+                    build[name] = (lambda a: lambda: np.asarray(a)[src])(payload[name[8:]])
+        else:
+            counts = np.zeros(self.size, dtype=np.int64)
+            build = {name: (lambda a: lambda: a[:0])(a) for name, a in arrays.items()}
+        if self.size == 1:
+            rc = counts.copy()
+        else:
+            rc = np.empty_like(counts)
+            self.comm.Alltoall(counts, rc)
+        over = bool((self.filled + rc > self.recv_counts).any())
+        if any(self.comm.allgather(over)):
+            raise ValueError("domain exchange: more atoms arrived than were counted (the input changed "
+                             "between the counting and the sending pass)")
+        displ = self.recv_start + self.filled
+        for name in list(arrays):  # one array at a time: build it, send it, drop it
+            _alltoallv_into(self.comm, build.pop(name)(), counts, arrays[name], rc, displ)
+        self.filled += rc
+
+    def finish(self) -> dict:
+        """The domain's point set: ``pts`` (P, 3), ``shift`` (P, 3), ``atom`` (P,), owned points
+        first then halo points, each group by atom index; ``n_owned``; ``shape``; the owned
+        points' payload arrays by name."""
+        short = bool((self.filled != self.recv_counts).any())
+        if any(self.comm.allgather(short)):
+            raise ValueError("domain exchange: fewer atoms arrived than were counted (the input changed "
+                             "between the counting and the sending pass)")
+        arrays, self.arrays = self.arrays, None
+        owned = arrays.pop("owned")
+        n_owned = int(owned.sum())
+        # owned first; a stable order within each group keeps results deterministic
+        key = np.lexsort((arrays["atom"], ~owned))
+        del owned
+        out = {"n_owned": n_owned, "shape": self.shape}
+        for name in list(arrays):
+            arr = arrays.pop(name)
+            if name.startswith("payload:"):
+                out[name[8:]] = arr[key[:n_owned]]
+            else:
+                out[name] = arr[key]
+            del arr
+        return out
+
+
 def exchange_domains(comm, positions, atom_index, cell, pbc, cutoff, payload=None):
-    """Redistribute a frame's atoms into spatial domains with halos (one Alltoallv per array).
+    """Redistribute a frame's atoms into spatial domains with halos: ``DomainExchange`` with the
+    whole local share as one block (one Alltoallv per array).
 
     Args:
         positions: (n, 3) this rank's atoms as read (any subset, any order), Å.
@@ -240,55 +397,42 @@ def exchange_domains(comm, positions, atom_index, cell, pbc, cutoff, payload=Non
         payload: optional dict of per-atom arrays to carry along for owned atoms (ids, types).
 
     Returns dict: ``pts`` (P, 3) owned points first then halo points, ``atom`` (P,) global atom
-    index, ``shift`` (P, 3) image shift relative to the positions as given, ``n_owned``, and
-    the owned atoms' payload arrays.
+    index, ``shift`` (P, 3) image shift relative to the positions as given (narrowest integer
+    type holding them), ``n_owned``, ``shape``, and the owned atoms' payload arrays.
     """
-    size = comm.Get_size()
-    from ..descriptors.neighbors import complete_cell
+    payload = {name: np.asarray(a) for name, a in (payload or {}).items()}
+    ex = DomainExchange(comm, cell, pbc, cutoff)
+    ex.count(positions)
+    ex.allocate({name: (a.dtype, a.shape[1:]) for name, a in payload.items()})
+    ex.send(positions, atom_index, payload)
+    for _ in range(ex.rounds - 1):
+        ex.send()
+    return ex.finish()
 
-    cut = cuttable_axes(cell, pbc)
-    real = np.asarray(cell, dtype=float).reshape(3, 3)
-    widths = _widths(real) if abs(np.linalg.det(real)) >= 1e-9 else _widths(complete_cell(cell, pbc))
-    shape = grid_shape(size, widths, cut)
-    plan = plan_exchange(positions, cell, pbc, cutoff, shape)
-    a = plan["atom"]
-    order = np.lexsort((~plan["owned"], plan["dest"]))  # by destination, owned copies first
-    send_counts = np.bincount(plan["dest"], minlength=size).astype(np.int64)  # domain d lives on rank d
-    del plan["dest"]
-    src = a[order]
-    del a
-    wrap = plan["wrap"][src]
-    img = plan["shift"][order]
-    owned_send = plan["owned"][order].astype(np.int8)
-    basis = plan["basis"]
-    del plan, order
-    # one array at a time: build it, send it, drop it (bounded memory on 10^7 atoms per rank)
-    recv = {}
-    recv["pts"] = alltoallv(comm, _image_points(np.ascontiguousarray(positions, dtype=np.float64)[src], wrap, img,
-                                                basis), send_counts)
-    # absolute shift relative to the positions as given = wrap + image shift
-    recv["shift"] = alltoallv(comm, wrap + img, send_counts)
-    del wrap, img
-    recv["atom"] = alltoallv(comm, np.asarray(atom_index, dtype=np.int64)[src], send_counts)
-    recv["owned"] = alltoallv(comm, owned_send, send_counts)
-    del owned_send
-    for name, arr in (payload or {}).items():
-        recv["payload:" + name] = alltoallv(comm, np.asarray(arr)[src], send_counts)
-    del src
-    owned = recv.pop("owned").astype(bool)
-    n_owned = int(owned.sum())
-    # owned first; a stable order within each group keeps results deterministic
-    key = np.lexsort((recv["atom"], ~owned))
-    del owned
-    out = {"n_owned": n_owned, "shape": shape}
-    for name in list(recv):
-        arr = recv.pop(name)
-        if name.startswith("payload:"):
-            out[name[8:]] = arr[key[:n_owned]]
-        else:
-            out[name] = np.ascontiguousarray(arr[key])
-        del arr
-    return out
+
+def _alltoallv_into(comm, array, send_counts, recv, recv_counts, recv_displ):
+    """Send rows ``array[sum(send_counts[:r]) : ...]`` to rank r; rows from rank r land at
+    ``recv[recv_displ[r] : recv_displ[r] + recv_counts[r]]``. Counts and displacements are in
+    rows (a contiguous row datatype), so they stay far below 2**31 on huge domains."""
+    array = np.ascontiguousarray(array, dtype=recv.dtype)
+    if comm.Get_size() == 1:
+        d, c = int(recv_displ[0]), int(recv_counts[0])
+        recv[d:d + c] = array[:c]
+        return
+    from mpi4py import MPI
+
+    if recv.dtype == np.bool_:
+        array, recv = array.view(np.uint8), recv.view(np.uint8)
+    row = int(np.prod(recv.shape[1:])) if recv.ndim > 1 else 1
+    base = MPI._typedict[recv.dtype.char]
+    mpitype = base.Create_contiguous(row).Commit() if row > 1 else base
+    sd = np.concatenate([[0], np.cumsum(send_counts)[:-1]]).astype(np.int64)
+    try:
+        comm.Alltoallv([array.reshape(-1), (np.asarray(send_counts), sd), mpitype],
+                       [recv.reshape(-1), (np.asarray(recv_counts), np.asarray(recv_displ)), mpitype])
+    finally:
+        if row > 1:
+            mpitype.Free()
 
 
 def alltoallv(comm, array, send_counts):

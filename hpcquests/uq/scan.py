@@ -3,9 +3,12 @@
 Pipeline per frame (every rank takes part in every frame):
 
 1. rank 0 indexes the dump once (byte offsets of frames); each rank parses its own byte range of
-   the frame's atom lines — no rank reads the whole frame;
-2. atoms move to spatial domains with a halo of the cutoff (``parallel.domains``, one
-   Alltoallv); descriptors of owned atoms are bitwise the serial ones;
+   the frame's atom lines — no rank reads the whole frame — a block of ``--read-block`` bytes
+   at a time;
+2. atoms move to spatial domains with a halo of the cutoff (``parallel.domains.DomainExchange``),
+   streamed in those blocks in two passes (counts, then data straight into preallocated receive
+   arrays), so a rank never holds its whole share of the lines; descriptors of owned atoms are
+   bitwise the serial ones;
 3. owned atoms are processed in chunks of ``--chunk-atoms``: descriptors, then δH against the
    reference (gathered on every rank, or passed around a ring when larger than
    ``--ref-memory``); each finished chunk is written atomically to its own shard — that is the
@@ -36,6 +39,7 @@ from .._json import json_default
 EXIT_BAD_INPUT = 2
 EXIT_CHECKPOINTED = 75  # EX_TEMPFAIL: the batch script requeues the job on this status
 RESULT_NAME = "dH.h5"
+READ_BLOCK = 32 << 20  # bytes of atom lines per read + exchange block (~750k lines of x y z dumps)
 
 
 class StopRequested(Exception):
@@ -103,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=("auto", "cpu", "gpu"), default="cpu", help="kernel backend")
     p.add_argument("--chunk-atoms", type=int, default=262_144,
                    help="atoms per rank per chunk: bounds memory, and the checkpoint granularity")
+    p.add_argument("--read-block", type=_ref_memory, default=READ_BLOCK,
+                   help="bytes of atom lines a rank parses and sends to their domains at a time: bounds "
+                        "the memory of reading a huge frame (default 32M; results do not depend on it)")
     p.add_argument("-k", type=int, default=32, help="nearest neighbours (default 32)")
     p.add_argument("--cutoff", type=float, default=5.0, help="cutoff in Å (default 5.0)")
     p.add_argument("--ref-memory", type=_ref_memory, default="2G",
@@ -250,12 +257,6 @@ def _read_chunk(path) -> dict:
 
 # --------------------------------------------------------------------------- frames
 
-def frame_species(part_numbers) -> set:
-    from ase.data import chemical_symbols
-
-    return {chemical_symbols[z] for z in np.unique(part_numbers)}
-
-
 def scan(args, comm) -> dict:
     """Run the scan; returns the summary (rank 0) or {} (other ranks)."""
     from ..io import lammps
@@ -305,15 +306,17 @@ def scan(args, comm) -> dict:
     signature = json.loads(json.dumps(signature))  # as it will read back from the manifest
     ckpt = Checkpoint(args.out, signature, comm)
 
-    # read the first chosen frame's species to check against the reference
+    # the first chosen frame's species (streamed in blocks), to check against the reference
     first = frames[chosen[0]]
-    probe = collective(comm, _read_part, args.traj, first, size, rank, types, chosen[0])
-    species = set().union(*comm.allgather(frame_species(probe["numbers"])))
-    del probe  # a whole frame's share: do not keep it for the rest of the scan
+    mem = MemTrace(rank)
+    mem("index")
+    species = collective(comm, _part_species, args, first, size, rank, types, chosen[0])
+    species = set().union(*comm.allgather(species))
     x_ref = load_reference(comm, args, species)
     ref = collective(comm, ReferenceSet, comm, x_ref, args.bandwidth, ref_memory=args.ref_memory,
                      backend=args.backend)
     del x_ref
+    mem("reference")
     ckpt.prepare()
     stop = StopFlag().install()
     annotated_dir = os.path.join(args.out, "annotated")
@@ -363,54 +366,130 @@ def scan(args, comm) -> dict:
     return summary
 
 
-def _read_part(path, info, size, rank, types, frame_no):
-    """This rank's byte range of a frame's atom lines, parsed."""
+def _numbers(path, part, types, frame_no):
+    """Atomic numbers of a parsed block: its element column, or its types through ``types``
+    (ValueError naming a type without an element)."""
+    numbers = part.get("numbers")
+    if numbers is not None:
+        return numbers
+    t = part["types"]
+    unknown = sorted(set(np.unique(t).tolist()) - set(types))
+    if unknown:
+        raise ValueError(f"TRAJ {path} frame {frame_no}: LAMMPS type {unknown[0]} has no element: pass "
+                         f"--types {unknown[0]}=<element>,...")
+    from ase.data import atomic_numbers
+
+    lut = np.zeros(max(types) + 1, dtype=np.int64)
+    for tt, el in types.items():
+        lut[tt] = atomic_numbers[el]
+    return lut[t]
+
+
+def _read_block(path, info, a, b, types, frame_no, row_start=None):
+    """One block of this rank's atom lines, parsed; only what the scan uses is kept."""
+    from ..io import lammps
+
+    part = lammps.read_atom_bytes(path, info, a, b, row_start=row_start)
+    _numbers(path, part, types, frame_no)  # every frame is checked for types without an element
+    return {"ids": part["ids"], "positions": part["positions"], "n": part["n"], "row_start": part["row_start"]}
+
+
+def _part_species(args, info, size, rank, types, frame_no) -> set:
+    """Species in this rank's byte range of a frame, parsed a block at a time."""
+    from ase.data import chemical_symbols
+
     from ..io import lammps
 
     start, stop = lammps.byte_ranges(info, size)[rank]
-    part = lammps.read_atom_bytes(path, info, start, stop)
-    numbers = part.get("numbers")
-    if numbers is None:
-        t = part["types"]
-        unknown = sorted(set(np.unique(t).tolist()) - set(types))
-        if unknown:
-            raise ValueError(f"TRAJ {path} frame {frame_no}: LAMMPS type {unknown[0]} has no element: pass "
-                             f"--types {unknown[0]}=<element>,...")
-        from ase.data import atomic_numbers
+    found = set()
+    for part in lammps.iter_atom_blocks(args.traj, info, start, stop, block_bytes=_read_block_bytes(args)):
+        found.update(np.unique(_numbers(args.traj, part, types, frame_no)).tolist())
+    return {chemical_symbols[z] for z in found}
 
-        lut = np.zeros(max(types) + 1, dtype=np.int64)
-        for tt, el in types.items():
-            lut[tt] = atomic_numbers[el]
-        numbers = lut[t]
-    # keep what the scan uses; the parsed columns are a frame's share of memory
-    return {"ids": part["ids"], "numbers": numbers, "positions": part["positions"], "n": part["n"],
-            "byte_range": part["byte_range"]}
+
+def _read_block_bytes(args) -> int:
+    return max(1, int(getattr(args, "read_block", READ_BLOCK) or READ_BLOCK))
+
+
+def _read_and_exchange(args, comm, info, f, types, timings, mem):
+    """This rank's byte range of frame ``f``, parsed and sent to the spatial domains in blocks
+    of lines (``--read-block``), in two passes: counts (parse, plan), then data (parse again,
+    send straight into the receivers' preallocated arrays). Neither the rank's share of the
+    frame nor the whole send set is ever held at once.
+
+    Returns (dom, part): the domain's point set (``parallel.domains.DomainExchange.finish``) with
+    the owned atoms' ``id`` and ``row`` (line in the frame), and ``part`` = this rank's
+    ``byte_range`` and ``n`` lines with ``row_counts`` of every rank."""
+    from ..io import lammps
+    from ..parallel.domains import DomainExchange
+    from ..parallel.drivers import collective
+
+    rank, size = comm.Get_rank(), comm.Get_size()
+    t = time.perf_counter()
+    start, stop = lammps.byte_ranges(info, size)[rank]
+    blocks = collective(comm, lammps.block_ranges, info, start, stop, _read_block_bytes(args), args.traj)
+    ex = DomainExchange(comm, info.cell, info.pbc, args.cutoff)
+    t_parse = [0.0]
+
+    def count_pass():
+        n, row = 0, None
+        for a, b in blocks:
+            t0 = time.perf_counter()
+            part = _read_block(args.traj, info, a, b, types, f, row_start=row)
+            t_parse[0] += time.perf_counter() - t0
+            row = None if part["row_start"] is None else part["row_start"] + part["n"]
+            n += part["n"]
+            ex.count(part["positions"])
+        return n
+
+    n_local = collective(comm, count_pass)
+    row_counts = comm.allgather(n_local)
+    row_start = int(sum(row_counts[:rank]))
+    has_id = "id" in info.columns
+    ex.allocate({"id": np.int64} if has_id else {})
+    mem("read + exchange: counts pass")
+    row = row_start
+    for i in range(ex.rounds):
+        if i < len(blocks):
+            t0 = time.perf_counter()
+            part = collective(comm, _read_block, args.traj, info, *blocks[i], types, f, row)
+            t_parse[0] += time.perf_counter() - t0
+            rows = np.arange(row, row + part["n"], dtype=np.int64)
+            row += part["n"]
+            ex.send(part["positions"], rows, {"id": part["ids"]} if has_id else None)
+            del part, rows
+        else:  # this rank's blocks are done: keep taking part in the collective rounds
+            collective(comm, lambda: None)
+            ex.send()
+    dom = ex.finish()
+    # for owned atoms the tie-break index is the row: no need to send it twice
+    dom["row"] = dom["atom"][:dom["n_owned"]].copy()
+    if not has_id:
+        dom["id"] = dom["row"] + 1  # LAMMPS numbers atoms from 1; without an id column use the row
+    byte_range = (blocks[0][0], blocks[-1][1]) if blocks else (start, start)
+    part = {"byte_range": byte_range, "n": n_local, "row_counts": row_counts, "row_start": row_start}
+    timings["read"] += t_parse[0]
+    timings["exchange"] += time.perf_counter() - t - t_parse[0]
+    return dom, part
 
 
 def _scan_frame(args, comm, info, f, types, ref, ckpt, stop, timings, prog, annotated_dir):
     from ..descriptors import MIN_DISTANCE, BinnedPoints
-    from ..parallel.domains import alltoallv, exchange_domains
+    from ..parallel.domains import alltoallv
     from ..parallel.drivers import collective
     from .stats import frame_statistics
 
     rank, size = comm.Get_rank(), comm.Get_size()
+    mem = MemTrace(rank)
+    mem("before frame")
+    # memory per rank ~ its domain + halo, never the frame nor its whole share of the lines
+    dom, part = _read_and_exchange(args, comm, info, f, types, timings, mem)
+    n_local, row_counts, row_start = part["n"], part["row_counts"], part["row_start"]
+    mem("read + exchange: data pass")
     t = time.perf_counter()
-    part = collective(comm, _read_part, args.traj, info, size, rank, types, f)
-    n_local = len(part["ids"])
-    row_counts = comm.allgather(n_local)
-    row_start = int(sum(row_counts[:rank]))
-    rows = np.arange(row_start, row_start + n_local, dtype=np.int64)
-    if "id" not in info.columns:
-        part["ids"] = rows + 1  # LAMMPS numbers atoms from 1; without an id column use the row
-    timings["read"] += time.perf_counter() - t
-
-    t = time.perf_counter()
-    dom = collective(comm, exchange_domains, comm, part["positions"], rows, info.cell, info.pbc, args.cutoff,
-                     payload={"id": part["ids"], "row": rows})
-    # keep only what later steps need: memory per rank ~ its domain + halo, not the frame
-    part = {"byte_range": part["byte_range"], "n": n_local}
     binned = BinnedPoints.taking(dom, args.cutoff)  # pops pts/atom/shift from dom
     timings["exchange"] += time.perf_counter() - t
+    mem("binning")
     n_owned = dom["n_owned"]
     # the same chunk count on every rank: the ring path of the reference is collective
     n_chunks = max(comm.allgather(-(-n_owned // args.chunk_atoms)))
@@ -454,6 +533,9 @@ def _scan_frame(args, comm, info, f, types, ref, ckpt, stop, timings, prog, anno
         prog.update(c + 1)
         if any(comm.allgather(stop.set)):
             raise StopRequested(f"signal received: checkpointed after frame {f} chunk {c}")
+    binned = None  # the point set (also held by describe's closure): not needed any more
+    dom.pop("id")
+    mem("chunks (descriptors, dH, shards)")
     stats = frame_statistics(comm, dh_owned, args.threshold)
     stats.update(frame=int(f), timestep=int(info.timestep))
     if not args.no_annotated_dump:
@@ -469,10 +551,50 @@ def _scan_frame(args, comm, info, f, types, ref, ckpt, stop, timings, prog, anno
         collective(comm, _write_annotated, comm, args.traj, info, part, mine,
                    os.path.join(annotated_dir, f"frame-{f:06d}.lammpstrj"))
         timings["write"] += time.perf_counter() - t
+    mem("annotated dump")
     return stats
 
 
 _CHUNKS_DONE = [0]
+
+
+def _vm_status():
+    """(VmRSS, VmHWM) of this process in MiB from /proc/self/status (None off Linux)."""
+    try:
+        with open("/proc/self/status") as fh:
+            d = dict(line.split(":", 1) for line in fh if line.startswith(("VmRSS", "VmHWM")))
+        return int(d["VmRSS"].split()[0]) / 1024.0, int(d["VmHWM"].split()[0]) / 1024.0
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+class MemTrace:
+    """``HPCQUESTS_UQ_MEMTRACE=1``: after each phase, print this rank's peak RSS during the phase
+    and its RSS at its end (stderr), resetting the kernel's high-water mark in between
+    (/proc/self/clear_refs), so the peak is attributed to the phase that made it. The scan's
+    reported peak is then the largest phase peak (resetting the mark also resets getrusage's)."""
+
+    peak = 0.0
+
+    def __init__(self, rank):
+        self.rank = rank
+        self.enabled = bool(os.environ.get("HPCQUESTS_UQ_MEMTRACE")) and _vm_status() is not None
+        self.t = time.perf_counter()
+
+    def __call__(self, phase):
+        if not self.enabled:
+            return
+        rss, hwm = _vm_status()
+        MemTrace.peak = max(MemTrace.peak, hwm)
+        now = time.perf_counter()
+        print(f"[mem] rank {self.rank} {phase}: peak {hwm:.0f} MiB, now {rss:.0f} MiB ({now - self.t:.1f} s)",
+              file=sys.stderr, flush=True)
+        self.t = now
+        try:
+            with open("/proc/self/clear_refs", "w") as fh:
+                fh.write("5")
+        except OSError:
+            pass
 
 
 def _test_signal_hook(rank):
@@ -486,7 +608,7 @@ def _test_signal_hook(rank):
 
 DH_FORMAT = b"% .9e"  # fixed width (16 bytes): output offsets are known before formatting
 DH_WIDTH = 17           # the separating space + 16
-ANNOTATE_BLOCK = 1 << 20  # lines per formatted block (bounded memory)
+ANNOTATE_BYTES = 8 << 20  # bytes of atom lines per formatted block (~200k lines, ~60 MB of Python objects)
 
 
 def _write_annotated(comm, traj, info, part, dh, path):
@@ -518,7 +640,7 @@ def _write_annotated(comm, traj, info, part, dh, path):
             src.seek(start)
             remaining, row = stop - start, 0
             while remaining > 0:
-                raw = src.read(min(remaining, 64 << 20))
+                raw = src.read(min(remaining, ANNOTATE_BYTES))
                 remaining -= len(raw)
                 if remaining > 0:  # complete the last line of this block
                     extra = src.readline()
@@ -550,7 +672,8 @@ def _finalize(args, comm, frames, chosen, frame_stats, ckpt, bad, timings, ref, 
 
     rank = comm.Get_rank()
     timings = {k: float(comm.allreduce(v, op=_max(comm))) for k, v in timings.items()}
-    peak_rss = comm.allgather(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)
+    MemTrace(rank)("finalize")
+    peak_rss = comm.allgather(max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, MemTrace.peak))
 
     def write():
         if rank != 0:

@@ -14,7 +14,7 @@ import hpcquests as hq
 from hpcquests import testing
 from hpcquests.descriptors import point_set_descriptors
 from hpcquests.parallel import get_comm, partition
-from hpcquests.parallel.domains import exchange_domains
+from hpcquests.parallel.domains import DomainExchange, exchange_domains
 
 comm = get_comm()
 rank, size = comm.Get_rank(), comm.Get_size()
@@ -31,6 +31,25 @@ for name, atoms in frames.items():
     mine = perm[lo:hi]
     dom = exchange_domains(comm, atoms.positions[mine], mine, atoms.cell.array, atoms.pbc, 5.0,
                            payload={"index": mine})
+    # streamed: a different number of blocks on every rank (extra rounds, empty blocks), same result
+    ex = DomainExchange(comm, atoms.cell.array, atoms.pbc, 5.0)
+    blocks = np.array_split(np.arange(len(mine)), 2 * rank + 1 + (len(mine) % 3))
+    for b in blocks:
+        ex.count(atoms.positions[mine[b]])
+    ex.allocate({"index": np.int64})
+    assert ex.rounds == max(comm.allgather(len(blocks)))
+    for i in range(ex.rounds):
+        if i < len(blocks):
+            b = blocks[i]
+            ex.send(atoms.positions[mine[b]], mine[b], {"index": mine[b]})
+        else:
+            ex.send()
+    streamed = ex.finish()
+    assert streamed.keys() == dom.keys()
+    for key in dom:
+        assert np.array_equal(streamed[key], dom[key]), (name, key)
+        assert np.asarray(streamed[key]).dtype == np.asarray(dom[key]).dtype
+    assert dom["shift"].dtype == np.int8
     x = np.empty((dom["n_owned"], 63))
     point_set_descriptors(dom["pts"], dom["atom"], dom["shift"], dom["n_owned"], 32, 5.0, out=x)
     idx = comm.gather(dom["index"], root=0)

@@ -70,6 +70,22 @@ def test_same_dh_on_any_rank_count(data, n, name, tmp_path):
     assert [fr["frame"] for fr in summary["frames"]] == list(range(n_frames))
 
 
+@pytest.mark.parametrize("n", [2, 3])
+def test_read_block_size_does_not_change_results(data, n, tmp_path):
+    """Streaming the read + exchange in blocks of a few lines (ranks with different numbers of
+    blocks) gives bitwise the store and annotated dump of one block per rank."""
+    d, _ = data
+    args = [d / "orth.lammpstrj", d / "ref.h5", "--types", "1=Ta", "--chunk-atoms", 80, "-q"]
+    assert uq(n, *args, "--out", tmp_path / "one", "--read-block", "1G").returncode == 0
+    out = uq(n, *args, "--out", tmp_path / "many", "--read-block", "700")
+    assert out.returncode == 0, out.stderr
+    with h5py.File(tmp_path / "one" / "dH.h5") as a, h5py.File(tmp_path / "many" / "dH.h5") as b:
+        for name in ("dH", "atom_id", "row", "frame"):
+            assert np.array_equal(a[name][...], b[name][...]), name
+    assert ((tmp_path / "one" / "orth_dH.lammpstrj").read_bytes()
+            == (tmp_path / "many" / "orth_dH.lammpstrj").read_bytes())
+
+
 @pytest.mark.parametrize("n,dump", [(2, "orth"), (3, "orth"), (3, "many")])
 def test_resume_after_signal(data, n, dump, tmp_path):
     d, _ = data

@@ -206,6 +206,88 @@ def test_byte_ranges_reproduce_read_frame(dumps, variant):
         assert np.array_equal(rows["positions"], whole["positions"][5:17])
 
 
+@pytest.mark.parametrize("variant", ["x", "xs"])
+def test_blocks_reproduce_byte_ranges(dumps, variant):
+    """Streaming a rank's byte range in blocks of lines gives exactly its unstreamed parse."""
+    path = dumps["vary"] / f"{variant}.lammpstrj"
+    infos, _ = lmp.index_dump(path)
+    text = open(path, "rb").read()
+    for info in infos:
+        for n_parts in (1, 3):
+            for s, e in lmp.byte_ranges(info, n_parts):
+                whole = lmp.read_atom_bytes(path, info, s, e)
+                for block_bytes in (1, 37, 500, 1 << 30):
+                    blocks = lmp.block_ranges(info, s, e, block_bytes)
+                    # consecutive whole lines covering exactly the range, none empty
+                    assert [b[0] for b in blocks[1:]] == [b[1] for b in blocks[:-1]]
+                    if e > s:
+                        assert blocks[0][0] == s and blocks[-1][1] == e
+                    assert all(b > a and text[a - 1:a] == b"\n" and text[b - 1:b] == b"\n" for a, b in blocks)
+                    if block_bytes == 1:  # a block holds at least one line
+                        assert len(blocks) == whole["n"]
+                    parts = list(lmp.iter_atom_blocks(path, info, s, e, block_bytes=block_bytes))
+                    assert sum(p["n"] for p in parts) == whole["n"]
+                    for key in ("ids", "positions") + (("numbers",) if "element" in info.columns else ("types",)):
+                        got = np.concatenate([p[key] for p in parts]) if parts else whole[key][:0]
+                        assert got.dtype == whole[key].dtype and np.array_equal(got, whole[key])
+    with pytest.raises(ValueError):
+        lmp.block_ranges(infos[0], block_bytes=0)
+
+
+def test_blocks_without_id_column_number_rows(tmp_path):
+    from ase.build import bulk
+
+    atoms = bulk("Ta", "bcc", a=3.31, cubic=True).repeat(3)
+    atoms.rattle(0.05, seed=1)
+    path = tmp_path / "noid.lammpstrj"
+    testing.write_lammps_dump(path, [atoms, atoms], ("type", "x", "y", "z"))
+    infos, _ = lmp.index_dump(path)
+    for info in infos:
+        whole = lmp.read_frame(path, info)
+        for s, e in lmp.byte_ranges(info, 2):
+            ref = lmp.read_atom_bytes(path, info, s, e)
+            parts = list(lmp.iter_atom_blocks(path, info, s, e, block_bytes=100))
+            assert len(parts) > 1
+            assert np.array_equal(np.concatenate([p["ids"] for p in parts]), ref["ids"])
+            assert [p["row_start"] for p in parts] == list(np.cumsum([ref["row_start"]] + [p["n"] for p in parts])[:-1])
+        assert np.array_equal(np.concatenate([p["ids"] for p in lmp.iter_atom_blocks(path, info, block_bytes=64)]),
+                              whole["ids"])
+
+
+def test_index_releases_mapped_pages(tmp_path):
+    """Indexing scans the file through an mmap; the scanned pages are dropped from the process as
+    it goes (madvise), so indexing a multi-GB dump does not raise the peak RSS by the file size."""
+    import mmap
+
+    if not hasattr(mmap, "MADV_DONTNEED"):
+        pytest.skip("no madvise")
+    from hpcquests.uq.scan import _vm_status
+
+    if _vm_status() is None:
+        pytest.skip("no /proc/self/status")
+    path = tmp_path / "big.lammpstrj"
+    n = 3_000_000
+    with open(path, "wb") as fh:
+        fh.write(f"ITEM: TIMESTEP\n0\nITEM: NUMBER OF ATOMS\n{n}\nITEM: BOX BOUNDS pp pp pp\n"
+                 "0 10\n0 10\n0 10\nITEM: ATOMS id type x y z\n".encode())
+        line = b"1 1 1.000000 2.000000 3.000000" + b" " * 33 + b"\n"  # 64 bytes
+        block = line * (1 << 16)
+        for _ in range(n >> 16):
+            fh.write(block)
+        fh.write(line * (n - (n >> 16 << 16)))
+    size_mib = path.stat().st_size / 2**20  # ~183 MiB
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")  # reset the peak (VmHWM) to the current RSS
+    except OSError:
+        pytest.skip("cannot reset the peak RSS")
+    rss0, _ = _vm_status()
+    infos, _ = lmp.index_dump(path)
+    _, hwm = _vm_status()
+    assert infos[0].n_atoms == n
+    assert hwm - rss0 < size_mib / 2, (hwm, rss0, size_mib)
+
+
 def dataclass_without_path(info):
     import dataclasses
 

@@ -105,6 +105,45 @@ def test_annotated_dump_keeps_columns_and_order(data, tmp_path):
     assert len(frames) == 2
 
 
+@pytest.mark.parametrize("columns", [("id", "type", "x", "y", "z"), ("type", "xu", "yu", "zu")])
+def test_read_block_size_does_not_change_results(data, tmp_path, columns):
+    """The read + exchange streamed in blocks of a few lines gives the same store, annotated dump
+    and statistics as one block; without an id column the rows number the atoms."""
+    d, x = data
+    traj = [testing.defective_crystal(size=(4, 4, 4), seed=11),
+            testing.perturbed_crystal("bcc", "Ta", size=(4, 5, 4), noise=0.06, seed=12)]
+    dump = tmp_path / "t.lammpstrj"
+    testing.write_lammps_dump(dump, traj, columns, seed=13)
+    common = [dump, d / "ref.h5", "--types", "1=Ta", "--chunk-atoms", 70, "-q"]
+    assert run(*common, "--out", tmp_path / "one", "--read-block", "1G") == 0
+    assert run(*common, "--out", tmp_path / "many", "--read-block", "300") == 0
+    with h5py.File(tmp_path / "one" / "dH.h5") as a, h5py.File(tmp_path / "many" / "dH.h5") as b:
+        for name in ("dH", "atom_id", "row", "frame", "timestep"):
+            assert np.array_equal(a[name][...], b[name][...]), name
+    assert (tmp_path / "one" / "t_dH.lammpstrj").read_bytes() == (tmp_path / "many" / "t_dH.lammpstrj").read_bytes()
+    sa = json.loads((tmp_path / "one" / "summary.json").read_text())
+    sb = json.loads((tmp_path / "many" / "summary.json").read_text())
+    assert sa["frames"] == sb["frames"]
+    got, exp = result(tmp_path / "many"), expected(dump, x)
+    assert got.keys() == exp.keys()
+    assert max(abs(got[k] - exp[k]) / max(1.0, abs(exp[k])) for k in exp) <= 1e-12
+
+
+def test_memtrace_reports_phases(data, tmp_path, monkeypatch, capsys):
+    from hpcquests.uq.scan import _vm_status
+
+    if _vm_status() is None:
+        pytest.skip("no /proc/self/status")
+    d, _ = data
+    monkeypatch.setenv("HPCQUESTS_UQ_MEMTRACE", "1")
+    assert run(d / "orth.lammpstrj", d / "ref.h5", "--out", tmp_path / "o", "--types", "1=Ta", "-q") == 0
+    err = capsys.readouterr().err
+    for phase in ("read + exchange: counts pass", "read + exchange: data pass", "binning", "annotated dump"):
+        assert f"] rank 0 {phase}: peak " in err, err
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["peak_rss_mib_per_rank"][0] > 50
+
+
 def test_interrupted_scan_resumes_identically(data, tmp_path, monkeypatch):
     d, x = data
     common = [d / "orth.lammpstrj", d / "ref.h5", "--types", "1=Ta", "--chunk-atoms", 100, "-q"]
