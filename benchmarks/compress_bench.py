@@ -227,8 +227,17 @@ def main():
     os.makedirs(out, exist_ok=True)
     for r in results["runs"]:
         r.pop("order", None)
-    with open(os.path.join(out, "compress.json"), "w") as fh:
+    path = os.path.join(out, "compress.json")
+    if os.path.exists(path):  # keep the other part of an earlier run (--only-big / --no-big)
+        with open(path) as fh:
+            earlier = json.load(fh)
+        if not results["runs"]:
+            results["runs"] = earlier.get("runs", [])
+        if "big" not in results and "big" in earlier:
+            results["big"] = earlier["big"]
+    with open(path + ".tmp", "w") as fh:
         json.dump(results, fh, indent=1)
+    os.replace(path + ".tmp", path)
 
 
 if __name__ == "__main__":

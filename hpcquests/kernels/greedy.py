@@ -239,9 +239,8 @@ def _collect_band(heap, n, bound, band, out, stack):
 
 @nb.njit(cache=True)
 def lazy_best(heap, n, env_off, y, yn, m, s, env_folded, env_bound, sel_x, sel_xn, sel_off, n_sel, inv2h2,
-              prune_d2, entropies, st_bound, st_folded, scratch, floor=-np.inf):
-    """The best live structure of this rank (heap top) with an exact, up-to-date score, or
-    none (-1) as soon as every bound here lies below ``floor`` (nothing here can reach it).
+              prune_d2, entropies, st_bound, st_folded, scratch):
+    """The best live structure of this rank (heap top) with an exact, up-to-date score.
 
     Args:
         heap: (n_local,) int64 structure indices, heap[:n] the live ones, ordered on st_bound.
@@ -250,7 +249,6 @@ def lazy_best(heap, n, env_off, y, yn, m, s, env_folded, env_bound, sel_x, sel_x
         sel_x (rows, d), sel_xn (rows,), sel_off (n_sel + 1,): selected environments (centred).
         entropies, st_bound, st_folded: (n_local,) H(S), score bounds, fold counts.
         scratch: (2·n_local,) int64 work space.
-        floor: give up (return -1) once the top bound is below it (-inf: never).
 
     Returns:
         (local index or -1 when none is left, kernel pairs evaluated).
@@ -264,8 +262,6 @@ def lazy_best(heap, n, env_off, y, yn, m, s, env_folded, env_bound, sel_x, sel_x
     pairs = 0
     while n > 0:
         c = heap[0]
-        if st_bound[c] < floor:
-            return -1, pairs
         if st_folded[c] < n_sel:
             limit = -np.inf
             if n > 1:
