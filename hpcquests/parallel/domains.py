@@ -277,8 +277,8 @@ class DomainExchange:
         self.pbc = np.asarray(pbc, dtype=bool).reshape(3)
         self.cutoff = float(cutoff)
         cut = cuttable_axes(self.cell, self.pbc)
-        real = self.cell
-        widths = _widths(real) if abs(np.linalg.det(real)) >= 1e-9 else _widths(complete_cell(cell, pbc))
+        flat = abs(np.linalg.det(self.cell)) < 1e-9
+        widths = _widths(complete_cell(self.cell, self.pbc) if flat else self.cell)
         self.shape = grid_shape(self.size, widths, cut)
         self.send_total = np.zeros(self.size, dtype=np.int64)
         self.n_blocks = 0
@@ -441,16 +441,10 @@ def alltoallv(comm, array, send_counts):
     array = np.ascontiguousarray(array)
     if comm.Get_size() == 1:
         return array
-    row = int(np.prod(array.shape[1:])) if array.ndim > 1 else 1
     send_counts = np.asarray(send_counts, dtype=np.int64)
     recv_counts = np.empty_like(send_counts)
     comm.Alltoall(send_counts, recv_counts)
     out = np.empty((int(recv_counts.sum()), *array.shape[1:]), dtype=array.dtype)
-    sc, rc = send_counts * row, recv_counts * row
-    sd = np.concatenate([[0], np.cumsum(sc)[:-1]])
-    rd = np.concatenate([[0], np.cumsum(rc)[:-1]])
-    from mpi4py import MPI
-
-    mpitype = MPI._typedict[array.dtype.char]
-    comm.Alltoallv([array.reshape(-1), (sc, sd), mpitype], [out.reshape(-1), (rc, rd), mpitype])
+    recv_displ = np.concatenate([[0], np.cumsum(recv_counts)[:-1]]).astype(np.int64)
+    _alltoallv_into(comm, array, send_counts, out, recv_counts, recv_displ)
     return out

@@ -385,12 +385,15 @@ def _numbers(path, part, types, frame_no):
     return lut[t]
 
 
-def _read_block(path, info, a, b, types, frame_no, row_start=None):
-    """One block of this rank's atom lines, parsed; only what the scan uses is kept."""
+def _read_block(path, info, a, b, types, frame_no, row_start=None, validate=True):
+    """One block of this rank's atom lines, parsed; only what the scan uses is kept.
+    ``validate``: parse every column and check the types (the counting pass); the sending pass
+    reads the same bytes again and parses only ids and positions."""
     from ..io import lammps
 
-    part = lammps.read_atom_bytes(path, info, a, b, row_start=row_start)
-    _numbers(path, part, types, frame_no)  # every frame is checked for types without an element
+    part = lammps.read_atom_bytes(path, info, a, b, row_start=row_start, columns=None if validate else [])
+    if validate:
+        _numbers(path, part, types, frame_no)  # every frame is checked for types without an element
     return {"ids": part["ids"], "positions": part["positions"], "n": part["n"], "row_start": part["row_start"]}
 
 
@@ -452,7 +455,7 @@ def _read_and_exchange(args, comm, info, f, types, timings, mem):
     for i in range(ex.rounds):
         if i < len(blocks):
             t0 = time.perf_counter()
-            part = collective(comm, _read_block, args.traj, info, *blocks[i], types, f, row)
+            part = collective(comm, _read_block, args.traj, info, *blocks[i], types, f, row, False)
             t_parse[0] += time.perf_counter() - t0
             rows = np.arange(row, row + part["n"], dtype=np.int64)
             row += part["n"]
