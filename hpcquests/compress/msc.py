@@ -13,15 +13,18 @@ kernel sum over C (``hpcquests.kernels.greedy``). The sums only grow as C grows,
 structure's score only falls and a stale score is an upper bound. The *lazy* greedy keeps the
 candidates in a max-heap of (possibly stale) scores and brings a structure up to date only
 when it reaches the top; it gives the identical selection to the eager greedy (which updates
-every candidate after every pick) with far fewer kernel evaluations. A structure is accepted
-only when no stale bound lies within a relative 1e-10 of its fresh score, so rounding in the
-last bits can never make the lazy and eager selections differ.
+every candidate after every pick) with far fewer kernel evaluations. Bounds are lowered
+first with cheap float32 lower bounds of the kernel sums on the leading principal components
+of the descriptors (``principal_axes``, ``bound_rank``, ``bound_fields``), and an environment
+is folded exactly only when its complete bound still tops. A structure is accepted only when
+no bound lies within a relative 1e-10 of its exact score, so rounding in the last bits can
+never make the lazy and eager selections differ.
 
 Distributed: structures are split in contiguous blocks over the ranks (balanced by number of
 environments); each step every rank proposes its local best (score, global index), one
 MAXLOC-style allreduce picks the winner (ties → lowest index), its owner broadcasts the
-chosen structure's environments and every rank appends them to C. Per step: one small
-allreduce and one broadcast. Scores are computed per structure with fixed blocking, so the
+chosen structure's environments (and their bound fields) and every rank appends them to C.
+Per step: one small allreduce and two broadcasts. Scores are computed per structure with fixed blocking, so the
 selection is bitwise the same on any number of ranks.
 """
 
@@ -89,6 +92,36 @@ def stack_structures(descs, name: str = "descriptors"):
     return x, offsets
 
 
+def _stack_centred(descs, name: str = "descriptors"):
+    """What ``distributed_msc`` builds from a stacked block, built straight from the list (one
+    large array instead of two: at 1.6M environments each copy costs ~1 s of first-touch page
+    faults): (y (n_env, d rounded up to 4) float64 centred on structure 0's mean with zero
+    padding, offsets (N + 1,) int64, centre (d,), d)."""
+    if len(descs) == 0:
+        raise ValueError(f"{name}: the dataset is empty (no structures)")
+    arrs = []
+    for i, a in enumerate(descs):
+        a = np.asarray(a, dtype=np.float64)
+        if a.ndim != 2 or a.shape[0] == 0:
+            raise ValueError(f"{name}[{i}] must be a non-empty (n_environments, n_features) array, "
+                             f"got shape {a.shape}")
+        if not np.isfinite(a).all():
+            row = int(np.argmin(np.isfinite(a).all(axis=1)))
+            raise ValueError(f"{name}[{i}] environment {row} is not finite")
+        arrs.append(a)
+    widths = {a.shape[1] for a in arrs}
+    if len(widths) != 1:
+        raise ValueError(f"{name}: structures have different descriptor widths {sorted(widths)}")
+    d = widths.pop()
+    offsets = np.zeros(len(arrs) + 1, dtype=np.int64)
+    np.cumsum([a.shape[0] for a in arrs], out=offsets[1:])
+    centre = arrs[0].mean(axis=0)
+    y = np.zeros((int(offsets[-1]), -(-d // 4) * 4))
+    for a, lo, hi in zip(arrs, offsets[:-1], offsets[1:]):
+        np.subtract(a, centre, out=y[lo:hi, :d])
+    return y, offsets, centre, d
+
+
 def msc(descs, size, h: float = DEFAULT_BANDWIDTH, *, reference=None, lazy: bool = True, threads=None,
         backend: str = "cpu", progress=None, details: bool = False):
     """Greedy MSC selection of ``size`` structures from a list of descriptor arrays (serial).
@@ -109,9 +142,9 @@ def msc(descs, size, h: float = DEFAULT_BANDWIDTH, *, reference=None, lazy: bool
     """
     from ..parallel.comm import SerialComm
 
-    x, offsets = stack_structures(descs)
-    res = distributed_msc(SerialComm(), x, offsets, 0, size, h=h, reference=reference, lazy=lazy, threads=threads,
-                          backend=backend, progress=progress)
+    y, offsets, centre, d = _stack_centred(descs)
+    res = distributed_msc(SerialComm(), y, offsets, 0, size, h=h, reference=reference, lazy=lazy, threads=threads,
+                          backend=backend, progress=progress, _prepared=(centre, d))
     if details:
         return res
     sizes = res.extra["sizes"]
@@ -122,7 +155,7 @@ def msc(descs, size, h: float = DEFAULT_BANDWIDTH, *, reference=None, lazy: bool
 
 def distributed_msc(comm, x_local, local_offsets, first_index: int, size, *, h: float = DEFAULT_BANDWIDTH,
                     reference=None, lazy: bool = True, threads=None, backend: str = "cpu",
-                    progress=None) -> GreedyResult:
+                    progress=None, _prepared=None) -> GreedyResult:
     """Greedy MSC over structures spread in contiguous blocks over the ranks of ``comm``.
 
     Args:
@@ -145,8 +178,10 @@ def distributed_msc(comm, x_local, local_offsets, first_index: int, size, *, h: 
     n_local = local_offsets.size - 1
     from ..parallel.drivers import collective
 
-    collective(comm, _check_offsets, x_local, local_offsets, first_index)
-    layout = comm.allgather((int(first_index), int(n_local), x_local.shape[1] if x_local.ndim == 2 else -1))
+    # _prepared = (centre, d): x_local is already centred on it and zero-padded (``msc``)
+    collective(comm, _check_offsets, x_local, local_offsets, first_index, _prepared is None)
+    width = x_local.shape[1] if x_local.ndim == 2 else -1
+    layout = comm.allgather((int(first_index), int(n_local), width if _prepared is None else _prepared[1]))
     n_total = sum(c for _, c, _ in layout)
     widths = {w for _, c, w in layout if c > 0}
     if n_total == 0:
@@ -176,8 +211,11 @@ def distributed_msc(comm, x_local, local_offsets, first_index: int, size, *, h: 
 
     # a common centre, independent of the rank count: the mean of structure 0's environments
     owner0 = int(owner_of[0])
-    centre = comm.bcast(x_local[: local_offsets[1]].mean(axis=0) if comm.Get_rank() == owner0 else None,
-                        root=owner0)
+    if _prepared is None:
+        centre = comm.bcast(x_local[: local_offsets[1]].mean(axis=0) if comm.Get_rank() == owner0 else None,
+                            root=owner0)
+    else:
+        centre = _prepared[0]
     ref = None
     if reference is not None:
         from ..metrics import as_descriptors
@@ -187,7 +225,7 @@ def distributed_msc(comm, x_local, local_offsets, first_index: int, size, *, h: 
             raise ValueError(f"reference has {ref.shape[1]} features, the structures have {d}")
     prune_d2 = 2.0 * hs * hs * prune_exponent(n_env_total + (0 if ref is None else ref.shape[0]))
 
-    y = _centred_padded(x_local, centre)
+    y = _centred_padded(x_local, centre) if _prepared is None else x_local
     yn = squared_norms(y) if y.shape[0] else np.zeros(0)
     with thread_context(threads):
         ent_local = structure_entropies(y, local_offsets, inv2h2, prune_d2) if n_local else np.zeros(0)
@@ -197,7 +235,9 @@ def distributed_msc(comm, x_local, local_offsets, first_index: int, size, *, h: 
         return _eager_backend(comm, backend, y, local_offsets, first_index, entropies, owner_of, all_counts, centre,
                               ref, sizes, target, inv2h2, prune_d2, threads, progress)
 
-    state = _LazyState(y, yn, local_offsets, ent_local, first_index, y.shape[1], lazy=lazy)
+    axes, spectrum = principal_axes(comm, y)
+    rank = bound_rank(spectrum, n_env_total, hs, y.shape[1])
+    state = _LazyState(y, yn, local_offsets, ent_local, first_index, y.shape[1], lazy=lazy, axes=axes, rank=rank)
     if ref is not None:
         state.append_selected(_centred_padded(ref, centre))
     order, scores = [], []
@@ -206,9 +246,11 @@ def distributed_msc(comm, x_local, local_offsets, first_index: int, size, *, h: 
         _greedy_loop(comm, state, target, conditional, ent_local, first_index, owner_of, all_counts, y, local_offsets,
                      n_total, inv2h2, prune_d2, order, scores, progress)
     pairs = int(comm.allreduce(state.pairs))
+    bound_pairs = int(comm.allreduce(state.bound_pairs))
     eager = _eager_pair_count(order, all_counts, None if ref is None else ref.shape[0], conditional)
     return GreedyResult(order, np.asarray(scores), entropies, pairs, eager,
-                        extra={"sizes": sizes, "n_env_total": n_env_total})
+                        extra={"sizes": sizes, "n_env_total": n_env_total, "bound_pairs": bound_pairs,
+                               "bound_rank": rank})
 
 
 def _greedy_loop(comm, state, target, conditional, ent_local, first_index, owner_of, all_counts, y, local_offsets,
@@ -237,19 +279,20 @@ def _greedy_loop(comm, state, target, conditional, ent_local, first_index, owner
         if comm.Get_rank() == owner:
             loc = g - first_index
             state.remove(loc)
-            rows = np.ascontiguousarray(y[local_offsets[loc]:local_offsets[loc + 1]])
+            rows, brows = state.rows_of(loc)
         else:
-            rows = np.empty((int(all_counts[g]), y.shape[1]))
+            rows, brows = state.empty_rows(int(all_counts[g]))
         if comm.Get_size() > 1:
             comm.Bcast(rows, root=owner)
-        state.append_selected(rows)
+            comm.Bcast(brows, root=owner)
+        state.append_selected(rows, brows)
         order.append(int(g))
         scores.append(float(value))
         if progress is not None:
             progress(step + 1, target)
 
 
-def _check_offsets(x_local, offsets, first_index):
+def _check_offsets(x_local, offsets, first_index, check_values=True):
     """The local block must be (n_env, d) with offsets 0 = o_0 < o_1 < ... < o_n = n_env."""
     if x_local.ndim != 2:
         raise ValueError(f"x_local must be a 2-D (n_environments, n_features) array, got shape {x_local.shape}")
@@ -260,7 +303,7 @@ def _check_offsets(x_local, offsets, first_index):
     if (steps <= 0).any():
         bad = int(np.argmin(steps > 0))
         raise ValueError(f"structure {first_index + bad} has no environments (offsets must increase)")
-    if not np.isfinite(x_local).all():
+    if check_values and not np.isfinite(x_local).all():
         row = int(np.argmin(np.isfinite(x_local).all(axis=1)))
         s = int(np.searchsorted(offsets, row, side="right") - 1)
         raise ValueError(f"structure {first_index + s} environment {row - offsets[s]} is not finite")
@@ -303,48 +346,133 @@ def _eager_pair_count(order, counts, n_ref, conditional) -> int:
     return total
 
 
+#: Slack per kept component, times |x|², added to every float32 bound distance (covers
+#: float32 rounding of the inputs, the dot products and the sums: ≤ (r + 2)·6e-8·2|x|²).
+BOUND_SLACK_PER_DIM = 1e-6
+
+
+def principal_axes(comm, y):
+    """(d, d) orthonormal axes of the environments' second moment about the common centre,
+    strongest first (columns), from every rank's ``y`` (collective). They only steer the lazy
+    greedy's cheap bounds; the scores never depend on them."""
+    cov = y.T @ y if y.shape[0] else np.zeros((y.shape[1], y.shape[1]))
+    if comm.Get_size() > 1:
+        total = np.empty_like(cov)
+        comm.Allreduce(cov, total)
+        cov = total
+    w, v = np.linalg.eigh(cov)
+    return np.ascontiguousarray(v[:, ::-1]), w[::-1].clip(min=0.0)
+
+
+def bound_rank(eigenvalues, n_env, h, d):
+    """How many leading principal components the cheap bound keeps: the fewest (a multiple of
+    8) whose trailing mean square is at most 5 % of 2h², at most half the width (the bound
+    distance exceeds the true one by up to 2|y_t||x_t|, about twice the trailing mean square,
+    so typical terms lose up to ~10 % and the bound stays close). Narrow descriptors (< 16)
+    keep every component."""
+    if d < 16:
+        return d
+    tail = np.concatenate([np.cumsum(eigenvalues[::-1])[::-1], [0.0]]) / max(n_env, 1)
+    for r in range(8, d // 2 + 1, 8):
+        if tail[r] <= 0.05 * 2.0 * h * h:
+            return r
+    return d // 2 // 8 * 8
+
+
+def bound_fields(x, xn, axes, r, block: int = 16384):
+    """(rows, r + 2) float32 fields of the cheap bound: the r leading principal components,
+    their squared norm plus the rounding slack, and the norm of the trailing components.
+    Rotated in blocks through one reused buffer (no n×d temporaries)."""
+    n, d = x.shape
+    out = np.empty((n, r + 2), dtype=np.float32)
+    rot = np.empty((min(block, n), d))
+    for lo in range(0, n, block):
+        hi = min(lo + block, n)
+        rb = rot[: hi - lo]
+        np.matmul(x[lo:hi], axes, out=rb)
+        out[lo:hi, :r] = rb[:, :r]
+        out[lo:hi, r] = np.einsum("ij,ij->i", rb[:, :r], rb[:, :r]) + BOUND_SLACK_PER_DIM * (r + 8) * xn[lo:hi]
+        out[lo:hi, r + 1] = np.sqrt(np.einsum("ij,ij->i", rb[:, r:], rb[:, r:]))
+    return out
+
+
 class _LazyState:
     """This rank's candidates (per-environment states, a heap of scores) and the selected set C."""
 
-    def __init__(self, y, yn, offsets, entropies, first_index, d, *, lazy):
-        self.y, self.yn, self.off = y, yn, offsets
+    def __init__(self, y, yn, offsets, entropies, first_index, d, *, lazy, axes, rank):
+        self.off = offsets
+        self.axes, self.r = axes, int(rank)
+        self.env = (y, yn, bound_fields(y, yn, axes, self.r))
         self.ent = np.ascontiguousarray(entropies, dtype=np.float64)
         self.first = int(first_index)
         n = offsets.size - 1
         n_env = y.shape[0]
-        self.m = np.full(n_env, np.inf)
-        self.s = np.zeros(n_env)
-        self.env_folded = np.zeros(n_env, dtype=np.int64)
-        self.env_bound = np.full(n_env, np.inf)
+        # exact log-sum-exp state (m, s, folds) and lower-bound state (mb, sb, folds, δH bound)
+        self.st = (np.full(n_env, np.inf), np.zeros(n_env), np.zeros(n_env, dtype=np.int64),
+                   np.full(n_env, np.inf), np.zeros(n_env), np.zeros(n_env, dtype=np.int64), np.full(n_env, np.inf))
         self.st_folded = np.zeros(n, dtype=np.int64)
         self.st_bound = np.full(n, np.inf)
         self.alive = np.ones(n, dtype=bool)
         self.heap = np.arange(n, dtype=np.int64)  # equal bounds, increasing index: already a heap
         self.n_heap = n
         self.lazy = lazy
-        self.sel_x = np.empty((1024, d))
-        self.sel_xn = np.empty(1024)
+        # selected rows: x (rows, d), |x|², bound fields transposed (r + 2, rows) float32
+        self.sel_arrays = [np.empty((1024, d)), np.empty(1024), self._bound_rows(1024)]
         self.sel_off = np.zeros(1, dtype=np.int64)
         self.n_sel = 0
         self.pairs = 0
+        self.bound_pairs = 0
         self.scratch = np.empty(2 * max(n, 1), dtype=np.int64)  # heap-band positions and DFS stack
 
-    def append_selected(self, rows):
-        """Add one selected structure's (centred) environments to C."""
+    def _bound_rows(self, cap):
+        # LANES spare columns: the bound loops run over whole SIMD blocks; they also pad the row
+        # stride off a power of two (the r + 2 field streams would share L1 sets)
+        from ..kernels.greedy import LANES
+
+        return np.zeros((self.r + 2, cap + LANES), dtype=np.float32)
+
+    @property
+    def sel(self):
+        return (*self.sel_arrays, self.sel_off)
+
+    def rows_of(self, c):
+        """(centred environments (n, d) float64, bound fields (n, r + 2) float32) of local structure c."""
+        a, b = self.off[c], self.off[c + 1]
+        return np.ascontiguousarray(self.env[0][a:b]), np.ascontiguousarray(self.env[2][a:b])
+
+    def empty_rows(self, n):
+        """Receive buffers for another rank's structure of n environments."""
+        return np.empty((n, self.env[0].shape[1])), np.empty((n, self.r + 2), dtype=np.float32)
+
+    def append_selected(self, rows, brows=None):
+        """Add one selected structure's (centred) environments to C; ``brows`` are their bound
+        fields when known (from ``rows_of``), else computed."""
         from ..kernels.cpu import squared_norms
 
         rows = np.ascontiguousarray(rows, dtype=np.float64)
+        xn = squared_norms(rows)
+        if brows is None:
+            brows = bound_fields(rows, xn, self.axes, self.r)
+        fields = (rows, xn, brows)
         end = int(self.sel_off[-1])
         need = end + rows.shape[0]
-        if need > self.sel_x.shape[0]:
-            cap = max(need, 2 * self.sel_x.shape[0])
-            grown = np.empty((cap, self.sel_x.shape[1]))
-            grown[:end] = self.sel_x[:end]
-            xn = np.empty(cap)
-            xn[:end] = self.sel_xn[:end]
-            self.sel_x, self.sel_xn = grown, xn
-        self.sel_x[end:need] = rows
-        self.sel_xn[end:need] = squared_norms(rows)
+        if need > self.sel_arrays[1].shape[0]:
+            cap = max(need, 2 * self.sel_arrays[0].shape[0])
+            grown = []
+            for k, a in enumerate(self.sel_arrays):
+                if k == 2:
+                    b = self._bound_rows(cap)
+                    b[:, :end] = a[:, :end]
+                else:
+                    b = np.empty((cap,) + a.shape[1:])
+                    b[:end] = a[:end]
+                grown.append(b)
+            self.sel_arrays = grown
+        for k, (a, v) in enumerate(zip(self.sel_arrays, fields)):
+            if k == 2:
+                a[:, end:need] = v.T
+            else:
+                a[end:need] = v
         self.sel_off = np.append(self.sel_off, need)
         self.n_sel += 1
 
@@ -370,15 +498,13 @@ class _LazyState:
 
         if not self.lazy and self.n_heap:
             # eager: every live structure, every environment, every step (the test oracle)
-            self.pairs += int(refresh_all(self.heap[: self.n_heap].copy(), self.off, self.y, self.yn, self.m,
-                                          self.s, self.env_folded, self.env_bound, self.sel_x, self.sel_xn,
-                                          self.sel_off, self.n_sel, inv2h2, prune_d2, self.ent, self.st_bound,
-                                          self.st_folded))
+            self.pairs += int(refresh_all(self.heap[: self.n_heap].copy(), self.off, self.env, self.st, self.sel,
+                                          self.n_sel, inv2h2, prune_d2, self.ent, self.st_bound, self.st_folded))
             heap_build(self.heap, self.n_heap, self.st_bound)
-        c, pairs = lazy_best(self.heap, self.n_heap, self.off, self.y, self.yn, self.m, self.s, self.env_folded,
-                             self.env_bound, self.sel_x, self.sel_xn, self.sel_off, self.n_sel, inv2h2, prune_d2,
-                             self.ent, self.st_bound, self.st_folded, self.scratch)
-        self.pairs += int(pairs)
+        c, exact, bound = lazy_best(self.heap, self.n_heap, self.off, self.env, self.st, self.sel, self.n_sel, inv2h2,
+                                    prune_d2, self.ent, self.st_bound, self.st_folded, self.scratch)
+        self.pairs += int(exact)
+        self.bound_pairs += int(bound)
         if c < 0:
             return (-math.inf, -(2**62))
         return (float(self.st_bound[c]), -(self.first + int(c)))
