@@ -260,8 +260,8 @@ def _greedy_loop(comm, state, target, conditional, ent_local, first_index, owner
     Every rank makes its own best candidate's score exact (lazily), concurrently; the MAXLOC
     allreduce then picks the winner. A rank's exact local best is work the serial lazy greedy
     mostly does too (its top must be brought below the winner or made exact), so the kernel
-    pairs stay within 1-3 % of the serial run (600 structures: 6.22e7 on 2 ranks, 6.25e7 on 4,
-    against 6.06e7) while the ranks work at the same time. (Tried and dropped: the rank with
+    pairs stay within 1-4 % of the serial run (600 structures, thermal: 3.10e6 exact + 7.23e7
+    bound pairs on 2 ranks against 2.99e6 + 7.06e7) while the ranks work at the same time. (Tried and dropped: the rank with
     the highest bound first makes its top exact and broadcasts the value, then the others
     refresh only candidates that can reach it: the same pairs, but the ranks take turns, and
     2 ranks ran 15-20 % slower.)"""
