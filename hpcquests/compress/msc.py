@@ -170,13 +170,13 @@ def distributed_msc(comm, x_local, local_offsets, first_index: int, size, *, h: 
     """
     from ..kernels.cpu import prune_exponent, squared_norms
     from ..kernels.greedy import structure_entropies
+    from ..parallel.comm import mpi_op
     from ..parallel.drivers import collective
     from ..runtime import threads as thread_context
 
     x_local = np.ascontiguousarray(x_local, dtype=np.float64)
     local_offsets = np.ascontiguousarray(local_offsets, dtype=np.int64)
     n_local = local_offsets.size - 1
-    from ..parallel.drivers import collective
 
     # _prepared = (centre, d): x_local is already centred on it and zero-padded (``msc``)
     collective(comm, _check_offsets, x_local, local_offsets, first_index, _prepared is None)
@@ -237,7 +237,13 @@ def distributed_msc(comm, x_local, local_offsets, first_index: int, size, *, h: 
 
     axes, spectrum = principal_axes(comm, y)
     rank = bound_rank(spectrum, n_env_total, hs, y.shape[1])
-    state = _LazyState(y, yn, local_offsets, ent_local, first_index, y.shape[1], lazy=lazy, axes=axes, rank=rank)
+    # the float32 bound fields hold |y|² and the exponent's scale 1/(2h²): beyond ~1e30 they
+    # would overflow, so such data (never descriptors) is folded exactly throughout
+    ref_max = 0.0 if ref is None else float(squared_norms(_centred_padded(ref, centre)).max(initial=0.0))
+    biggest = comm.allreduce(max(float(yn.max(initial=0.0)), ref_max), op=mpi_op(comm, "max"))
+    use_bounds = biggest < BOUND_LIMIT and inv2h2 < BOUND_LIMIT
+    state = _LazyState(y, yn, local_offsets, ent_local, first_index, y.shape[1], lazy=lazy, axes=axes, rank=rank,
+                       use_bounds=use_bounds)
     if ref is not None:
         state.append_selected(_centred_padded(ref, centre))
     order, scores = [], []
@@ -250,7 +256,7 @@ def distributed_msc(comm, x_local, local_offsets, first_index: int, size, *, h: 
     eager = _eager_pair_count(order, all_counts, None if ref is None else ref.shape[0], conditional)
     return GreedyResult(order, np.asarray(scores), entropies, pairs, eager,
                         extra={"sizes": sizes, "n_env_total": n_env_total, "bound_pairs": bound_pairs,
-                               "bound_rank": rank})
+                               "bound_rank": rank if use_bounds else 0})
 
 
 def _greedy_loop(comm, state, target, conditional, ent_local, first_index, owner_of, all_counts, y, local_offsets,
@@ -346,6 +352,8 @@ def _eager_pair_count(order, counts, n_ref, conditional) -> int:
     return total
 
 
+#: |y|² (about the common centre) or 1/(2h²) at or beyond which the float32 bounds are not used.
+BOUND_LIMIT = 1e30
 #: Slack per kept component, times |x|², added to every float32 bound distance (covers
 #: float32 rounding of the inputs, the dot products and the sums: ≤ (r + 2)·6e-8·2|x|²).
 BOUND_SLACK_PER_DIM = 1e-6
@@ -399,7 +407,7 @@ def bound_fields(x, xn, axes, r, block: int = 16384):
 class _LazyState:
     """This rank's candidates (per-environment states, a heap of scores) and the selected set C."""
 
-    def __init__(self, y, yn, offsets, entropies, first_index, d, *, lazy, axes, rank):
+    def __init__(self, y, yn, offsets, entropies, first_index, d, *, lazy, axes, rank, use_bounds=True):
         self.off = offsets
         self.axes, self.r = axes, int(rank)
         self.env = (y, yn, bound_fields(y, yn, axes, self.r))
@@ -416,6 +424,7 @@ class _LazyState:
         self.heap = np.arange(n, dtype=np.int64)  # equal bounds, increasing index: already a heap
         self.n_heap = n
         self.lazy = lazy
+        self.use_bounds = bool(use_bounds)
         # selected rows: x (rows, d), |x|², bound fields transposed (r + 2, rows) float32
         self.sel_arrays = [np.empty((1024, d)), np.empty(1024), self._bound_rows(1024)]
         self.sel_off = np.zeros(1, dtype=np.int64)
@@ -502,7 +511,8 @@ class _LazyState:
                                           self.n_sel, inv2h2, prune_d2, self.ent, self.st_bound, self.st_folded))
             heap_build(self.heap, self.n_heap, self.st_bound)
         c, exact, bound = lazy_best(self.heap, self.n_heap, self.off, self.env, self.st, self.sel, self.n_sel, inv2h2,
-                                    prune_d2, self.ent, self.st_bound, self.st_folded, self.scratch)
+                                    prune_d2, self.ent, self.st_bound, self.st_folded, self.scratch,
+                                    self.use_bounds)
         self.pairs += int(exact)
         self.bound_pairs += int(bound)
         if c < 0:

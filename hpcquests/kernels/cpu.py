@@ -120,6 +120,14 @@ def _count_below(row, nr, lim):
     return c
 
 
+@nb.njit(cache=True, inline="always")
+def prune_limit(m, prune):
+    """Terms with d² < this are kept: m + prune, but always above m, so the nearest term (the
+    state's reference, term 1) is kept even when prune is below m's last bit (h ≲ 1e-10·√m,
+    where m + prune == m would drop every term and give δH = +inf)."""
+    return m + max(prune, m * 4.5e-16)
+
+
 @nb.njit(cache=True, fastmath=True)
 def _masked_expsum(row, nr, m, lim, a):
     """Σ_j exp(−(d²_j − m)·a) over d²_j < lim: dense and vectorised (most terms survive)."""
@@ -201,7 +209,7 @@ def kernel_logsum_update(y, yn, x, xn, inv2h2, prune_d2, m_state, s_state, exclu
                             s_state[i, hh] *= math.exp(-(m_old - rmin) * inv2h2[hh])
                     m_state[i] = rmin
                 m = m_state[i]
-                lim = m + prune
+                lim = prune_limit(m, prune)
                 c = _count_below(row, nr, lim)
                 if c == 0:
                     continue

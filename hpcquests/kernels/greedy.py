@@ -41,7 +41,7 @@ import math
 import numba as nb
 import numpy as np
 
-from .cpu import BIG, _masked_expsum, _row_to_d2
+from .cpu import BIG, _masked_expsum, _row_to_d2, prune_limit
 
 #: Selected-structure rows per block of one environment's fold (bounds the scratch buffer).
 COL_BLOCK = 2048
@@ -106,7 +106,7 @@ def _fold_env(e, y, yn, m, s, x, xn, c0, c1, inv2h2, prune, row, buf):
         mi = m[e]
         # dense masked sum: blocks are one selected structure (tens of rows), and in compact
         # datasets nearly every term survives the pruning test anyway
-        s[e] += _masked_expsum(row, nr, mi, mi + prune, inv2h2)
+        s[e] += _masked_expsum(row, nr, mi, prune_limit(mi, prune), inv2h2)
     return c1 - c0
 
 
@@ -260,8 +260,8 @@ def _extend_bound(e, thr, n_sel, yb, mb, sb, g, ub, sel_bt, sel_off, inv2h2, row
 
 
 @nb.njit(cache=True)
-def _structure_step(c, limit, env_off, y, yn, yb, m, s, f, mb, sb, g, ub, sel_x, sel_xn, sel_bt, sel_off, n_sel, inv2h2, prune, entropies,
-                    st_bound, st_folded, row, buf, row32, pairs):
+def _structure_step(c, limit, env_off, y, yn, yb, m, s, f, mb, sb, g, ub, sel_x, sel_xn, sel_bt, sel_off, n_sel,
+                    inv2h2, prune, entropies, st_bound, st_folded, row, buf, row32, pairs, use_bounds):
     """One unit of lazy work on structure c; adds the (exact, bound) pairs evaluated to ``pairs``.
 
     c can only stay above ``limit`` (the best other structure's score bound) through
@@ -272,7 +272,8 @@ def _structure_step(c, limit, env_off, y, yn, yb, m, s, f, mb, sb, g, ub, sel_x,
     within the tie band of it is made exact too (bound first); when none is left the score is
     exact and ``st_folded[c]`` becomes ``n_sel``. ``st_bound[c]`` is updated either way.
     With no limit (−inf: c is being made exact) only the top environment's bound is extended,
-    down to the runner-up's.
+    down to the runner-up's. Without ``use_bounds`` every environment that must move is folded
+    exactly (the bound state is then the exact one).
     """
     a = env_off[c]
     b = env_off[c + 1]
@@ -280,7 +281,11 @@ def _structure_step(c, limit, env_off, y, yn, yb, m, s, f, mb, sb, g, ub, sel_x,
     if thr > -np.inf:
         for e in range(a, b):
             if ub[e] >= thr and g[e] < n_sel:
-                pairs[1] += _extend_bound(e, thr, n_sel, yb, mb, sb, g, ub, sel_bt, sel_off, inv2h2, row32)
+                if use_bounds:
+                    pairs[1] += _extend_bound(e, thr, n_sel, yb, mb, sb, g, ub, sel_bt, sel_off, inv2h2, row32)
+                else:
+                    pairs[0] += _exact_env(e, n_sel, y, yn, m, s, f, mb, sb, g, ub, sel_x, sel_xn, sel_off, inv2h2,
+                                           prune, row, buf)
     top = a
     second = -np.inf
     for e in range(a + 1, b):
@@ -291,7 +296,7 @@ def _structure_step(c, limit, env_off, y, yn, yb, m, s, f, mb, sb, g, ub, sel_x,
         elif v > second:
             second = v
     if ub[top] >= thr:
-        if g[top] < n_sel:  # only with no limit
+        if use_bounds and g[top] < n_sel:  # only with no limit
             pairs[1] += _extend_bound(top, second, n_sel, yb, mb, sb, g, ub, sel_bt, sel_off, inv2h2, row32)
         elif f[top] < n_sel:
             pairs[0] += _exact_env(top, n_sel, y, yn, m, s, f, mb, sb, g, ub, sel_x, sel_xn, sel_off, inv2h2,
@@ -303,7 +308,7 @@ def _structure_step(c, limit, env_off, y, yn, yb, m, s, f, mb, sb, g, ub, sel_x,
             for e in range(a, b):
                 if f[e] < n_sel and ub[e] >= band:
                     work = True
-                    if g[e] < n_sel:
+                    if use_bounds and g[e] < n_sel:
                         pairs[1] += _bound_env(e, n_sel, yb, mb, sb, g, ub, sel_bt, sel_off, inv2h2, row32)
                     if ub[e] >= band:
                         pairs[0] += _exact_env(e, n_sel, y, yn, m, s, f, mb, sb, g, ub, sel_x, sel_xn, sel_off,
@@ -388,7 +393,8 @@ def _collect_band(heap, n, bound, band, out, stack):
 
 
 @nb.njit(cache=True)
-def lazy_best(heap, n, env_off, env, st, sel, n_sel, inv2h2, prune_d2, entropies, st_bound, st_folded, scratch):
+def lazy_best(heap, n, env_off, env, st, sel, n_sel, inv2h2, prune_d2, entropies, st_bound, st_folded, scratch,
+              use_bounds=True):
     """The best live structure of this rank (heap top) with an exact, up-to-date score.
 
     Args:
@@ -402,6 +408,8 @@ def lazy_best(heap, n, env_off, env, st, sel, n_sel, inv2h2, prune_d2, entropies
             sel_sl) plus sel_off (n_sel + 1,) row offsets per selected structure.
         entropies, st_bound, st_folded: (n_local,) H(S), score bounds, exact fold counts.
         scratch: (2·n_local,) int64 work space.
+        use_bounds: lower bounds with the cheap float32 bounds first (False: exact folds only,
+            for data whose float32 bound fields would overflow).
 
     Returns:
         (local index or -1 when none is left, exact pairs evaluated, bound pairs evaluated).
@@ -425,8 +433,8 @@ def lazy_best(heap, n, env_off, env, st, sel, n_sel, inv2h2, prune_d2, entropies
                 limit = st_bound[heap[1]]
             if n > 2 and st_bound[heap[2]] > limit:
                 limit = st_bound[heap[2]]
-            _structure_step(c, limit, env_off, y, yn, yb, m, s, f, mb, sb, g, ub, sel_x, sel_xn, sel_bt, sel_off, n_sel, inv2h2, prune, entropies, st_bound, st_folded,
-                            row, buf, row32, pairs)
+            _structure_step(c, limit, env_off, y, yn, yb, m, s, f, mb, sb, g, ub, sel_x, sel_xn, sel_bt, sel_off,
+                            n_sel, inv2h2, prune, entropies, st_bound, st_folded, row, buf, row32, pairs, use_bounds)
             _sift_down(heap, n, 0, st_bound)
             continue
         v = st_bound[c]
@@ -437,8 +445,9 @@ def lazy_best(heap, n, env_off, env, st, sel, n_sel, inv2h2, prune_d2, entropies
             p = pos[k]
             q = heap[p]
             if st_folded[q] < n_sel:
-                _structure_step(q, -np.inf, env_off, y, yn, yb, m, s, f, mb, sb, g, ub, sel_x, sel_xn, sel_bt, sel_off, n_sel, inv2h2, prune, entropies, st_bound,
-                                st_folded, row, buf, row32, pairs)
+                _structure_step(q, -np.inf, env_off, y, yn, yb, m, s, f, mb, sb, g, ub, sel_x, sel_xn, sel_bt,
+                                sel_off, n_sel, inv2h2, prune, entropies, st_bound, st_folded, row, buf, row32, pairs,
+                                use_bounds)
                 _sift_down(heap, n, p, st_bound)
                 stale += 1
         if stale == 0:

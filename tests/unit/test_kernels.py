@@ -112,6 +112,18 @@ def test_far_queries_stay_finite_and_ordered():
     assert np.allclose(L, ref, rtol=1e-12, atol=0)
 
 
+def test_tiny_bandwidth_keeps_the_nearest_term():
+    """With 2h²T below the last bit of the smallest distance (h ~ 1e-10 here), m + prune == m;
+    the nearest term must still be kept (else every sum is 0 and δH = +inf)."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(scale=0.05, size=(50, 6))
+    y = x[:5] + 0.01
+    hs = np.array([1e-10])
+    L = _state_logsum(y, x, hs)[:, 0]
+    assert np.isfinite(L).all()
+    np.testing.assert_allclose(L, _brute(y, x, hs)[:, 0], rtol=1e-9)
+
+
 def test_exclude_self_term():
     rng = np.random.default_rng(3)
     x = rng.normal(scale=0.05, size=(700, 6))

@@ -183,3 +183,30 @@ def test_distributed_entry_validates_offsets():
         distributed_msc(SerialComm(), x, np.array([0, 2, 7]), 0, 1)
     with pytest.raises(ValueError, match="structure 1 has no environments"):
         distributed_msc(SerialComm(), x, np.array([0, 2, 2, 5]), 0, 1)
+
+
+def test_huge_values_fold_exactly_with_the_same_picks():
+    """Where |y|² or 1/(2h²) would overflow the float32 bound fields, the greedy folds exactly:
+    the same picks as the eager greedy, no NaN."""
+    rng = np.random.default_rng(5)
+    descs = [rng.normal(loc=(i % 3) * 1e16, scale=1e15, size=(4, 5)) for i in range(9)]
+    lazy = msc(descs, 6, details=True, h=1e15)
+    eager = msc(descs, 6, details=True, h=1e15, lazy=False)
+    assert lazy.order == eager.order and np.array_equal(lazy.scores, eager.scores)
+    assert lazy.extra["bound_rank"] == 0 and lazy.extra["bound_pairs"] == 0
+    tiny_h = [rng.normal(scale=0.05, size=(4, 5)) for _ in range(7)]
+    lazy = msc(tiny_h, 5, details=True, h=1e-16)
+    eager = msc(tiny_h, 5, details=True, h=1e-16, lazy=False)
+    assert lazy.order == eager.order and np.isfinite(lazy.scores).all()
+    assert lazy.extra["bound_pairs"] == 0
+
+
+def test_cheap_bounds_do_most_of_the_work():
+    """The lazy greedy rejects with the cheap float32 bounds and folds few pairs exactly (a
+    regression here is a slowdown, not a wrong pick)."""
+    frames = [testing.perturbed_crystal("bcc", "Ta", size=(2, 2, 2), noise=0.05 + 0.002 * i, seed=i) for i in range(60)]
+    descs = [hq.get_descriptors([a]) for a in frames]
+    res = msc(descs, 30, details=True)
+    assert res.extra["bound_rank"] in (8, 16, 24, 32)
+    assert res.kernel_pairs < 0.2 * res.extra["bound_pairs"]
+    assert res.kernel_pairs < 0.1 * res.eager_pairs
