@@ -455,6 +455,30 @@ def lazy_best(heap, n, env_off, env, st, sel, n_sel, inv2h2, prune_d2, entropies
     return -1, pairs[0], pairs[1]
 
 
+@nb.njit(cache=True)
+def speculate(heap, n, env_off, env, st, sel, n_sel, inv2h2, entropies, st_bound, scan):
+    """One unit of work a rank can do while the other ranks finish a step: among heap positions
+    1..scan-1 (the strongest candidates after this rank's exact best), the first structure whose
+    top environment's cheap bound lags behind C extends it over all of C. The lazy greedy needs
+    that work in later steps anyway (nearly every structure near the top is worked on every
+    step), and doing it early changes no value. Returns the pairs evaluated (0: nothing to do)."""
+    y, yn, yb = env
+    m, s, f, mb, sb, g, ub = st
+    sel_x, sel_xn, sel_bt, sel_off = sel
+    row32 = np.empty(COL_BLOCK + LANES, dtype=np.float32)
+    for p in range(1, min(n, scan)):
+        c = heap[p]
+        a = env_off[c]
+        b = env_off[c + 1]
+        top = _top_env(ub, a, b)
+        if g[top] < n_sel:
+            pairs = _bound_env(top, n_sel, yb, mb, sb, g, ub, sel_bt, sel_off, inv2h2, row32)
+            st_bound[c] = ub[_top_env(ub, a, b)] + entropies[c]
+            _sift_down(heap, n, p, st_bound)
+            return pairs
+    return 0
+
+
 @nb.njit(parallel=True, cache=True)
 def refresh_all(cands, env_off, env, st, sel, n_sel, inv2h2, prune_d2, entropies, st_bound, st_folded):
     """Eager refresh of every environment of the structures ``cands`` (parallel); returns pairs."""

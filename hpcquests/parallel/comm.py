@@ -88,6 +88,30 @@ def mpi_op(comm, name: str):
     return {"sum": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}[name]
 
 
+class MaxlocVote:
+    """Non-blocking MAXLOC allreduce of one (value, index) pair per rank: the largest value,
+    ties to the lowest index (MPI's MAXLOC rule), so a rank can work while the others catch up.
+
+    ``test()`` polls, ``result()`` waits and returns (value, index). Indices must fit int32.
+    """
+
+    def __init__(self, comm, value: float, index: int):
+        import numpy as np
+
+        MPI = _import_mpi()
+        dt = np.dtype([("v", "f8"), ("i", "i4")], align=True)
+        self._send = np.array([(float(value), int(index))], dtype=dt)
+        self._recv = np.empty(1, dtype=dt)
+        self._req = comm.Iallreduce([self._send, MPI.DOUBLE_INT], [self._recv, MPI.DOUBLE_INT], op=MPI.MAXLOC)
+
+    def test(self) -> bool:
+        return bool(self._req.Test())
+
+    def result(self) -> tuple[float, int]:
+        self._req.Wait()
+        return float(self._recv["v"][0]), int(self._recv["i"][0])
+
+
 def _import_mpi():
     try:
         from mpi4py import MPI

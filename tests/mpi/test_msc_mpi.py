@@ -55,9 +55,13 @@ def script(tmp_path_factory):
     return p
 
 
+@pytest.mark.parametrize("lookahead", ["on", "off"])
 @pytest.mark.parametrize("mode", ["plain", "conditional"])
 @pytest.mark.parametrize("n", RANK_COUNTS)
-def test_same_selection_on_any_rank_count(script, n, mode):
+def test_same_selection_on_any_rank_count(script, n, mode, lookahead, monkeypatch):
+    # look-ahead (work while waiting for the other ranks) changes which work is done when,
+    # never a value: forced on and off on every rank count
+    monkeypatch.setenv("HPCQUESTS_MSC_LOOKAHEAD", lookahead)
     out = run_mpi(n, [script, mode], timeout=180)
     assert out.returncode == 0, out.stderr
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]

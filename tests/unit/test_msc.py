@@ -210,3 +210,18 @@ def test_cheap_bounds_do_most_of_the_work():
     assert res.extra["bound_rank"] in (8, 16, 24, 32)
     assert res.kernel_pairs < 0.2 * res.extra["bound_pairs"]
     assert res.kernel_pairs < 0.1 * res.eager_pairs
+
+
+def test_lookahead_setting_is_checked(monkeypatch):
+    import importlib
+
+    from hpcquests.parallel.comm import SerialComm
+
+    msc_module = importlib.import_module("hpcquests.compress.msc")  # the module, not the function
+    monkeypatch.setenv("HPCQUESTS_MSC_LOOKAHEAD", "maybe")
+    with pytest.raises(ValueError, match="HPCQUESTS_MSC_LOOKAHEAD"):
+        msc_module._may_speculate(SerialComm())
+    monkeypatch.setenv("HPCQUESTS_MSC_LOOKAHEAD", "off")
+    assert msc_module._may_speculate(SerialComm()) is False
+    monkeypatch.setenv("HPCQUESTS_MSC_LOOKAHEAD", "auto")
+    assert msc_module._may_speculate(SerialComm()) is True  # one rank, one thread: a core each
