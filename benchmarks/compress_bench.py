@@ -103,8 +103,8 @@ HQ_MPI = textwrap.dedent("""
     off = np.concatenate([[0], np.cumsum(counts)])
     x = np.ascontiguousarray(d["x"][off[lo]:off[hi]])
     loff = off[lo:hi + 1] - off[lo]
-    from hpcquests.parallel.comm import SerialComm
-    distributed_msc(SerialComm(), x[:loff[4]], loff[:5], 0, 2)     # numba cache warm-up, per rank
+    r = comm.Get_rank()
+    distributed_msc(comm, x[:loff[4]], loff[:5], 4 * r, 2)          # numba cache warm-up, all paths
     comm.Barrier()
     t = time.perf_counter()
     res = distributed_msc(comm, x, loff, lo, sizes, threads=1)

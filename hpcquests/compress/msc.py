@@ -264,6 +264,8 @@ def _greedy_loop(comm, state, target, conditional, ent_local, first_index, owner
 
     op = _max_op(comm)
     overlap = comm.Get_size() > 1 and n_total < 2**31 - 1 and state.use_bounds and _may_speculate(comm)
+    if overlap:
+        state.speculate(inv2h2)  # loads the compiled kernel now, not in the first wait
     for step in range(target):
         if step == 0 and not conditional:
             best = _best_of(ent_local, first_index, state.alive)
