@@ -24,8 +24,8 @@ Distributed: structures are split in contiguous blocks over the ranks (balanced 
 environments); each step every rank proposes its local best (score, global index), one
 MAXLOC-style allreduce picks the winner (ties → lowest index), its owner broadcasts the
 chosen structure's environments (and their bound fields) and every rank appends them to C.
-Per step: one small allreduce and two broadcasts. Scores are computed per structure with fixed blocking, so the
-selection is bitwise the same on any number of ranks.
+Per step: one small allreduce and two broadcasts. Scores are computed per structure with fixed
+blocking, so the selection is bitwise the same on any number of ranks.
 """
 
 from __future__ import annotations
@@ -226,18 +226,19 @@ def distributed_msc(comm, x_local, local_offsets, first_index: int, size, *, h: 
     rank = bound_rank(spectrum, n_env_total, hs, y.shape[1])
     # the float32 bound fields hold |y|² and the exponent's scale 1/(2h²): beyond ~1e30 they
     # would overflow, so such data (never descriptors) is folded exactly throughout
-    ref_max = 0.0 if ref is None else float(squared_norms(_centred_padded(ref, centre)).max(initial=0.0))
+    ref_c = None if ref is None else _centred_padded(ref, centre)
+    ref_max = 0.0 if ref_c is None else float(squared_norms(ref_c).max(initial=0.0))
     biggest = comm.allreduce(max(float(yn.max(initial=0.0)), ref_max), op=mpi_op(comm, "max"))
     use_bounds = biggest < BOUND_LIMIT and inv2h2 < BOUND_LIMIT
-    state = _LazyState(y, yn, local_offsets, ent_local, first_index, y.shape[1], lazy=lazy, axes=axes, rank=rank,
+    state = _LazyState(y, yn, local_offsets, ent_local, first_index, lazy=lazy, axes=axes, rank=rank,
                        use_bounds=use_bounds)
-    if ref is not None:
-        state.append_selected(_centred_padded(ref, centre))
+    if ref_c is not None:
+        state.append_selected(ref_c)
     order, scores = [], []
     conditional = ref is not None
     with thread_context(threads):
-        _greedy_loop(comm, state, target, conditional, ent_local, first_index, owner_of, all_counts, y, local_offsets,
-                     n_total, inv2h2, prune_d2, order, scores, progress)
+        _greedy_loop(comm, state, target, conditional, ent_local, first_index, owner_of, all_counts, n_total, inv2h2,
+                     prune_d2, order, scores, progress)
     pairs = int(comm.allreduce(state.pairs))
     bound_pairs = int(comm.allreduce(state.bound_pairs))
     eager = _eager_pair_count(order, all_counts, None if ref is None else ref.shape[0], conditional)
@@ -246,8 +247,8 @@ def distributed_msc(comm, x_local, local_offsets, first_index: int, size, *, h: 
                                "bound_rank": rank if use_bounds else 0})
 
 
-def _greedy_loop(comm, state, target, conditional, ent_local, first_index, owner_of, all_counts, y, local_offsets,
-                 n_total, inv2h2, prune_d2, order, scores, progress):
+def _greedy_loop(comm, state, target, conditional, ent_local, first_index, owner_of, all_counts, n_total, inv2h2,
+                 prune_d2, order, scores, progress):
     """The pick loop: local proposals, one MAXLOC allreduce, two broadcasts per step.
 
     Every rank makes its own best candidate's score exact (lazily), concurrently; the MAXLOC
@@ -308,7 +309,7 @@ def _may_speculate(comm) -> bool:
 
     import numba
 
-    from ..parallel.comm import node_size
+    from ..parallel.comm import mpi_op, node_size
 
     mode = os.environ.get("HPCQUESTS_MSC_LOOKAHEAD", SPECULATE).strip().lower()
     if mode not in ("auto", "on", "off"):
@@ -316,7 +317,7 @@ def _may_speculate(comm) -> bool:
     if mode != "auto":
         return mode == "on"
     busy = node_size(comm) * max(1, numba.get_num_threads())
-    return bool(comm.allreduce(int(busy <= (os.cpu_count() or 1)), op=_min_op(comm)))
+    return bool(comm.allreduce(int(busy <= (os.cpu_count() or 1)), op=mpi_op(comm, "min")))
 
 
 def _check_offsets(x_local, offsets, first_index, check_values=True):
@@ -343,12 +344,6 @@ def _centred_padded(x, centre):
     out = np.zeros((n, -(-d // 4) * 4))
     np.subtract(x, centre, out=out[:, :d])
     return out
-
-
-def _min_op(comm):
-    from ..parallel.comm import mpi_op
-
-    return mpi_op(comm, "min")
 
 
 def _max_op(comm):
@@ -440,7 +435,7 @@ def bound_fields(x, xn, axes, r, block: int = 16384):
 class _LazyState:
     """This rank's candidates (per-environment states, a heap of scores) and the selected set C."""
 
-    def __init__(self, y, yn, offsets, entropies, first_index, d, *, lazy, axes, rank, use_bounds=True):
+    def __init__(self, y, yn, offsets, entropies, first_index, *, lazy, axes, rank, use_bounds=True):
         self.off = offsets
         self.axes, self.r = axes, int(rank)
         self.env = (y, yn, bound_fields(y, yn, axes, self.r))
@@ -458,8 +453,8 @@ class _LazyState:
         self.n_heap = n
         self.lazy = lazy
         self.use_bounds = bool(use_bounds)
-        # selected rows: x (rows, d), |x|², bound fields transposed (r + 2, rows) float32
-        self.sel_arrays = [np.empty((1024, d)), np.empty(1024), self._bound_rows(1024)]
+        # selected rows: x (rows, d), |x|², bound fields transposed (r + 2, rows + LANES) float32
+        self.sel_x, self.sel_xn, self.sel_bt = np.empty((1024, y.shape[1])), np.empty(1024), self._bound_rows(1024)
         self.sel_off = np.zeros(1, dtype=np.int64)
         self.n_sel = 0
         self.pairs = 0
@@ -467,15 +462,13 @@ class _LazyState:
         self.scratch = np.empty(2 * max(n, 1), dtype=np.int64)  # heap-band positions and DFS stack
 
     def _bound_rows(self, cap):
-        # LANES spare columns: the bound loops run over whole SIMD blocks; they also pad the row
-        # stride off a power of two (the r + 2 field streams would share L1 sets)
-        from ..kernels.greedy import LANES
+        from ..kernels.greedy import LANES  # spare columns: the row stride stays off a power of two
 
         return np.zeros((self.r + 2, cap + LANES), dtype=np.float32)
 
     @property
     def sel(self):
-        return (*self.sel_arrays, self.sel_off)
+        return (self.sel_x, self.sel_xn, self.sel_bt, self.sel_off)
 
     def rows_of(self, c):
         """(centred environments (n, d) float64, bound fields (n, r + 2) float32) of local structure c."""
@@ -495,26 +488,16 @@ class _LazyState:
         xn = squared_norms(rows)
         if brows is None:
             brows = bound_fields(rows, xn, self.axes, self.r)
-        fields = (rows, xn, brows)
         end = int(self.sel_off[-1])
         need = end + rows.shape[0]
-        if need > self.sel_arrays[1].shape[0]:
-            cap = max(need, 2 * self.sel_arrays[0].shape[0])
-            grown = []
-            for k, a in enumerate(self.sel_arrays):
-                if k == 2:
-                    b = self._bound_rows(cap)
-                    b[:, :end] = a[:, :end]
-                else:
-                    b = np.empty((cap,) + a.shape[1:])
-                    b[:end] = a[:end]
-                grown.append(b)
-            self.sel_arrays = grown
-        for k, (a, v) in enumerate(zip(self.sel_arrays, fields)):
-            if k == 2:
-                a[:, end:need] = v.T
-            else:
-                a[end:need] = v
+        if need > self.sel_xn.shape[0]:
+            cap = max(need, 2 * self.sel_xn.shape[0])
+            x, x2, bt = np.empty((cap, self.sel_x.shape[1])), np.empty(cap), self._bound_rows(cap)
+            x[:end], x2[:end], bt[:, :end] = self.sel_x[:end], self.sel_xn[:end], self.sel_bt[:, :end]
+            self.sel_x, self.sel_xn, self.sel_bt = x, x2, bt
+        self.sel_x[end:need] = rows
+        self.sel_xn[end:need] = xn
+        self.sel_bt[:, end:need] = brows.T
         self.sel_off = np.append(self.sel_off, need)
         self.n_sel += 1
 

@@ -126,11 +126,9 @@ def _exact_env(e, upto, y, yn, m, s, f, mb, sb, g, ub, sel_x, sel_xn, sel_off, i
     return pairs
 
 
-#: Rows per vector block of the bound loops: every pass runs over a whole number of blocks
-#: (LLVM vectorises 16 float32 lanes x 4; a shorter tail would run scalar, and with one or two
-#: selected structures per call that tail cost more than the block), the spare rows masked out.
-#: The selected rows' bound fields keep this many spare columns (which also pads the row
-#: stride off a power of two, so the r + 2 field streams do not share L1 sets).
+#: Spare columns kept past the selected rows' bound fields: they pad the row stride off a power
+#: of two, so the r + 2 field streams of one bound pass do not map to the same L1 sets (a
+#: precaution; no difference measured on the benchmark sets).
 LANES = 64
 
 
@@ -142,8 +140,7 @@ def _bound_d2(yb, e, xbt, r0, nr, row):
     leading, t trailing components) and |y_t − x_t| ≤ |y_t| + |x_t|. Layout: ``yb`` is
     (n_env, r + 2) = (y_r, |y_r|² + slack, |y_t|) per environment; ``xbt`` holds the same
     fields of the selected rows transposed, (r + 2, rows + LANES), so every loop runs along
-    rows in SIMD lanes, over whole LANES blocks (spare rows get a huge distance). The slack
-    covers float32 rounding. Returns the minimum over the nr rows.
+    rows in SIMD lanes. The slack covers float32 rounding. Returns the row minimum.
 
     Row indices are unsigned: with a signed runtime offset numba guards every access against
     negative indices, which stops LLVM vectorising (6x slower); slices would vectorise too but
@@ -152,7 +149,7 @@ def _bound_d2(yb, e, xbt, r0, nr, row):
     r = yb.shape[1] - 2
     yq = yb[e, r]
     yt = yb[e, r + 1]
-    n = (nr + LANES - 1) // LANES * LANES
+    n = nr
     u0 = np.uint64(r0)
     ur = np.uint64(r)
     for j in range(n):
@@ -167,7 +164,6 @@ def _bound_d2(yb, e, xbt, r0, nr, row):
     for j in range(n):
         tt = yt + xbt[ut, u0 + np.uint64(j)]
         u = max(row[j], np.float32(0.0)) + tt * tt
-        u = u if j < nr else np.float32(3e38)  # spare rows: a distance whose term is 0
         row[j] = u
         rmin = min(rmin, u)
     return rmin
@@ -177,10 +173,9 @@ def _bound_d2(yb, e, xbt, r0, nr, row):
 def _lower_expsum(row, nr, mref, a):
     """Σ_j (1 − z_j/128)₊^128 with z_j = (row_j − mref)·a ≥ 0 (float32): a lower bound of
     Σ_j e^(−z_j) (log(1 − u) ≤ −u), within e^(−z²/256) of it; seven squarings, no exp.
-    Terms with z > 51.2 are left out. Runs over whole LANES blocks of ``row`` (``_bound_d2``
-    masks the spare rows)."""
+    Terms with z > 51.2 are left out."""
     acc = np.float32(0.0)
-    for j in range((nr + LANES - 1) // LANES * LANES):
+    for j in range(nr):
         z = (row[j] - mref) * a
         u = min(np.float32(1.0) - z * np.float32(0.0078125), np.float32(1.0))
         # terms below 0.6^128 ≈ 4e-29 are dropped (still a lower bound): their squarings would
@@ -400,12 +395,14 @@ def lazy_best(heap, n, env_off, env, st, sel, n_sel, inv2h2, prune_d2, entropies
     Args:
         heap: (n_local,) int64 structure indices, heap[:n] the live ones, ordered on st_bound.
         env_off: (n_local + 1,) int64 environment offsets of the local structures.
-        env: local environments (y (n_env, d) centred, yn (n_env,) |y|², yr (n_env, r) leading
-            principal components, yrn |yr|², yt trailing-component norms, ysl rounding slack).
+        env: local environments (y (n_env, d) float64 centred, yn (n_env,) |y|², yb (n_env,
+            r + 2) float32 bound fields: leading principal components, their |·|² plus slack,
+            trailing-component norm).
         st: per-environment state (m, s exact log-sum-exp state, f exact fold count, mb, sb the
             lower-bound state, g bound fold count, ub the δH upper bound), all (n_env,).
-        sel: the selected environments, same fields (sel_x, sel_xn, sel_r, sel_rn, sel_t,
-            sel_sl) plus sel_off (n_sel + 1,) row offsets per selected structure.
+        sel: the selected environments (sel_x (rows, d), sel_xn (rows,), sel_bt (r + 2,
+            rows + LANES) the bound fields transposed, sel_off (n_sel + 1,) row offsets per
+            selected structure).
         entropies, st_bound, st_folded: (n_local,) H(S), score bounds, exact fold counts.
         scratch: (2·n_local,) int64 work space.
         use_bounds: lower bounds with the cheap float32 bounds first (False: exact folds only,
@@ -420,7 +417,7 @@ def lazy_best(heap, n, env_off, env, st, sel, n_sel, inv2h2, prune_d2, entropies
     prune = min(prune_d2, BIG)
     row = np.empty(COL_BLOCK)
     buf = np.empty(COL_BLOCK)
-    row32 = np.empty(COL_BLOCK + LANES, dtype=np.float32)
+    row32 = np.empty(COL_BLOCK, dtype=np.float32)
     half = scratch.shape[0] // 2
     pos = scratch[:half]
     stack = scratch[half:]
@@ -465,7 +462,7 @@ def speculate(heap, n, env_off, env, st, sel, n_sel, inv2h2, entropies, st_bound
     y, yn, yb = env
     m, s, f, mb, sb, g, ub = st
     sel_x, sel_xn, sel_bt, sel_off = sel
-    row32 = np.empty(COL_BLOCK + LANES, dtype=np.float32)
+    row32 = np.empty(COL_BLOCK, dtype=np.float32)
     for p in range(1, min(n, scan)):
         c = heap[p]
         a = env_off[c]
