@@ -76,7 +76,7 @@ def load_local(path: str, args, *, role: str = "IN"):
     rank computing the descriptors of its own structures. Returns (x_local, info).
     """
     from .io.store import is_store, open_store
-    from .parallel.drivers import collective, distributed_descriptors, local_row_range
+    from .parallel.drivers import distributed_descriptors, local_row_range
 
     comm = _comm(args)
 
@@ -85,15 +85,15 @@ def load_local(path: str, args, *, role: str = "IN"):
             raise CliError(f"{role} {path}: no such file")
         return "store" if is_store(path) else "structures"
 
-    if collective(comm, kind) == "store":
+    if kind() == "store":
         def read():
             with open_store(path) as store:
                 store.check_compatible(k=args.k, cutoff=args.cutoff)
                 lo, hi = local_row_range(comm, store.n_env)
                 return store.read("descriptors", slice(lo, hi)), {
                     "source": path, "kind": "store", "n_structures": store.n_structures, "n_env": store.n_env}
-        return collective(comm, read)
-    frames = collective(comm, read_frames, [path], args)
+        return read()
+    frames = read_frames([path], args)
     prog = _progress(args, "descriptors", len(frames), "structures")
     x, _ = distributed_descriptors(comm, frames, args.k, args.cutoff, multicomponent=args.multicomponent,
                                    species=args.species, threads=args.threads, progress=prog)
@@ -141,10 +141,10 @@ def cmd_descriptors(args):
     from .descriptors import dataset_species
     from .io.store import store_attrs, write_store
     from .io.structures import file_checksum
-    from .parallel.drivers import collective, distributed_descriptors, write_store_distributed
+    from .parallel.drivers import distributed_descriptors, write_store_distributed
 
     comm = _comm(args)
-    frames = collective(comm, read_frames, args.inputs, args)
+    frames = read_frames(args.inputs, args)
     species = sorted(args.species) if args.species else dataset_species(frames)
     prog = _progress(args, "descriptors", len(frames), "structures")
     x_local, (lo, hi) = distributed_descriptors(comm, frames, args.k, args.cutoff,
@@ -165,7 +165,7 @@ def cmd_descriptors(args):
     local_species = (np.concatenate([a.numbers for a in frames[lo:hi]]).astype(np.int64) if hi > lo
                      else np.zeros(0, dtype=np.int64))
     if comm.Get_size() == 1 and args.rows_per_shard:
-        collective(comm, write_store, args.output, x_local, offsets, k=args.k, cutoff=args.cutoff, species=species,
+        write_store(args.output, x_local, offsets, k=args.k, cutoff=args.cutoff, species=species,
                    descriptor_kind=kind, extra={"species": local_species, **per_structure}, sources=sources,
                    command=_command_line(args), rows_per_shard=args.rows_per_shard)
     else:
@@ -193,12 +193,12 @@ def _energies(frames):
 
 
 def cmd_entropy(args):
-    from .parallel.drivers import collective, distributed_entropy_diversity
+    from .parallel.drivers import distributed_entropy_diversity
 
     comm = _comm(args)
     x, info = load_local(args.input, args)
     h = _bandwidths(args)
-    H, D = collective(comm, distributed_entropy_diversity, comm, x, h, **_logsum_kwargs(args))
+    H, D = distributed_entropy_diversity(comm, x, h, **_logsum_kwargs(args))
     n = info["n_env"]
     eff = np.asarray(H) / np.log(n) if n > 1 else np.nan * np.asarray(H)
     payload = {**info, "bandwidth": h, "entropy": H, "diversity": D, "efficiency": eff, "ranks": comm.Get_size()}
@@ -218,7 +218,7 @@ def _summary(dh: np.ndarray) -> dict:
 def _dh_gathered(args, test, ref, roles):
     """δH of every TEST environment against REF, gathered on rank 0 (None elsewhere)."""
     from .metrics import as_bandwidths
-    from .parallel.drivers import collective, distributed_logsum, gather_rows
+    from .parallel.drivers import distributed_logsum, gather_rows
 
     comm = _comm(args)
     y, info_y = load_local(test, args, role=roles[0])
@@ -226,7 +226,7 @@ def _dh_gathered(args, test, ref, roles):
     h = _bandwidths(args)
     hs, scalar = as_bandwidths(h)
     stats = {}
-    L = collective(comm, distributed_logsum, comm, y, x, hs, stats=stats, **_logsum_kwargs(args))
+    L = distributed_logsum(comm, y, x, hs, stats=stats, **_logsum_kwargs(args))
     dh = gather_rows(comm, -L)
     if dh is not None and scalar:
         dh = dh[:, 0]
@@ -234,12 +234,11 @@ def _dh_gathered(args, test, ref, roles):
 
 
 def cmd_dh(args):
-    from .parallel.drivers import collective
 
     comm = _comm(args)
     dh, h, info_y, info_x, stats = _dh_gathered(args, args.test, args.ref, ("TEST", "REF"))
-    if args.output:
-        collective(comm, lambda: _write_dh(args.output, dh, args) if _is_root(args) else None)
+    if args.output and _is_root(args):
+        _write_dh(args.output, dh, args)
     if not _is_root(args):
         return
     summary = _summary(dh)
@@ -516,48 +515,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Run one subcommand on every rank; returns the exit status every rank agreed on (0 ok,
+    2 bad input, 74 I/O error, 1 internal error), rank 0 printing one line on failure."""
+    from .parallel.channel import run_collectively
+
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     args.argv = argv
-    try:
-        args.func(args)
-    except ValueError as exc:  # bad input; under MPI every rank holds the same agreed message
-        if _is_root(args):
-            print(f"hpcquests {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except BrokenPipeError:  # e.g. `hpcquests demo | head`: not an error of ours
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
-    except OSError as exc:
-        print(f"hpcquests {args.command}: error: {exc}", file=sys.stderr)
-        return _abort_others(args, EXIT_USAGE)
-    except KeyboardInterrupt:
-        print("hpcquests: interrupted", file=sys.stderr)
-        return _abort_others(args, 130)
-    except RuntimeError as exc:  # agreed failure of another kind
-        if _is_root(args):
-            print(f"hpcquests {args.command}: error: {exc}", file=sys.stderr)
-        return 1
-    except Exception as exc:  # a bug: name it, and never leave other ranks hanging
-        comm = getattr(args, "comm", None)
-        if comm is not None and comm.Get_size() > 1:
-            import traceback
-
-            traceback.print_exc()
-            print(f"hpcquests {args.command}: rank {comm.Get_rank()} failed: {exc!r}; aborting all ranks",
-                  file=sys.stderr, flush=True)
-            comm.Abort(1)
-        raise
-    return 0
-
-
-def _abort_others(args, code):
-    comm = getattr(args, "comm", None)
-    if comm is not None and comm.Get_size() > 1:
-        sys.stderr.flush()
-        comm.Abort(code)
-    return code
+    comm = _comm(args)
+    return run_collectively(f"hpcquests {args.command}", comm, lambda: args.func(args))
 
 
 if __name__ == "__main__":  # pragma: no cover

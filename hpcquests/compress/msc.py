@@ -158,7 +158,6 @@ def distributed_msc(comm, x_local, local_offsets, first_index: int, size, *, h: 
     from ..kernels.cpu import prune_exponent, squared_norms
     from ..kernels.greedy import structure_entropies
     from ..parallel.comm import mpi_op
-    from ..parallel.drivers import collective
     from ..runtime import threads as thread_context
 
     x_local = np.ascontiguousarray(x_local, dtype=np.float64)
@@ -166,7 +165,7 @@ def distributed_msc(comm, x_local, local_offsets, first_index: int, size, *, h: 
     n_local = local_offsets.size - 1
 
     # _prepared = (centre, d): x_local is already centred on it and zero-padded (``msc``)
-    collective(comm, _check_offsets, x_local, local_offsets, first_index, _prepared is None)
+    _check_offsets(x_local, local_offsets, first_index, _prepared is None)
     width = x_local.shape[1] if x_local.ndim == 2 else -1
     layout = comm.allgather((int(first_index), int(n_local), width if _prepared is None else _prepared[1]))
     n_total = sum(c for _, c, _ in layout)

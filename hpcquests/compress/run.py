@@ -68,7 +68,7 @@ def compress_dataset(comm, path: str, out_dir: str, *, methods=("msc",), sizes=(
         threads: numba threads per rank. progress_factory: callable(label, total, unit) → progress.
     """
     from ..io.colabfit import read_dataset
-    from ..parallel.drivers import collective, distributed_descriptors, local_structure_range
+    from ..parallel.drivers import distributed_descriptors, local_structure_range
     from .msc import distributed_msc
     from .sizes import resolve_sizes
 
@@ -81,13 +81,13 @@ def compress_dataset(comm, path: str, out_dir: str, *, methods=("msc",), sizes=(
             raise ValueError(f"dataset {path}: no such file or directory")
         return read_dataset(path)
 
-    structures, ids = collective(comm, load)
+    structures, ids = load()
     structures = list(structures)
     n = len(structures)
     if n == 0:
         raise ValueError(f"dataset {path} is empty (no structures)")
-    counts = collective(comm, resolve_sizes, list(sizes), n)
-    collective(comm, _prepare_dir, out_dir)
+    counts = resolve_sizes(list(sizes), n)
+    _prepare_dir(out_dir)
 
     if multicomponent and species is None:
         from ..descriptors import dataset_species
@@ -106,7 +106,7 @@ def compress_dataset(comm, path: str, out_dir: str, *, methods=("msc",), sizes=(
 
     ref_x = None
     if reference is not None:
-        ref_structures, _ = collective(comm, read_dataset, reference)
+        ref_structures, _ = read_dataset(reference)
         ref_local, _ = distributed_descriptors(comm, list(ref_structures), k, cutoff, multicomponent=multicomponent,
                                                species=species, threads=threads)
         from ..parallel.drivers import allgather_rows
@@ -160,7 +160,7 @@ def compress_dataset(comm, path: str, out_dir: str, *, methods=("msc",), sizes=(
                     out[(m, c)] = (sel, time.perf_counter() - t0)
             return out
 
-        selections.update(comm.bcast(collective(comm, run_baselines), root=0))
+        selections.update(comm.bcast(run_baselines(), root=0))
 
     # metrics of every selection (collective), full set first
     from .report import coverage, force_tail, selection_rows, set_metrics
@@ -209,7 +209,7 @@ def compress_dataset(comm, path: str, out_dir: str, *, methods=("msc",), sizes=(
             os.remove(failed)
         write_json(os.path.join(out_dir, REPORT), report)  # last: marks the dataset done
 
-    collective(comm, write_outputs)
+    write_outputs()
     report["wall_s"] = comm.bcast(report["wall_s"], root=0)
     return report
 

@@ -241,14 +241,15 @@ def _top_env(ub, a, b):
 
 
 @nb.njit(cache=True)
-def _extend_bound(e, thr, n_sel, yb, mb, sb, g, ub, sel_bt, sel_off, inv2h2, row32):
+def _extend_bound(e, offset, limit, n_sel, yb, mb, sb, g, ub, sel_bt, sel_off, inv2h2, row32):
     """Extend environment e's bound over the selected structures it has not seen, FOLD_CHUNK
-    of them first and twice as many each time, until it falls below ``thr`` or covers all."""
+    of them first and twice as many each time, until ``ub[e] + offset`` falls below ``limit``
+    or it covers all."""
     pairs = 0
     chunk = FOLD_CHUNK
     while g[e] < n_sel:
         pairs += _bound_env(e, min(n_sel, g[e] + chunk), yb, mb, sb, g, ub, sel_bt, sel_off, inv2h2, row32)
-        if ub[e] < thr:
+        if ub[e] + offset < limit:
             break
         chunk *= 2
     return pairs
@@ -272,12 +273,17 @@ def _structure_step(c, limit, env_off, y, yn, yb, m, s, f, mb, sb, g, ub, sel_x,
     """
     a = env_off[c]
     b = env_off[c + 1]
-    thr = limit - entropies[c]
-    if thr > -np.inf:
+    hc = entropies[c]
+    # every test is written ub + H(c) vs limit, the very sum that becomes c's score bound: with
+    # ub >= limit - H(c) instead, rounding can leave an environment "below" the limit while its
+    # score ub + H(c) still equals it (an exact copy of the runner-up), and c would be worked on
+    # forever without its bound moving
+    if limit > -np.inf:
         for e in range(a, b):
-            if ub[e] >= thr and g[e] < n_sel:
+            if ub[e] + hc >= limit and g[e] < n_sel:
                 if use_bounds:
-                    pairs[1] += _extend_bound(e, thr, n_sel, yb, mb, sb, g, ub, sel_bt, sel_off, inv2h2, row32)
+                    pairs[1] += _extend_bound(e, hc, limit, n_sel, yb, mb, sb, g, ub, sel_bt, sel_off, inv2h2,
+                                              row32)
                 else:
                     pairs[0] += _exact_env(e, n_sel, y, yn, m, s, f, mb, sb, g, ub, sel_x, sel_xn, sel_off, inv2h2,
                                            prune, row, buf)
@@ -290,9 +296,9 @@ def _structure_step(c, limit, env_off, y, yn, yb, m, s, f, mb, sb, g, ub, sel_x,
             top = e
         elif v > second:
             second = v
-    if ub[top] >= thr:
+    if ub[top] + hc >= limit:
         if use_bounds and g[top] < n_sel:  # only with no limit
-            pairs[1] += _extend_bound(top, second, n_sel, yb, mb, sb, g, ub, sel_bt, sel_off, inv2h2, row32)
+            pairs[1] += _extend_bound(top, 0.0, second, n_sel, yb, mb, sb, g, ub, sel_bt, sel_off, inv2h2, row32)
         elif f[top] < n_sel:
             pairs[0] += _exact_env(top, n_sel, y, yn, m, s, f, mb, sb, g, ub, sel_x, sel_xn, sel_off, inv2h2,
                                    prune, row, buf)
@@ -422,7 +428,15 @@ def lazy_best(heap, n, env_off, env, st, sel, n_sel, inv2h2, prune_d2, entropies
     pos = scratch[:half]
     stack = scratch[half:]
     pairs = np.zeros(2, dtype=np.int64)
+    # every pass either folds or bounds at least one more (environment, selected structure)
+    # pair, finishes a structure, or strictly lowers the top score bound (which only a fold can
+    # raise again): a pass budget far above that count turns a future logic error into an
+    # error instead of a hung job
+    budget = 64 + 4 * (y.shape[0] * (2 * n_sel + 2) + 2 * n)
     while n > 0:
+        budget -= 1
+        if budget < 0:
+            raise RuntimeError("lazy greedy made no progress (internal error): rerun with lazy=False")
         c = heap[0]
         if st_folded[c] < n_sel:
             limit = -np.inf

@@ -5,8 +5,8 @@
 initialise MPI. Partitioning is a pure function of (n, size, rank).
 """
 
-from .comm import SerialComm, agree_on_error, get_comm, launched_by_mpi, local_rank, mpi_info, mpi_op, node_size
+from .comm import Comm, SerialComm, get_comm, launched_by_mpi, local_rank, mpi_info, mpi_op, node_size
 from .partition import partition, weighted_partition
 
-__all__ = ["SerialComm", "agree_on_error", "get_comm", "launched_by_mpi", "local_rank", "mpi_info", "mpi_op", "node_size",
+__all__ = ["Comm", "SerialComm", "get_comm", "launched_by_mpi", "local_rank", "mpi_info", "mpi_op", "node_size",
            "partition", "weighted_partition"]

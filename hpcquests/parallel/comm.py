@@ -66,6 +66,142 @@ class SerialComm:
     def Abort(self, errorcode=1):
         raise SystemExit(errorcode)
 
+    # the stop channel's interface (see ``parallel.channel``): one rank, so only signals
+    def poll(self):
+        """Raise ``StopRequested`` if a preemption signal is pending (outside deferred blocks)."""
+        from .channel import SIGNALS, StopRequested, signal_message
+
+        signum = SIGNALS.pending()
+        if signum is not None:
+            raise StopRequested(signal_message(signum))
+
+    def wait(self, req):
+        req.Wait()
+
+    def finish(self, code, message=None):
+        return int(code), 0, message
+
+
+class Comm:
+    """A real communicator whose blocking collectives cannot hang on a rank that has stopped.
+
+    Each blocking collective first meets the other ranks in a non-blocking barrier, polling
+    the ``StopChannel`` while it waits: when another rank has failed or been preempted, this
+    raises ``JobStopped`` / ``StopRequested`` instead of waiting forever. Once every rank has
+    arrived, the collective itself runs (it can no longer block on a departed rank).
+    Point-to-point requests are waited for with ``wait``/``waitall``, which poll too.
+    Everything else is mpi4py's, on the wrapped communicator ``raw``.
+    """
+
+    is_serial = False
+
+    def __init__(self, raw):
+        from .channel import StopChannel
+
+        MPI = _import_mpi()
+        self.raw = raw
+        self.MPI = MPI
+        self.rank = raw.Get_rank()
+        self.size = raw.Get_size()
+        self.channel = StopChannel(raw, MPI)
+
+    # -- plain queries and non-blocking operations
+    def Get_rank(self):
+        return self.rank
+
+    def Get_size(self):
+        return self.size
+
+    def Isend(self, *a, **kw):
+        return self.raw.Isend(*a, **kw)
+
+    def Irecv(self, *a, **kw):
+        return self.raw.Irecv(*a, **kw)
+
+    def Iallreduce(self, *a, **kw):
+        return self.raw.Iallreduce(*a, **kw)
+
+    def Split_type(self, *a, **kw):
+        return self.raw.Split_type(*a, **kw)
+
+    def Dup(self):
+        return Comm(self.raw.Dup())
+
+    def Free(self):
+        self.channel.close()
+        self.raw.Free()
+
+    def Abort(self, errorcode=1):
+        self.raw.Abort(errorcode)
+
+    # -- the stop channel
+    def poll(self):
+        self.channel.poll()
+
+    def wait(self, req):
+        self.channel.wait(req)
+
+    def waitall(self, reqs):
+        for req in reqs:
+            self.channel.wait(req)
+
+    def finish(self, code, message=None):
+        return self.channel.finish(code, message)
+
+    def _meet(self):
+        self.channel.poll()
+        self.channel.wait(self.raw.Ibarrier())
+
+    # -- blocking collectives, guarded
+    def allgather(self, obj):
+        self._meet()
+        return self.raw.allgather(obj)
+
+    def allreduce(self, obj, op=None):
+        self._meet()
+        return self.raw.allreduce(obj) if op is None else self.raw.allreduce(obj, op=op)
+
+    def reduce(self, obj, op=None, root=0):
+        self._meet()
+        return self.raw.reduce(obj, root=root) if op is None else self.raw.reduce(obj, op=op, root=root)
+
+    def bcast(self, obj, root=0):
+        self._meet()
+        return self.raw.bcast(obj, root=root)
+
+    def gather(self, obj, root=0):
+        self._meet()
+        return self.raw.gather(obj, root=root)
+
+    def scatter(self, objs, root=0):
+        self._meet()
+        return self.raw.scatter(objs, root=root)
+
+    def Barrier(self):
+        self._meet()
+
+    barrier = Barrier
+
+    def Bcast(self, buf, root=0):
+        self._meet()
+        return self.raw.Bcast(buf, root=root)
+
+    def Allreduce(self, sendbuf, recvbuf, op=None):
+        self._meet()
+        return self.raw.Allreduce(sendbuf, recvbuf) if op is None else self.raw.Allreduce(sendbuf, recvbuf, op=op)
+
+    def Allgatherv(self, sendbuf, recvbuf):
+        self._meet()
+        return self.raw.Allgatherv(sendbuf, recvbuf)
+
+    def Alltoall(self, sendbuf, recvbuf):
+        self._meet()
+        return self.raw.Alltoall(sendbuf, recvbuf)
+
+    def Alltoallv(self, sendbuf, recvbuf):
+        self._meet()
+        return self.raw.Alltoallv(sendbuf, recvbuf)
+
 
 _OP_NAMES = ("sum", "max", "min")
 
@@ -103,12 +239,16 @@ class MaxlocVote:
         self._send = np.array([(float(value), int(index))], dtype=dt)
         self._recv = np.empty(1, dtype=dt)
         self._req = comm.Iallreduce([self._send, MPI.DOUBLE_INT], [self._recv, MPI.DOUBLE_INT], op=MPI.MAXLOC)
+        self._comm = comm
 
     def test(self) -> bool:
-        return bool(self._req.Test())
+        done = bool(self._req.Test())
+        if not done:
+            self._comm.poll()
+        return done
 
     def result(self) -> tuple[float, int]:
-        self._req.Wait()
+        self._comm.wait(self._req)
         return float(self._recv["v"][0]), int(self._recv["i"][0])
 
 
@@ -134,15 +274,17 @@ def get_comm(comm=None):
     try:
         if MPI.COMM_WORLD.Get_size() == 1:
             return SerialComm()
-        return MPI.COMM_WORLD.Dup()
+        raw = MPI.COMM_WORLD.Dup()
     except Exception:  # an MPI library that loads but cannot start: run serially
         return SerialComm()
+    return Comm(raw)
 
 
 def _node_rank_and_size(comm) -> tuple[int, int]:
     if getattr(comm, "is_serial", False) or comm.Get_size() == 1:
         return 0, 1
     MPI = _import_mpi()
+    comm.Barrier()  # guarded: Split_type is a collective
     node = comm.Split_type(MPI.COMM_TYPE_SHARED)
     try:
         return node.Get_rank(), node.Get_size()
@@ -213,17 +355,3 @@ def _library_version_subprocess(timeout: float = 20.0) -> str:
         last = _first_line(out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "")
         return f"unavailable: mpi4py could not load an MPI library ({last})"
     return _first_line(out.stdout)
-
-
-def agree_on_error(comm, exc: BaseException | None) -> None:
-    """Collective: if any rank passes an exception, every rank raises one error carrying the
-    lowest failing rank's message (ValueError if that was a ValueError, else RuntimeError)."""
-    mine = None if exc is None else ("ValueError" if isinstance(exc, ValueError) else type(exc).__name__, str(exc))
-    everyone = comm.allgather(mine)
-    for rank, item in enumerate(everyone):
-        if item is not None:
-            kind, msg = item
-            err = ValueError if kind == "ValueError" else RuntimeError
-            if comm.Get_size() > 1:
-                msg = f"rank {rank}: {msg}"
-            raise err(msg)

@@ -17,23 +17,12 @@ import math
 
 import numpy as np
 
-from .comm import agree_on_error, mpi_op
+from .comm import mpi_op
 from .partition import partition, weighted_partition
 
 #: Gather the whole reference on every rank when it needs at most this many bytes.
 DEFAULT_REF_MEMORY = 2 * 1024**3
 RING_TAG = 7301
-
-
-def collective(comm, fn, *args, **kwargs):
-    """Run ``fn`` on every rank; if any rank raises, every rank raises the same error."""
-    result, err = None, None
-    try:
-        result = fn(*args, **kwargs)
-    except Exception as exc:  # noqa: BLE001 - re-raised collectively below
-        err = exc
-    agree_on_error(comm, err)
-    return result
 
 
 def allgather_rows(comm, local: np.ndarray) -> np.ndarray:
@@ -106,15 +95,9 @@ def _ring_fold(comm, be, st, xc_local, sizes, d, inv2h2, prune_d2):
         if n_cur:
             be.fold(st, bufs[cur][: n_cur * d].reshape(n_cur, d), inv2h2, prune_d2)
         if reqs:
-            _waitall(reqs)
+            comm.waitall(reqs)  # polls the stop channel
             cur = 1 - cur
             n_cur = n_next
-
-
-def _waitall(reqs):
-    from mpi4py import MPI
-
-    MPI.Request.Waitall(reqs)
 
 
 def distributed_delta_entropy(comm, y_local, x_local, h, **kw):
@@ -163,8 +146,8 @@ def distributed_descriptors(comm, frames, k, cutoff, *, multicomponent=False, sp
     lo, hi = local_structure_range(comm, counts)
     if multicomponent and species is None:
         species = dataset_species(frames)
-    x = collective(comm, descriptors_of, frames[lo:hi], k, cutoff, first_index=lo, multicomponent=multicomponent,
-                   species=species, threads=threads, progress=progress)
+    x = descriptors_of(frames[lo:hi], k, cutoff, first_index=lo, multicomponent=multicomponent, species=species,
+                       threads=threads, progress=progress)
     return x, (lo, hi)
 
 
@@ -183,15 +166,13 @@ def write_store_distributed(comm, path, x_local, struct_range, offsets, *, extra
     if x_local is not None:
         rows["descriptors"] = np.asarray(x_local, dtype=np.float64)
     rows.update(extra_rows or {})
-    info = collective(comm, write_shard, path, rank, row_start, rows)
+    info = write_shard(path, rank, row_start, rows)
     infos = comm.gather(info, root=0)
 
-    def master():
-        if rank == 0:
-            remove_stale_shards(path, size)
-            write_master(path, infos, offsets, attrs=attrs, per_structure=per_structure or {})
-
-    collective(comm, master)
+    if rank == 0:
+        remove_stale_shards(path, size)
+        write_master(path, infos, offsets, attrs=attrs, per_structure=per_structure or {})
+    comm.Barrier()  # the store is complete on every rank's return
 
 
 class ReferenceSet:

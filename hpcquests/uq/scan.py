@@ -28,7 +28,6 @@ import argparse
 import hashlib
 import json
 import os
-import signal
 import sys
 import time
 
@@ -36,14 +35,10 @@ import numpy as np
 
 from .._json import json_default
 
-EXIT_BAD_INPUT = 2
-EXIT_CHECKPOINTED = 75  # EX_TEMPFAIL: the batch script requeues the job on this status
+from ..parallel.channel import EXIT_BAD_INPUT, EXIT_CHECKPOINTED, StopRequested  # noqa: F401 (re-exported)
+
 RESULT_NAME = "dH.h5"
 READ_BLOCK = 32 << 20  # bytes of atom lines per read + exchange block (~750k lines of x y z dumps)
-
-
-class StopRequested(Exception):
-    """Raised collectively after a USR2/TERM signal once the checkpoint is safe."""
 
 
 # --------------------------------------------------------------------------- arguments
@@ -120,50 +115,26 @@ def build_parser() -> argparse.ArgumentParser:
                         "spread over ranks whole; larger ones are split by domains (default 2,000,000)")
     p.add_argument("--no-annotated-dump", action="store_true", help="do not write the annotated dump")
     p.add_argument("--threads", type=int, default=None, help="numba threads per rank")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines and no result lines (errors are "
+                                                               "still printed; --json output too)")
     return p
-
-
-# --------------------------------------------------------------------------- signals
-
-class StopFlag:
-    """Set by SIGUSR2/SIGTERM; checked collectively between chunks."""
-
-    def __init__(self):
-        self.set = False
-        self.signum = None
-        self._previous = {}
-
-    def install(self):
-        for sig in (signal.SIGUSR2, signal.SIGTERM):
-            try:
-                self._previous[sig] = signal.signal(sig, self._handler)
-            except ValueError:  # not the main thread
-                pass
-        return self
-
-    def _handler(self, signum, frame):
-        self.set = True
-        self.signum = signum
-
-    def restore(self):
-        for sig, prev in self._previous.items():
-            signal.signal(sig, prev)
 
 
 # --------------------------------------------------------------------------- reference
 
 def load_reference(comm, args, scan_species):
     """This rank's share of the reference descriptors, checked against the scan's parameters."""
+    from ..faults import inject
     from ..io.store import is_store, open_store
-    from ..parallel.drivers import collective, distributed_descriptors, local_row_range
+    from ..parallel.drivers import distributed_descriptors, local_row_range
 
     def kind():
         if not os.path.exists(args.ref):
             raise ValueError(f"REF {args.ref}: no such file")
         return "store" if is_store(args.ref) else "structures"
 
-    if collective(comm, kind) == "store":
+    if kind() == "store":
         def read():
             with open_store(args.ref) as store:
                 store.check_compatible(k=args.k, cutoff=args.cutoff)
@@ -176,11 +147,14 @@ def load_reference(comm, args, scan_species):
                                      f"has {missing}")
                 lo, hi = local_row_range(comm, store.n_env)
                 return store.read("descriptors", slice(lo, hi))
-        return collective(comm, read)
+        x = read()
+        inject("uq.reference", comm.Get_rank())
+        return x
     from ..io.structures import read_structures
 
-    frames = collective(comm, read_structures, [args.ref])
+    frames = read_structures([args.ref])
     x, _ = distributed_descriptors(comm, frames, args.k, args.cutoff, threads=args.threads)
+    inject("uq.reference", comm.Get_rank())
     return x
 
 
@@ -198,7 +172,6 @@ class Checkpoint:
 
     def prepare(self):
         """Validate an existing checkpoint against this run (collective)."""
-        from ..parallel.drivers import collective
 
         def check():
             path = os.path.join(self.dir, "manifest.json")
@@ -215,7 +188,7 @@ class Checkpoint:
                                          "rerun with the same arguments and number of ranks, or use a new --out")
                 else:
                     _atomic_json(path, {"signature": self.signature})
-        collective(self.comm, check)
+        check()
         self.comm.Barrier()
 
     def chunk_file(self, frame: int, chunk: int) -> str:
@@ -261,7 +234,8 @@ def scan(args, comm) -> dict:
     """Run the scan; returns the summary (rank 0) or {} (other ranks)."""
     from ..io import lammps
     from ..parallel import SerialComm
-    from ..parallel.drivers import ReferenceSet, collective
+    from ..faults import inject
+    from ..parallel.drivers import ReferenceSet
     from ..progress import Progress
 
     rank, size = comm.Get_rank(), comm.Get_size()
@@ -281,7 +255,7 @@ def scan(args, comm) -> dict:
             if not os.access(args.out, os.W_OK):
                 raise ValueError(f"--out {args.out}: directory is not writable")
 
-    collective(comm, setup_out)
+    setup_out()
 
     def index():
         if rank != 0:
@@ -290,7 +264,7 @@ def scan(args, comm) -> dict:
             raise ValueError(f"TRAJ {args.traj}: no such file")
         return lammps.index_dump(args.traj, skip_bad_frames=args.skip_bad_frames)
 
-    indexed = comm.bcast(collective(comm, index), root=0)
+    indexed = comm.bcast(index(), root=0)
     frames, bad = indexed if isinstance(indexed, tuple) else (indexed, [])
     chosen = list(range(len(frames)))[sel]
     if not chosen:
@@ -310,15 +284,13 @@ def scan(args, comm) -> dict:
     first = frames[chosen[0]]
     mem = MemTrace(rank)
     mem("index")
-    species = collective(comm, _part_species, args, first, size, rank, types, chosen[0])
+    species = _part_species(args, first, size, rank, types, chosen[0])
     species = set().union(*comm.allgather(species))
     x_ref = load_reference(comm, args, species)
-    ref = collective(comm, ReferenceSet, comm, x_ref, args.bandwidth, ref_memory=args.ref_memory,
-                     backend=args.backend)
+    ref = ReferenceSet(comm, x_ref, args.bandwidth, ref_memory=args.ref_memory, backend=args.backend)
     del x_ref
     mem("reference")
     ckpt.prepare()
-    stop = StopFlag().install()
     annotated_dir = os.path.join(args.out, "annotated")
     if rank == 0 and not args.no_annotated_dump:
         os.makedirs(annotated_dir, exist_ok=True)
@@ -330,30 +302,17 @@ def scan(args, comm) -> dict:
                       and max(frames[f].n_atoms for f in chosen) <= args.frame_parallel_atoms)
     mine = chosen[rank::size] if frame_parallel else chosen
     frame_comm = SerialComm() if frame_parallel else comm
-    stopped = None
-    try:
-        for n_done, f in enumerate(mine):
-            info = frames[f]
-            if os.path.exists(ckpt.frame_file(f)):  # whole frame done in an earlier run
-                continue
-            prog = Progress(f"frame {f} ({n_done + 1}/{len(mine)}), {info.n_atoms:,} atoms", 1, "chunks",
-                            enabled=frame_comm.Get_rank() == 0 and rank == 0 and not args.quiet, interval=0.0)
-            try:
-                stats = _scan_frame(args, frame_comm, info, f, types, ref, ckpt, stop, timings, prog,
-                                    annotated_dir)
-            except StopRequested as exc:
-                if not frame_parallel:
-                    raise
-                stopped = exc
-                break
-            if frame_comm.Get_rank() == 0:
-                _atomic_json(ckpt.frame_file(f), stats)
-    finally:
-        stop.restore()
-    if frame_parallel:
-        stops = comm.allgather(None if stopped is None else str(stopped))
-        if any(stops):
-            raise StopRequested(next(s for s in stops if s))
+    for n_done, f in enumerate(mine):
+        info = frames[f]
+        comm.poll()  # a frame boundary: stops of the other ranks (and signals) act here
+        if os.path.exists(ckpt.frame_file(f)):  # whole frame done in an earlier run
+            continue
+        prog = Progress(f"frame {f} ({n_done + 1}/{len(mine)}), {info.n_atoms:,} atoms", 1, "chunks",
+                        enabled=frame_comm.Get_rank() == 0 and rank == 0 and not args.quiet, interval=0.0)
+        stats = _scan_frame(args, frame_comm, info, f, types, ref, ckpt, comm, timings, prog, annotated_dir)
+        if frame_comm.Get_rank() == 0:
+            _atomic_json(ckpt.frame_file(f), stats)
+    inject("uq.frames-done", rank)
     comm.Barrier()
     frame_stats = []
     if rank == 0:
@@ -425,12 +384,11 @@ def _read_and_exchange(args, comm, info, f, types, timings, mem):
     ``byte_range`` and ``n`` lines with ``row_counts`` of every rank."""
     from ..io import lammps
     from ..parallel.domains import DomainExchange
-    from ..parallel.drivers import collective
 
     rank, size = comm.Get_rank(), comm.Get_size()
     t = time.perf_counter()
     start, stop = lammps.byte_ranges(info, size)[rank]
-    blocks = collective(comm, lammps.block_ranges, info, start, stop, _read_block_bytes(args), args.traj)
+    blocks = lammps.block_ranges(info, start, stop, _read_block_bytes(args), args.traj)
     ex = DomainExchange(comm, info.cell, info.pbc, args.cutoff)
     t_parse = [0.0]
 
@@ -445,7 +403,7 @@ def _read_and_exchange(args, comm, info, f, types, timings, mem):
             ex.count(part["positions"])
         return n
 
-    n_local = collective(comm, count_pass)
+    n_local = count_pass()
     row_counts = comm.allgather(n_local)
     row_start = int(sum(row_counts[:rank]))
     has_id = "id" in info.columns
@@ -455,14 +413,14 @@ def _read_and_exchange(args, comm, info, f, types, timings, mem):
     for i in range(ex.rounds):
         if i < len(blocks):
             t0 = time.perf_counter()
-            part = collective(comm, _read_block, args.traj, info, *blocks[i], types, f, row, False)
+            part = _read_block(args.traj, info, *blocks[i], types, f, row, False)
             t_parse[0] += time.perf_counter() - t0
             rows = np.arange(row, row + part["n"], dtype=np.int64)
             row += part["n"]
             ex.send(part["positions"], rows, {"id": part["ids"]} if has_id else None)
             del part, rows
         else:  # this rank's blocks are done: keep taking part in the collective rounds
-            collective(comm, lambda: None)
+            comm.poll()
             ex.send()
     dom = ex.finish()
     # for owned atoms the tie-break index is the row: no need to send it twice
@@ -476,10 +434,38 @@ def _read_and_exchange(args, comm, info, f, types, timings, mem):
     return dom, part
 
 
-def _scan_frame(args, comm, info, f, types, ref, ckpt, stop, timings, prog, annotated_dir):
-    from ..descriptors import MIN_DISTANCE, BinnedPoints
+def _scan_chunk(args, comm, binned, dom, info, f, c, q0, q1, ref, ckpt, timings, dh_owned):
+    """Descriptors and δH of owned atoms q0:q1 of frame f, written as checkpoint chunk c."""
+    from ..descriptors import MIN_DISTANCE
+    from ..faults import inject
+
+    rank = comm.Get_rank()
+    t = time.perf_counter()
+    x, nn, nn_atom = binned.descriptors(q0, q1, args.k)
+    close = nn < MIN_DISTANCE
+    if close.any():
+        i = int(np.argmax(close))
+        raise ValueError(f"TRAJ {args.traj} frame {f}: atom id {int(dom['id'][q0 + i])} has a neighbour "
+                         f"{nn[i]:.4g} Å away (< {MIN_DISTANCE} Å): overlapping atoms")
+    inject("uq.chunk", rank)
+    timings["descriptors"] += time.perf_counter() - t
+    t = time.perf_counter()
+    dh = ref.delta_entropy(x, args.threads)
+    timings["dH"] += time.perf_counter() - t
+    t = time.perf_counter()
+    _write_chunk(ckpt.chunk_file(f, c), {
+        "dH": dh, "frame": np.full(q1 - q0, f, dtype=np.int64), "atom_id": dom["id"][q0:q1],
+        "timestep": np.full(q1 - q0, info.timestep, dtype=np.int64), "row": dom["row"][q0:q1]})
+    ckpt.log_computed(f, c)
+    timings["write"] += time.perf_counter() - t
+    _test_signal_hook(rank)
+    dh_owned[q0:q1] = dh
+
+
+def _scan_frame(args, comm, info, f, types, ref, ckpt, world, timings, prog, annotated_dir):
+    from ..descriptors import BinnedPoints
+    from ..parallel.channel import deferred_signals
     from ..parallel.domains import alltoallv
-    from ..parallel.drivers import collective
     from .stats import frame_statistics
 
     rank, size = comm.Get_rank(), comm.Get_size()
@@ -509,34 +495,11 @@ def _scan_frame(args, comm, info, f, types, ref, ckpt, stop, timings, prog, anno
             dh_owned[q0:q1] = _read_chunk(path)["dH"]
             prog.update(c + 1)
             continue
-        t = time.perf_counter()
-
-        def describe():
-            x, nn, nn_atom = binned.descriptors(q0, q1, args.k)
-            close = nn < MIN_DISTANCE
-            if close.any():
-                i = int(np.argmax(close))
-                raise ValueError(f"TRAJ {args.traj} frame {f}: atom id {int(dom['id'][q0 + i])} has a neighbour "
-                                 f"{nn[i]:.4g} Å away (< {MIN_DISTANCE} Å): overlapping atoms")
-            return x
-
-        x = collective(comm, describe)
-        timings["descriptors"] += time.perf_counter() - t
-        t = time.perf_counter()
-        dh = collective(comm, ref.delta_entropy, x, args.threads)
-        timings["dH"] += time.perf_counter() - t
-        t = time.perf_counter()
-        collective(comm, _write_chunk, path, {
-            "dH": dh, "frame": np.full(q1 - q0, f, dtype=np.int64), "atom_id": dom["id"][q0:q1],
-            "timestep": np.full(q1 - q0, info.timestep, dtype=np.int64), "row": dom["row"][q0:q1]})
-        ckpt.log_computed(f, c)
-        timings["write"] += time.perf_counter() - t
-        _test_signal_hook(rank)
-        dh_owned[q0:q1] = dh
+        with deferred_signals():  # a signal now waits until this chunk is checkpointed
+            _scan_chunk(args, comm, binned, dom, info, f, c, q0, q1, ref, ckpt, timings, dh_owned)
         prog.update(c + 1)
-        if any(comm.allgather(stop.set)):
-            raise StopRequested(f"signal received: checkpointed after frame {f} chunk {c}")
-    binned = None  # the point set (also held by describe's closure): not needed any more
+        world.poll()  # a chunk boundary: act on a signal, or on another rank's stop
+    binned = None  # the point set: not needed any more
     dom.pop("id")
     mem("chunks (descriptors, dH, shards)")
     stats = frame_statistics(comm, dh_owned, args.threshold)
@@ -551,7 +514,7 @@ def _scan_frame(args, comm, info, f, types, ref, ckpt, stop, timings, prog, anno
         back_dh = alltoallv(comm, dh_owned[order], counts)
         mine = np.empty(n_local)
         mine[back_rows - row_start] = back_dh
-        collective(comm, _write_annotated, comm, args.traj, info, part, mine,
+        _write_annotated(comm, args.traj, info, part, mine,
                    os.path.join(annotated_dir, f"frame-{f:06d}.lammpstrj"))
         timings["write"] += time.perf_counter() - t
     mem("annotated dump")
@@ -603,6 +566,8 @@ class MemTrace:
 def _test_signal_hook(rank):
     """HPCQUESTS_TEST_SIGNAL_AFTER=N: rank 0 sends itself SIGUSR2 after N computed chunks, so
     tests exercise the real handler and the collective stop deterministically."""
+    import signal
+
     n = os.environ.get("HPCQUESTS_TEST_SIGNAL_AFTER")
     _CHUNKS_DONE[0] += 1
     if n is not None and rank == 0 and _CHUNKS_DONE[0] == int(n):
@@ -668,7 +633,6 @@ def _write_annotated(comm, traj, info, part, dh, path):
 
 def _finalize(args, comm, frames, chosen, frame_stats, ckpt, bad, timings, ref, wall):
     """Result store master, summary.json, dH_hist.png, annotated dump (rank 0 writes)."""
-    from ..parallel.drivers import collective
     from .stats import write_histogram_png
 
     import resource
@@ -715,7 +679,7 @@ def _finalize(args, comm, frames, chosen, frame_stats, ckpt, bad, timings, ref, 
             _concatenate_annotated(args, chosen)
         return summary
 
-    return collective(comm, write)
+    return write()
 
 
 def _max(comm):
@@ -741,40 +705,39 @@ def _concatenate_annotated(args, chosen):
 # --------------------------------------------------------------------------- entry point
 
 def main(argv=None) -> int:
+    """Entry point of ``python -m hpcquests.uq``: returns the exit status agreed by every rank
+    (0; 2 bad input; 74 I/O error; 75 preempted after a checkpoint; 1 internal error)."""
+    from ..faults import inject
     from ..parallel import get_comm
+    from ..parallel.channel import preemption_signals, run_collectively
 
-    args = build_parser().parse_args(argv)
-    comm = get_comm()
-    rank = comm.Get_rank()
-    try:
-        summary = scan(args, comm)
-    except StopRequested as exc:
-        if rank == 0:
-            print(f"hpcquests.uq: {exc}; rerun to resume (exit {EXIT_CHECKPOINTED})", file=sys.stderr, flush=True)
-        return EXIT_CHECKPOINTED
-    except ValueError as exc:
-        if rank == 0:
-            print(f"hpcquests.uq: error: {exc}", file=sys.stderr, flush=True)
-        return EXIT_BAD_INPUT
-    except RuntimeError as exc:
-        if rank == 0:
-            print(f"hpcquests.uq: error: {exc}", file=sys.stderr, flush=True)
-        return 1
-    except Exception as exc:  # a bug: never leave the other ranks hanging
-        if comm.Get_size() > 1:
-            import traceback
+    # the handlers cover the whole run (start-up and reference loading included); a signal
+    # is acted on at the next poll: a collective, or a chunk or frame boundary
+    with preemption_signals():
+        inject("uq.startup")
+        args = build_parser().parse_args(argv)
+        comm = get_comm()
+        result = {}
 
-            traceback.print_exc()
-            print(f"hpcquests.uq: rank {rank} failed: {exc!r}; aborting", file=sys.stderr, flush=True)
-            comm.Abort(1)
-        raise
-    if rank == 0 and not args.quiet:
-        fr = summary["frames"]
-        print(f"hpcquests.uq: {summary['atoms']:,} atoms in {len(fr)} frame(s), {summary['wall_s']:.1f} s; "
-              f"results in {args.out}/ (summary.json, {RESULT_NAME}, dH_hist.png)")
-        for s in fr:
-            if s.get("atoms"):
-                above = ", ".join(f"{100 * v:.2f}% > {k}" for k, v in s["fraction_above"].items())
-                print(f"  frame {s['frame']} (step {s['timestep']}): {s['atoms']:,} atoms, mean dH {s['mean']:.3f}, "
-                      f"max {s['max']:.3f}, {above}")
-    return 0
+        def run():
+            result["summary"] = scan(args, comm)
+
+        def report():
+            summary = result["summary"]
+            if comm.Get_rank() != 0:
+                return
+            if args.json:
+                print(json.dumps(summary, default=json_default))
+            if args.quiet:
+                return
+            fr = summary["frames"]
+            print(f"hpcquests.uq: {summary['atoms']:,} atoms in {len(fr)} frame(s), {summary['wall_s']:.1f} s; "
+                  f"results in {args.out}/ (summary.json, {RESULT_NAME}, dH_hist.png)",
+                  file=sys.stderr if args.json else sys.stdout)
+            for s in fr:
+                if s.get("atoms"):
+                    above = ", ".join(f"{100 * v:.2f}% > {k}" for k, v in s["fraction_above"].items())
+                    print(f"  frame {s['frame']} (step {s['timestep']}): {s['atoms']:,} atoms, mean dH "
+                          f"{s['mean']:.3f}, max {s['max']:.3f}, {above}", file=sys.stderr if args.json else sys.stdout)
+
+        return run_collectively("hpcquests.uq", comm, run, on_success=report)

@@ -33,20 +33,19 @@ if rank == 0:
 
 FAIL = r'''
 import sys
-from hpcquests.parallel import get_comm, agree_on_error
+from hpcquests.parallel import get_comm
+from hpcquests.parallel.channel import run_collectively
+
 comm = get_comm()
-err = None
-try:
+
+
+def work():
     if comm.Get_rank() == 1:
         raise ValueError("structure 7, atom 3: bad input on rank one")
-except Exception as exc:
-    err = exc
-try:
-    agree_on_error(comm, err)
-except Exception as exc:
-    if comm.Get_rank() == 0:
-        print(f"error: {exc}", file=sys.stderr)
-    sys.exit(3)
+    comm.Barrier()  # the others wait here: the stop channel wakes them
+
+
+sys.exit(run_collectively("smoke", comm, work))
 '''
 
 
@@ -80,8 +79,8 @@ def test_one_failing_rank_stops_all(n, tmp_path):
     t = time.perf_counter()
     out = run_mpi(n, [str(script)], timeout=60)
     assert time.perf_counter() - t < 20
-    assert out.returncode != 0
-    assert "rank 1: structure 7, atom 3: bad input on rank one" in out.stderr
+    assert out.returncode == 2
+    assert "smoke: error: rank 1: structure 7, atom 3: bad input on rank one" in out.stderr
     assert out.stderr.count("bad input on rank one") == 1  # printed once, by rank 0
 
 

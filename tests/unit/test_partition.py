@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from hpcquests.parallel import SerialComm, agree_on_error, get_comm, partition, weighted_partition
+from hpcquests.parallel import SerialComm, get_comm, partition, weighted_partition
+from hpcquests.parallel.channel import run_collectively
 
 
 @pytest.mark.parametrize("n", [0, 1, 2, 3, 7, 10, 101])
@@ -47,9 +48,7 @@ def test_serial_comm_without_launcher(monkeypatch):
     comm = get_comm()
     assert isinstance(comm, SerialComm)
     assert comm.allreduce(3) == 3 and comm.allgather(1) == [1] and comm.bcast("x") == "x"
-    agree_on_error(comm, None)
-    with pytest.raises(ValueError, match="boom"):
-        agree_on_error(comm, ValueError("boom"))
+    assert run_collectively("prog", comm, lambda: None) == 0
 
 
 LAUNCHER_VARS = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS", "HYDRA_CONTROL_FD",
@@ -138,12 +137,33 @@ def test_get_comm_passes_through_given_comm():
     assert get_comm(sentinel) is sentinel
 
 
-def test_agree_on_error_kinds():
+def _raise(exc):
+    def fn():
+        raise exc
+    return fn
+
+
+def test_run_collectively_exit_codes_and_one_line(capsys):
+    """Every failure becomes one line and its exit status (serial stand-in)."""
+    import errno
+
     comm = SerialComm()
-    with pytest.raises(RuntimeError, match="disk full"):
-        agree_on_error(comm, OSError("disk full"))
-    with pytest.raises(ValueError, match="^structure 3: bad$"):
-        agree_on_error(comm, ValueError("structure 3: bad"))
+    cases = [(ValueError("structure 3: bad"), 2, "prog: error: structure 3: bad"),
+             (OSError(errno.ENOSPC, "No space left on device"), 74, "prog: error: [Errno 28] No space left on device"),
+             (FileNotFoundError(errno.ENOENT, "No such file", "x.h5"), 2, "prog: error: [Errno 2] No such file: 'x.h5'"),
+             (RuntimeError("oops"), 1, "prog: error: internal error (RuntimeError: oops); rerun with HPCQUESTS_DEBUG=1"),
+             (KeyboardInterrupt(), 130, "prog: error: interrupted")]
+    for exc, code, line in cases:
+        assert run_collectively("prog", comm, _raise(exc)) == code
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(line), (exc, err)
+
+
+def test_run_collectively_success_hook_only_on_success():
+    seen = []
+    assert run_collectively("prog", SerialComm(), lambda: None, on_success=lambda: seen.append(1)) == 0
+    assert run_collectively("prog", SerialComm(), _raise(ValueError("x")), on_success=lambda: seen.append(2)) == 2
+    assert seen == [1]
 
 
 def test_import_does_not_touch_mpi(monkeypatch):
