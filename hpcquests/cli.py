@@ -374,9 +374,11 @@ def cmd_compress(args):
                            cutoff=args.cutoff, eps=args.eps, seed=args.seed, reference=args.reference, scores=scores,
                            threads=args.threads, write_structures=not args.no_structures,
                            multicomponent=args.multicomponent, species=args.species,
-                           command=_command_line(args),
+                           drop_duplicates=args.drop_duplicates, command=_command_line(args),
                            progress_factory=lambda label, total, unit: _progress(args, label, total, unit))
-    lines = [f"{args.data}: {rep['n_structures']} structures, {rep['full']['n_envs']} environments, "
+    dropped = (f" ({rep['duplicates']['dropped']} exact copies dropped, see {args.output}/duplicates.tsv)"
+               if rep.get("duplicates") else "")
+    lines = [f"{args.data}: {rep['n_structures']} structures{dropped}, {rep['full']['n_envs']} environments, "
              f"H = {rep['full']['entropy']:.4f} ({comm.Get_size()} rank(s)); wrote {args.output}/report.json",
              f"{'method':>9} {'size':>6} {'envs':>8} {'H':>8} {'D':>8} {'overlap':>8} {'eff':>6} {'time s':>7}"]
     for r in rep["selections"]:
@@ -495,6 +497,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", default=None, help="conditional MSC: dataset already selected (C starts as it)")
     p.add_argument("--scores", default=None, help="CCS: text file of one importance score per structure")
     p.add_argument("--no-structures", action="store_true", help="write indices only, no selected.extxyz")
+    p.add_argument("--drop-duplicates", action="store_true",
+                   help="remove exact copies (identical environment sets) before any method; sizes then count the "
+                        "remaining structures; the copies are listed in duplicates.tsv and the report")
     _common(p)
     p.set_defaults(func=cmd_compress)
 

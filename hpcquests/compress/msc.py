@@ -260,6 +260,7 @@ def _greedy_loop(comm, state, target, conditional, ent_local, first_index, owner
     (Tried and dropped: the rank with the highest bound first makes its top exact and
     broadcasts the value, then the others refresh only candidates that can reach it: the same
     pairs, but the ranks take turns, and 2 ranks ran 15-20 % slower.)"""
+    from ..faults import inject
     from ..parallel.comm import MaxlocVote
 
     op = _max_op(comm)
@@ -267,6 +268,7 @@ def _greedy_loop(comm, state, target, conditional, ent_local, first_index, owner
     if overlap:
         state.speculate(inv2h2)  # loads the compiled kernel now, not in the first wait
     for step in range(target):
+        inject("msc.step", comm.Get_rank())
         if step == 0 and not conditional:
             best = _best_of(ent_local, first_index, state.alive)
         else:

@@ -90,9 +90,14 @@ def markdown_report(report: dict) -> str:
              f"k = {report['k']}, cutoff = {report['cutoff']} Å, overlap ε = {report['eps']:g}; "
              f"{report['ranks']} rank(s).", "",
              f"Full set: H = {full['entropy']:.4f}, D = {full['diversity']:.4f}, "
-             f"efficiency = {full['efficiency']:.4f}.", "",
-             "| method | size | fraction | environments | H | D | overlap(full \\| sel) | efficiency | time (s) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             f"efficiency = {full['efficiency']:.4f}.", ""]
+    dup = report.get("duplicates")
+    if dup:
+        lines += [f"{dup['dropped']} exact copies dropped before selection (`duplicates.tsv`): "
+                  + ", ".join(f"{c['index']} (= {c['copy_of']})" for c in dup["copies"][:20])
+                  + (", ..." if dup["dropped"] > 20 else "") + ".", ""]
+    lines += ["| method | size | fraction | environments | H | D | overlap(full \\| sel) | efficiency | time (s) |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in report["selections"]:
         lines.append(f"| {r['method']} | {r['size']} | {r['fraction']:.3f} | {r['n_envs']} | {r['entropy']:.4f} | "
                      f"{r['diversity']:.4f} | {r['overlap']:.4f} | {r['efficiency']:.4f} | {r['time_s']:.2f} |")

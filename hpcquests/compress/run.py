@@ -55,7 +55,7 @@ def _baseline(name: str):
 def compress_dataset(comm, path: str, out_dir: str, *, methods=("msc",), sizes=(0.1,), h: float = DEFAULT_BANDWIDTH,
                      k: int = 32, cutoff: float = 5.0, eps: float = DEFAULT_OVERLAP_EPS, seed: int = 0,
                      reference=None, scores=None, threads=None, write_structures: bool = True,
-                     multicomponent: bool = False, species=None,
+                     multicomponent: bool = False, species=None, drop_duplicates: bool = False,
                      command: str = "", progress_factory=None) -> dict:
     """Compress one dataset with every method at every size; returns the report (every rank).
 
@@ -66,7 +66,12 @@ def compress_dataset(comm, path: str, out_dir: str, *, methods=("msc",), sizes=(
         reference: optional path of a reference dataset for conditional MSC.
         scores: optional per-structure importance scores for CCS ((N,) array).
         threads: numba threads per rank. progress_factory: callable(label, total, unit) → progress.
+        drop_duplicates: remove exact copies (structures with bitwise identical environment
+            sets) before any method, keeping the first of each group; sizes then count the
+            remaining structures, selections keep the dataset's own indices, and the report
+            lists every dropped copy with the structure it copies.
     """
+    from ..faults import inject
     from ..io.colabfit import read_dataset
     from ..parallel.drivers import distributed_descriptors, local_structure_range
     from .msc import distributed_msc
@@ -86,7 +91,6 @@ def compress_dataset(comm, path: str, out_dir: str, *, methods=("msc",), sizes=(
     n = len(structures)
     if n == 0:
         raise ValueError(f"dataset {path} is empty (no structures)")
-    counts = resolve_sizes(list(sizes), n)
     _prepare_dir(out_dir)
 
     if multicomponent and species is None:
@@ -104,6 +108,18 @@ def compress_dataset(comm, path: str, out_dir: str, *, methods=("msc",), sizes=(
     assert (lo, hi) == local_structure_range(comm, atom_counts)
     t_desc = time.perf_counter() - t_start
 
+    # methods run on the kept structures (all of them unless copies are dropped); ``kept``
+    # maps their indices back to the dataset's
+    full_x_local, full_offsets = x_local, local_offsets
+    copies = exact_copies(comm, x_local, local_offsets, n) if drop_duplicates else {}
+    keep = np.ones(n, dtype=bool)
+    keep[list(copies)] = False
+    kept = np.flatnonzero(keep)
+    if copies:
+        x_local, local_offsets = _keep_structures(x_local, local_offsets, keep[lo:hi])
+    first_kept = int(keep[:lo].sum())
+    counts = resolve_sizes(list(sizes), int(kept.size))
+
     ref_x = None
     if reference is not None:
         ref_structures, _ = read_dataset(reference)
@@ -118,8 +134,8 @@ def compress_dataset(comm, path: str, out_dir: str, *, methods=("msc",), sizes=(
     if "msc" in methods:
         t0 = time.perf_counter()
         prog = progress_factory("msc", max(counts), "picks") if progress_factory else None
-        res = distributed_msc(comm, x_local, local_offsets, lo, counts, h=h, reference=ref_x, threads=threads,
-                              progress=prog)
+        res = distributed_msc(comm, x_local, local_offsets, first_kept, counts, h=h, reference=ref_x,
+                              threads=threads, progress=prog)
         if prog is not None:
             prog.close()
         entropies = res.entropies
@@ -128,7 +144,7 @@ def compress_dataset(comm, path: str, out_dir: str, *, methods=("msc",), sizes=(
             selections[("msc", c)] = (res.order[:c], dt)
     baseline_methods = [m for m in methods if m != "msc"]
     if baseline_methods:
-        descs = _gather_structures(comm, x_local, local_offsets, atom_counts)
+        descs = _gather_structures(comm, x_local, local_offsets, atom_counts[kept])
         if entropies is None and any(m in ("fps",) for m in baseline_methods):
             entropies = _structure_entropies(comm, x_local, local_offsets, h, threads)
 
@@ -161,6 +177,14 @@ def compress_dataset(comm, path: str, out_dir: str, *, methods=("msc",), sizes=(
             return out
 
         selections.update(comm.bcast(run_baselines(), root=0))
+    # back to the dataset's indices
+    selections = {key: ([int(kept[i]) for i in sel], dt) for key, (sel, dt) in selections.items()}
+    if entropies is not None and copies:
+        source = np.arange(n)
+        for i, j in copies.items():
+            source[i] = j
+        entropies = np.asarray(entropies)[(np.cumsum(keep) - 1)[source]]
+    x_local, local_offsets = full_x_local, full_offsets
 
     # metrics of every selection (collective), full set first
     from .report import coverage, force_tail, selection_rows, set_metrics
@@ -174,13 +198,18 @@ def compress_dataset(comm, path: str, out_dir: str, *, methods=("msc",), sizes=(
             x_sel_local = x_local[selection_rows(local_offsets, lo, sel)]
             met = set_metrics(comm, x_sel_local, h, threads=threads)
             ov = coverage(comm, x_local, x_sel_local, h, eps, threads=threads)
-            row = {"method": m, "size": int(c), "fraction": c / n, **met, "overlap": ov, "time_s": dt}
+            row = {"method": m, "size": int(c), "fraction": c / kept.size, **met, "overlap": ov, "time_s": dt}
             if forces is not None:
                 row["force_tail"] = force_tail(np.concatenate(forces),
                                                np.concatenate([forces[i] for i in sel]))
             rows_out.append(row)
 
-    report = {"dataset": path, "n_structures": n, "bandwidth": h, "k": k, "cutoff": cutoff, "eps": eps,
+    duplicates = None
+    if drop_duplicates:
+        duplicates = {"dropped": len(copies), "copies": [{"index": int(i), "id": ids[i], "copy_of": int(j),
+                                                           "copy_of_id": ids[j]} for i, j in sorted(copies.items())]}
+    report = {"dataset": path, "n_structures": n, "duplicates": duplicates, "bandwidth": h, "k": k, "cutoff": cutoff,
+              "eps": eps,
               "seed": seed, "ranks": comm.Get_size(), "methods": methods, "sizes": counts, "full": full,
               "selections": rows_out, "descriptor_time_s": t_desc, "command": command,
               "reference": reference, "wall_s": None}
@@ -188,6 +217,7 @@ def compress_dataset(comm, path: str, out_dir: str, *, methods=("msc",), sizes=(
     def write_outputs():
         if rank != 0:
             return
+        inject("compress.write", rank)
         from ..io.colabfit import write_selection
         from .report import markdown_report, plot_curves, write_json, write_text
 
@@ -198,6 +228,11 @@ def compress_dataset(comm, path: str, out_dir: str, *, methods=("msc",), sizes=(
                 write_selection(d, structures, sel, [ids[i] for i in sel])
             else:
                 write_text(os.path.join(d, "indices.txt"), "".join(f"{i}\n" for i in sel))
+        if duplicates is not None:
+            write_text(os.path.join(out_dir, "duplicates.tsv"),
+                       "index\tid\tcopy_of\tcopy_of_id\n" + "".join(
+                           f"{c['index']}\t{c['id']}\t{c['copy_of']}\t{c['copy_of_id']}\n"
+                           for c in duplicates["copies"]))
         if entropies is not None:
             write_text(os.path.join(out_dir, "structure_entropies.txt"),
                        "".join(f"{i}\t{ids[i]}\t{v:.12g}\n" for i, v in enumerate(entropies)))
@@ -212,6 +247,44 @@ def compress_dataset(comm, path: str, out_dir: str, *, methods=("msc",), sizes=(
     write_outputs()
     report["wall_s"] = comm.bcast(report["wall_s"], root=0)
     return report
+
+
+def structure_digest(x: np.ndarray) -> bytes:
+    """A digest of a structure's environment set: equal for exact copies (bitwise identical
+    descriptor rows in any order), different otherwise (up to SHA-256 collisions)."""
+    import hashlib
+
+    x = np.ascontiguousarray(x, dtype=np.float64) + 0.0  # -0.0 → +0.0
+    order = np.lexsort(x.T[::-1]) if x.shape[0] > 1 else np.arange(x.shape[0])
+    h = hashlib.sha256(np.asarray(x.shape, dtype=np.int64).tobytes())
+    h.update(np.ascontiguousarray(x[order]).tobytes())
+    return h.digest()
+
+
+def exact_copies(comm, x_local, local_offsets, n: int) -> dict[int, int]:
+    """{index of a copy: index of the first structure it copies} over the whole dataset
+    (structures in contiguous blocks over the ranks, in rank order; collective)."""
+    local = [structure_digest(x_local[a:b]) for a, b in zip(local_offsets[:-1], local_offsets[1:])]
+    digests = [dg for part in comm.allgather(local) for dg in part]
+    if len(digests) != n:
+        raise RuntimeError(f"exact_copies: {len(digests)} digests for {n} structures (internal error)")
+    first: dict[bytes, int] = {}
+    copies = {}
+    for i, dg in enumerate(digests):
+        if dg in first:
+            copies[i] = first[dg]
+        else:
+            first[dg] = i
+    return copies
+
+
+def _keep_structures(x_local, local_offsets, keep_local):
+    """Rows and offsets of the kept local structures."""
+    counts = np.diff(local_offsets)[keep_local]
+    rows = np.repeat(keep_local, np.diff(local_offsets))
+    offsets = np.zeros(counts.size + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    return np.ascontiguousarray(x_local[rows]), offsets
 
 
 def _prepare_dir(out_dir: str) -> None:

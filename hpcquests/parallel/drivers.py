@@ -17,6 +17,7 @@ import math
 
 import numpy as np
 
+from ..faults import inject
 from .comm import mpi_op
 from .partition import partition, weighted_partition
 
@@ -148,6 +149,7 @@ def distributed_descriptors(comm, frames, k, cutoff, *, multicomponent=False, sp
         species = dataset_species(frames)
     x = descriptors_of(frames[lo:hi], k, cutoff, first_index=lo, multicomponent=multicomponent, species=species,
                        threads=threads, progress=progress)
+    inject("descriptors", comm.Get_rank())
     return x, (lo, hi)
 
 
@@ -216,6 +218,7 @@ class ReferenceSet:
         from ..runtime import threads as thread_context
 
         y_local = np.ascontiguousarray(y_local, dtype=np.float64).reshape(-1, self.d)
+        inject("logsum", self.comm.Get_rank())
         with thread_context(threads):
             st = self.be.start(y_local - self.center, self.hs.size)
             if self.ring:

@@ -434,12 +434,12 @@ def _read_and_exchange(args, comm, info, f, types, timings, mem):
     return dom, part
 
 
-def _scan_chunk(args, comm, binned, dom, info, f, c, q0, q1, ref, ckpt, timings, dh_owned):
+def _scan_chunk(args, world, binned, dom, info, f, c, q0, q1, ref, ckpt, timings, dh_owned):
     """Descriptors and δH of owned atoms q0:q1 of frame f, written as checkpoint chunk c."""
     from ..descriptors import MIN_DISTANCE
     from ..faults import inject
 
-    rank = comm.Get_rank()
+    rank = world.Get_rank()  # fault points and the test signal name the world rank
     t = time.perf_counter()
     x, nn, nn_atom = binned.descriptors(q0, q1, args.k)
     close = nn < MIN_DISTANCE
@@ -496,7 +496,7 @@ def _scan_frame(args, comm, info, f, types, ref, ckpt, world, timings, prog, ann
             prog.update(c + 1)
             continue
         with deferred_signals():  # a signal now waits until this chunk is checkpointed
-            _scan_chunk(args, comm, binned, dom, info, f, c, q0, q1, ref, ckpt, timings, dh_owned)
+            _scan_chunk(args, world, binned, dom, info, f, c, q0, q1, ref, ckpt, timings, dh_owned)
         prog.update(c + 1)
         world.poll()  # a chunk boundary: act on a signal, or on another rank's stop
     binned = None  # the point set: not needed any more
