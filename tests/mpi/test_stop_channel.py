@@ -20,7 +20,7 @@ from hpcquests.io.store import write_store
 
 from .util import run_mpi
 
-pytestmark = [pytest.mark.mpi, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.mpi, pytest.mark.timeout(240, method="signal")]
 
 #: every rank's exit status, one file each (the launcher reports only one of them)
 EXIT_LOGGER = r'''
