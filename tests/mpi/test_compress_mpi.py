@@ -60,7 +60,7 @@ def copies_dataset(tmp_path_factory):
     frames = testing.make_compression_dataset(n_ordinary=5, seed=7)
     testing.write_colabfit_parquet(d / "ds", [a for a in frames for _ in range(2)], row_group_size=3)
     import hpcquests as hq
-    from hpcquests.compress import msc
+    from hpcquests.compress.msc import msc
 
     xs = [hq.get_descriptors([a], k=8, cutoff=4.0) for a in frames for _ in range(2)]
     return d, msc(xs, len(xs), lazy=False)

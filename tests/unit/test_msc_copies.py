@@ -12,7 +12,8 @@ from ase.build import bulk
 
 import hpcquests as hq
 from hpcquests import testing
-from hpcquests.compress import baselines, msc
+from hpcquests.compress import baselines
+from hpcquests.compress.msc import msc
 from hpcquests.compress.run import compress_dataset, exact_copies, structure_digest
 from hpcquests.parallel import SerialComm
 
