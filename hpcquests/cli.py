@@ -529,7 +529,27 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     args.argv = argv
     comm = _comm(args)
-    return run_collectively(f"hpcquests {args.command}", comm, lambda: args.func(args))
+
+    def run():
+        if comm.Get_rank() == 0:
+            _check_output(args)  # before any work: an unwritable output fails in seconds, not after hours
+        args.func(args)
+
+    return run_collectively(f"hpcquests {args.command}", comm, run)
+
+
+#: The output option of each command: (attribute, option as typed, a file or a directory).
+OUTPUTS = {"descriptors": ("output", "-o", "file"), "dh": ("output", "-o", "file"),
+           "compress": ("output", "-o", "dir"), "aggregate": ("output", "-o", "dir"), "demo": ("out", "--out", "dir")}
+
+
+def _check_output(args):
+    from .io.atomic import check_output_dir, check_output_file
+
+    attr, option, kind = OUTPUTS.get(args.command, (None, None, None))
+    path = getattr(args, attr, None) if attr else None
+    if path:
+        (check_output_file if kind == "file" else check_output_dir)(path, option)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -288,12 +288,9 @@ def _keep_structures(x_local, local_offsets, keep_local):
 
 
 def _prepare_dir(out_dir: str) -> None:
-    try:
-        os.makedirs(out_dir, exist_ok=True)
-    except OSError as exc:
-        raise ValueError(f"output directory {out_dir}: {exc.strerror}") from None
-    if not os.access(out_dir, os.W_OK):
-        raise ValueError(f"output directory {out_dir} is not writable")
+    from ..io.atomic import check_output_dir
+
+    check_output_dir(out_dir, "output directory")
 
 
 def _gather_structures(comm, x_local, local_offsets, atom_counts):

@@ -96,6 +96,10 @@ def structure_descriptors(positions, cell, pbc, k: int, cutoff: float, *, struct
             raise ValueError(
                 f"structure {structure}: atom {i} and {other} are {nn_dist[i]:.4g} Å apart "
                 f"(< {MIN_DISTANCE} Å): overlapping atoms")
+        bad = ~np.isfinite(out).all(axis=1)
+        if bad.any():  # two of an atom's neighbours coincide (images of one atom, or two atoms)
+            i = int(np.argmax(bad))
+            raise ValueError(f"structure {structure}: atom {i} has two coinciding neighbours: overlapping atoms")
     return out
 
 

@@ -76,7 +76,9 @@ def _network_sort_columns(M, network, ncol):
             Mb[col] = max(x, y)
 
 
-@nb.njit(cache=True)
+# error_model="numpy": a zero distance (coincident atoms) gives inf instead of raising from
+# inside the kernel; the callers' nearest-neighbour check then names the overlapping atoms
+@nb.njit(cache=True, error_model="numpy")
 def _descriptor_one(q, cand, n_cand, pts, atom, shift, k, cutoff, network,
                     b_dk, b_atom, b_shift, b_idx, vec, r, w, M, colsum, out_row):
     """Descriptor of point q from its candidate points. Returns (n_neighbours, r_min, atom_min)."""

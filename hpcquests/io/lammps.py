@@ -334,8 +334,10 @@ def _frame_follows(mm, pos: int) -> bool:
 
 
 def _line_at(mm, pos: int) -> str:
-    end = mm.find(b"\n", pos)
-    return mm[pos:end if end >= 0 else len(mm)][:120].decode("ascii", "replace").rstrip()
+    """The line at ``pos``, at most 120 characters of it (a line may be 50 MB long)."""
+    end = mm.find(b"\n", pos, pos + 121)
+    end = min(len(mm), pos + 120) if end < 0 else end
+    return mm[pos:end].decode("ascii", "replace").rstrip()
 
 
 # --------------------------------------------------------------------------------------------
@@ -585,21 +587,42 @@ def _parse_rows(buf, kinds, dest, n_out, symtab, p10):
     return out, slow, n_rows, -1, -1, 0
 
 
+class MalformedFrame(ValueError):
+    """A frame whose atom lines cannot be used (malformed or non-finite values, duplicate ids):
+    ``--skip-bad-frames`` skips such a frame; anything else is an error of the run."""
+
+
+_SPACE = np.zeros(256, dtype=bool)
+_SPACE[[9, 10, 11, 12, 13, 32]] = True
+
+
+def _token_end(buf, off: int) -> int:
+    """End of the token starting at ``off``, looked for in doubling windows (a 50 MB token
+    costs a few vectorised passes, not a Python loop over its bytes)."""
+    n = len(buf)
+    pos, width = off, 64
+    while pos < n:
+        hit = np.flatnonzero(_SPACE[buf[pos:pos + width]])
+        if hit.size:
+            return pos + int(hit[0])
+        pos += width
+        width *= 2
+    return n
+
+
 def _fix_slow(buf, vals, slow):
     """Set the values the kernel left to ``float()`` (exact, correctly rounded)."""
     trip = np.asarray(slow, dtype=np.int64).reshape(-1, 3)
-    raw = buf.tobytes() if len(trip) > 64 else None
     for off, k, row in trip.tolist():
-        if raw is not None:
-            end = off
-            while end < len(raw) and raw[end] not in b" \t\r\n\v\f":
-                end += 1
-            vals[k, row] = float(raw[off:end])
-        else:
-            end = off
-            while end < len(buf) and buf[end] not in (9, 10, 11, 12, 13, 32):
-                end += 1
-            vals[k, row] = float(bytes(buf[off:end]))
+        vals[k, row] = float(bytes(buf[off:_token_end(buf, off)]))
+
+
+def _row_text(mm, a: int, row: int) -> str:
+    """The text of line ``row`` (0-based) of the range starting at byte ``a`` (clipped)."""
+    line_start = a
+    for _ in range(row):
+        line_start = mm.find(b"\n", line_start) + 1
+    return _line_at(mm, line_start)
 
 
 def read_atom_bytes(path, info: FrameInfo, start: int | None = None, stop: int | None = None, *,
@@ -651,18 +674,28 @@ def read_atom_bytes(path, info: FrameInfo, start: int | None = None, stop: int |
         if row_start is None and (a == lo or ("id" not in cols) or err_row >= 0):
             row_start = 0 if a == lo else _count_newlines(mm, lo, a)
         if err_row >= 0:
-            line_start = a
-            for _ in range(err_row):
-                line_start = mm.find(b"\n", line_start) + 1
-            text = _line_at(mm, line_start)
             line_no = info.first_line + row_start + err_row
-            what = {_E_NUMBER: f"malformed number in column {err_col + 1} ({cols[err_col]})",
-                    _E_TOO_MANY: f"more than {len(cols)} values",
-                    _E_TOO_FEW: f"{err_col} values where {len(cols)} are expected",
-                    _E_ELEMENT: f"unknown element in column {err_col + 1} ({cols[err_col]})"}[code]
-            raise ValueError(f"{path} frame {info.index}: {what}: {text!r} (line {line_no}; columns: "
-                             f"{' '.join(cols)})")
-    parsed = {c: vals[k] for k, c in enumerate(wanted)}
+            if code == _E_NUMBER:
+                what = f"malformed number in column {err_col + 1} ({cols[err_col]})"
+            elif code == _E_TOO_MANY:
+                what = f"more than {len(cols)} values"
+            elif code == _E_TOO_FEW:
+                what = f"{err_col} values where {len(cols)} are expected"
+            else:
+                what = f"unknown element in column {err_col + 1} ({cols[err_col]})"
+            raise MalformedFrame(f"{path} frame {info.index}: {what}: {_row_text(mm, a, err_row)!r} "
+                                 f"(line {line_no}; columns: {' '.join(cols)})")
+        parsed = {c: vals[k] for k, c in enumerate(wanted)}
+        pos_cols = np.stack([parsed[c] for c in pos_set[:3]]) if n_rows else np.zeros((3, 0))
+        finite = np.isfinite(pos_cols).all(axis=0)
+        if not finite.all():
+            err_row = int(np.argmin(finite))
+            if row_start is None:
+                row_start = _count_newlines(mm, lo, a)
+            atom = f"atom id {int(parsed['id'][err_row])}" if "id" in parsed else f"atom {row_start + err_row + 1}"
+            raise MalformedFrame(f"{path} frame {info.index}: {atom}: position is not finite "
+                                 f"({', '.join(repr(float(v)) for v in pos_cols[:, err_row])}): "
+                                 f"{_row_text(mm, a, err_row)!r} (line {info.first_line + row_start + err_row})")
     out = {"columns": parsed, "byte_range": (a, b), "n": n_rows, "row_start": row_start}
     if "id" in parsed:
         out["ids"] = parsed["id"].astype(np.int64)

@@ -36,6 +36,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import uuid
 
 import numpy as np
 
@@ -149,6 +150,9 @@ def write_master(store_path, shard_infos, offsets, *, attrs: dict, n_cols: int |
             f.attrs["format"] = FORMAT
             f.attrs["format_version"] = FORMAT_VERSION
             f.attrs["n_shards"] = len(infos)
+            # a new identity on every write: a rebuilt store is never mistaken for the old one
+            # (a scan's checkpoint records it), whatever its size or layout
+            f.attrs["write_id"] = uuid.uuid4().hex
             f.attrs["shards"] = json.dumps([{k: s[k] for k in ("file", "row_start", "n_rows")} for s in infos])
             for key, value in attrs.items():
                 if value is None:

@@ -28,6 +28,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import sys
 import time
 
@@ -182,10 +183,10 @@ class Checkpoint:
                     with open(path) as fh:
                         old = json.load(fh)
                     if old.get("signature") != self.signature:
-                        diff = sorted(k for k in set(old.get("signature", {})) | set(self.signature)
-                                      if old.get("signature", {}).get(k) != self.signature.get(k))
-                        raise ValueError(f"{self.dir} holds a checkpoint of a different scan (differs in {diff}); "
-                                         "rerun with the same arguments and number of ranks, or use a new --out")
+                        why = signature_difference(old.get("signature", {}), self.signature)
+                        raise ValueError(f"--out {os.path.dirname(self.dir)} holds the checkpoint of a different scan: "
+                                         f"{why}; resume with the same arguments and number of ranks (only "
+                                         f"--read-block, --threads, -q and --json may change), or use a new --out")
                 else:
                     _atomic_json(path, {"signature": self.signature})
         check()
@@ -230,11 +231,134 @@ def _read_chunk(path) -> dict:
 
 # --------------------------------------------------------------------------- frames
 
+#: Options that cannot change any result: a checkpoint written with other values resumes.
+RESULT_NEUTRAL = ("read_block", "threads", "quiet", "json", "out")
+
+
+def ref_identity(path) -> dict:
+    """What identifies a reference: a store's per-write id (a rebuilt store gets a new one),
+    else the SHA-256 of the file's bytes."""
+    from ..io.store import is_store
+    from ..io.structures import file_checksum
+
+    if is_store(path):
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            wid = f.attrs.get("write_id")
+        if wid is not None:
+            return {"store_write_id": str(wid)}
+    return {"sha256": file_checksum(path)}
+
+
+def scan_signature(args, size: int, mode: str, ref_path: str, chosen) -> dict:
+    """Everything that changes a scan's results: every option but ``RESULT_NEUTRAL``, the
+    trajectory and reference identities, the rank count and the mode (as JSON reads it back)."""
+    options = {k: v for k, v in sorted(vars(args).items())
+               if k not in RESULT_NEUTRAL and k not in ("scan_mode",) and not k.startswith("_")}
+    sig = {"options": options, "traj": {"path": os.path.abspath(args.traj), "size": os.path.getsize(args.traj),
+                                        "mtime_ns": os.stat(args.traj).st_mtime_ns},
+           "ref": {"path": os.path.abspath(args.ref), **ref_identity(ref_path)},
+           "ranks": size, "mode": mode, "frames": list(chosen)}
+    return json.loads(json.dumps(sig, default=json_default))
+
+
+def signature_difference(old: dict, new: dict) -> str:
+    """The first difference between two signatures, in the user's words."""
+    oo, no = old.get("options", {}), new.get("options", {})
+    for key in sorted(set(oo) | set(no)):
+        if oo.get(key) != no.get(key):
+            return f"--{key.replace('_', '-')} differs (checkpoint: {oo.get(key)!r}, now: {no.get(key)!r})"
+    for key, what in (("traj", "TRAJ"), ("ref", "REF"), ("ranks", "the number of ranks"), ("mode", "the scan mode"),
+                      ("frames", "the frames")):
+        if old.get(key) != new.get(key):
+            return f"{what} differs (checkpoint: {old.get(key)!r}, now: {new.get(key)!r})"
+    return "the checkpoint format differs"
+
+
+# --------------------------------------------------------------------------- the lock of --out
+
+LOCK_NAME = "scan.lock"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def acquire_lock(out_dir: str) -> str:
+    """Take ``OUT/scan.lock`` (O_EXCL) holding host, pid and ``SLURM_JOB_ID``. A lock left by the
+    same Slurm job (a requeued run) or by a dead process on this host is stale and taken over;
+    any other lock is a ValueError naming its holder. Returns the lock's path."""
+    import socket
+
+    path = os.path.join(out_dir, LOCK_NAME)
+    me = {"host": socket.gethostname(), "pid": os.getpid(), "slurm_job_id": os.environ.get("SLURM_JOB_ID")}
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            try:
+                with open(path) as fh:
+                    held = json.load(fh)
+            except (OSError, ValueError):
+                held = {}
+            same_job = held.get("slurm_job_id") and held.get("slurm_job_id") == me["slurm_job_id"]
+            dead = held.get("host") == me["host"] and not _pid_alive(int(held.get("pid", -1) or -1))
+            if not (same_job or dead or not held):
+                raise ValueError(f"--out {out_dir} is in use by another scan (pid {held.get('pid')} on "
+                                 f"{held.get('host')}, Slurm job {held.get('slurm_job_id') or '-'}): wait for it, or "
+                                 f"use another --out (remove {path} if that scan is gone)")
+            try:
+                os.remove(path)  # stale: take it over
+            except FileNotFoundError:
+                pass
+            continue
+        with os.fdopen(fd, "w") as fh:
+            json.dump(me, fh)
+        return path
+    raise ValueError(f"--out {out_dir}: could not take {path}")
+
+
+def release_lock(path: str | None):
+    if path:
+        try:
+            with open(path) as fh:
+                held = json.load(fh)
+            if held.get("pid") == os.getpid():
+                os.remove(path)
+        except (OSError, ValueError):
+            pass
+
+
 def scan(args, comm) -> dict:
     """Run the scan; returns the summary (rank 0) or {} (other ranks)."""
+    lock = None
+    try:
+        if comm.Get_rank() == 0:
+            _setup_out(args.out)
+            lock = acquire_lock(args.out)
+        comm.Barrier()
+        return _scan_locked(args, comm)
+    finally:
+        release_lock(lock)
+
+
+def _setup_out(out):
+    from ..io.atomic import check_output_dir
+
+    check_output_dir(out, "--out", parents=False)  # a typo in the parent is an error, not a new tree
+
+
+def _scan_locked(args, comm) -> dict:
+    from ..faults import inject
     from ..io import lammps
     from ..parallel import SerialComm
-    from ..faults import inject
     from ..parallel.drivers import ReferenceSet
     from ..progress import Progress
 
@@ -246,17 +370,6 @@ def scan(args, comm) -> dict:
     types = parse_types(args.types)
     sel = parse_frames(args.frames)
 
-    def setup_out():
-        if rank == 0:
-            parent = os.path.dirname(os.path.abspath(args.out)) or "."
-            if not os.path.isdir(parent):
-                raise ValueError(f"--out {args.out}: parent directory {parent} does not exist")
-            os.makedirs(args.out, exist_ok=True)
-            if not os.access(args.out, os.W_OK):
-                raise ValueError(f"--out {args.out}: directory is not writable")
-
-    setup_out()
-
     def index():
         if rank != 0:
             return None
@@ -265,41 +378,38 @@ def scan(args, comm) -> dict:
         return lammps.index_dump(args.traj, skip_bad_frames=args.skip_bad_frames)
 
     indexed = comm.bcast(index(), root=0)
-    frames, bad = indexed if isinstance(indexed, tuple) else (indexed, [])
-    chosen = list(range(len(frames)))[sel]
+    good, bad = indexed if isinstance(indexed, tuple) else (indexed, [])
+    # frames keep the file's numbers (skipped ones included) in every output and in --frames
+    frames = {info.index: info for info in good}
+    n_file = max(frames) + 1 if not bad else max(max(frames), max(b["frame"] for b in bad)) + 1
+    chosen = [f for f in range(n_file)[sel] if f in frames]
     if not chosen:
-        raise ValueError(f"TRAJ {args.traj}: no frames selected ({len(frames)} in file, --frames {args.frames})")
-
-    # species of the scan, from the first chosen frame's first part (cheap) and the type map
-    signature = {
-        "traj": os.path.abspath(args.traj), "traj_size": os.path.getsize(args.traj),
-        "traj_mtime": int(os.path.getmtime(args.traj)), "ref": os.path.abspath(args.ref),
-        "ref_size": os.path.getsize(args.ref), "k": args.k, "cutoff": args.cutoff, "bandwidth": args.bandwidth,
-        "frames": chosen, "types": types, "ranks": size, "chunk_atoms": args.chunk_atoms,
-    }
-    signature = json.loads(json.dumps(signature))  # as it will read back from the manifest
-    ckpt = Checkpoint(args.out, signature, comm)
+        raise ValueError(f"TRAJ {args.traj}: no frames selected ({n_file} in file, --frames {args.frames})")
+    bad = [b for b in bad if b["frame"] in range(n_file)[sel]]
 
     # the first chosen frame's species (streamed in blocks), to check against the reference
-    first = frames[chosen[0]]
     mem = MemTrace(rank)
     mem("index")
-    species = _part_species(args, first, size, rank, types, chosen[0])
+    species = _part_species(args, frames[chosen[0]], size, rank, types, chosen[0])
     species = set().union(*comm.allgather(species))
     x_ref = load_reference(comm, args, species)
     ref = ReferenceSet(comm, x_ref, args.bandwidth, ref_memory=args.ref_memory, backend=args.backend)
     del x_ref
     mem("reference")
+    # many frames, small ones, a gathered reference: each rank scans whole frames on its own;
+    # otherwise every rank works on every frame (domain decomposition)
+    frame_parallel = (size > 1 and len(chosen) >= size and not ref.ring
+                      and max(frames[f].n_atoms for f in chosen) <= args.frame_parallel_atoms)
+    args.scan_mode = "frames over ranks" if frame_parallel else "domain decomposition per frame"
+    signature = comm.bcast(scan_signature(args, size, f"{args.scan_mode}, reference {ref.path}", args.ref, chosen)
+                           if rank == 0 else None, root=0)
+    ckpt = Checkpoint(args.out, signature, comm)
     ckpt.prepare()
     annotated_dir = os.path.join(args.out, "annotated")
     if rank == 0 and not args.no_annotated_dump:
         os.makedirs(annotated_dir, exist_ok=True)
     comm.Barrier()
     timings = {"read": 0.0, "exchange": 0.0, "descriptors": 0.0, "dH": 0.0, "write": 0.0}
-    # many frames, small ones, a gathered reference: each rank scans whole frames on its own;
-    # otherwise every rank works on every frame (domain decomposition)
-    frame_parallel = (size > 1 and len(chosen) >= size and not ref.ring
-                      and max(frames[f].n_atoms for f in chosen) <= args.frame_parallel_atoms)
     mine = chosen[rank::size] if frame_parallel else chosen
     frame_comm = SerialComm() if frame_parallel else comm
     for n_done, f in enumerate(mine):
@@ -318,9 +428,14 @@ def scan(args, comm) -> dict:
     if rank == 0:
         for f in chosen:
             with open(ckpt.frame_file(f)) as fh:
-                frame_stats.append(json.load(fh))
-    args.scan_mode = "frames over ranks" if frame_parallel else "domain decomposition per frame"
-    summary = _finalize(args, comm, frames, chosen, frame_stats, ckpt, bad, timings, ref,
+                st = json.load(fh)
+            if "skipped" in st:
+                bad.append({"frame": f, "line": st.get("line"), "error": st["skipped"]})
+            else:
+                frame_stats.append(st)
+        bad.sort(key=lambda b: b["frame"])
+    done = [s["frame"] for s in frame_stats] if rank == 0 else None
+    summary = _finalize(args, comm, frames, comm.bcast(done, root=0), frame_stats, ckpt, bad, timings, ref,
                         time.perf_counter() - t_start)
     return summary
 
@@ -364,8 +479,12 @@ def _part_species(args, info, size, rank, types, frame_no) -> set:
 
     start, stop = lammps.byte_ranges(info, size)[rank]
     found = set()
-    for part in lammps.iter_atom_blocks(args.traj, info, start, stop, block_bytes=_read_block_bytes(args)):
-        found.update(np.unique(_numbers(args.traj, part, types, frame_no)).tolist())
+    try:
+        for part in lammps.iter_atom_blocks(args.traj, info, start, stop, block_bytes=_read_block_bytes(args)):
+            found.update(np.unique(_numbers(args.traj, part, types, frame_no)).tolist())
+    except lammps.MalformedFrame:
+        if not args.skip_bad_frames:
+            raise  # (with --skip-bad-frames the frame is skipped when it is scanned)
     return {chemical_symbols[z] for z in found}
 
 
@@ -403,8 +522,17 @@ def _read_and_exchange(args, comm, info, f, types, timings, mem):
             ex.count(part["positions"])
         return n
 
-    n_local = count_pass()
-    row_counts = comm.allgather(n_local)
+    # a frame that cannot be used (MalformedFrame) is agreed on by every rank here, so that
+    # --skip-bad-frames skips it everywhere; other errors stop the run through the channel
+    try:
+        n_local, bad = count_pass(), None
+    except lammps.MalformedFrame as exc:
+        n_local, bad = 0, str(exc)
+    gathered = comm.allgather((n_local, bad))
+    errors = [b for _, b in gathered if b is not None]
+    if errors:
+        raise lammps.MalformedFrame(errors[0])
+    row_counts = [c for c, _ in gathered]
     row_start = int(sum(row_counts[:rank]))
     has_id = "id" in info.columns
     ex.allocate({"id": np.int64} if has_id else {})
@@ -434,6 +562,34 @@ def _read_and_exchange(args, comm, info, f, types, timings, mem):
     return dom, part
 
 
+def check_unique_ids(comm, ids, rows, traj, info):
+    """MalformedFrame if an atom id appears twice in the frame (collective). ``ids``, ``rows``:
+    this rank's atoms and their rows (lines) in the frame, any partition: ids are sent to the
+    rank ``id % size`` and checked there, so no rank holds the frame's ids."""
+    from ..io.lammps import MalformedFrame
+    from ..parallel.domains import alltoallv
+
+    size = comm.Get_size()
+    ids = np.asarray(ids, dtype=np.int64)
+    pairs = np.stack([ids, np.asarray(rows, dtype=np.int64)], axis=1)
+    if size > 1:
+        dest = ids % size
+        order = np.argsort(dest, kind="stable")
+        pairs = alltoallv(comm, pairs[order], np.bincount(dest, minlength=size))
+    pairs = pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
+    same = np.flatnonzero(pairs[1:, 0] == pairs[:-1, 0])
+    dup = None
+    if same.size:
+        i = int(same[0])
+        dup = (int(pairs[i, 0]), int(pairs[i, 1]), int(pairs[i + 1, 1]))
+    # the lowest duplicated id over all ranks: the same message on any rank count
+    found = [d for d in comm.allgather(dup) if d is not None]
+    if found:
+        atom_id, r0, r1 = min(found)
+        raise MalformedFrame(f"{traj} frame {info.index}: atom id {atom_id} appears twice (lines "
+                             f"{info.first_line + r0} and {info.first_line + r1}): duplicate atom ids")
+
+
 def _scan_chunk(args, world, binned, dom, info, f, c, q0, q1, ref, ckpt, timings, dh_owned):
     """Descriptors and δH of owned atoms q0:q1 of frame f, written as checkpoint chunk c."""
     from ..descriptors import MIN_DISTANCE
@@ -447,6 +603,11 @@ def _scan_chunk(args, world, binned, dom, info, f, c, q0, q1, ref, ckpt, timings
         i = int(np.argmax(close))
         raise ValueError(f"TRAJ {args.traj} frame {f}: atom id {int(dom['id'][q0 + i])} has a neighbour "
                          f"{nn[i]:.4g} Å away (< {MIN_DISTANCE} Å): overlapping atoms")
+    bad = ~np.isfinite(x).all(axis=1)
+    if bad.any():  # two of an atom's neighbours coincide (its own nearest is far enough)
+        i = int(np.argmax(bad))
+        raise ValueError(f"TRAJ {args.traj} frame {f}: atom id {int(dom['id'][q0 + i])} has two coinciding "
+                         f"neighbours: overlapping atoms")
     inject("uq.chunk", rank)
     timings["descriptors"] += time.perf_counter() - t
     t = time.perf_counter()
@@ -468,11 +629,22 @@ def _scan_frame(args, comm, info, f, types, ref, ckpt, world, timings, prog, ann
     from ..parallel.domains import alltoallv
     from .stats import frame_statistics
 
+    from ..io.lammps import MalformedFrame
+
     rank, size = comm.Get_rank(), comm.Get_size()
     mem = MemTrace(rank)
     mem("before frame")
-    # memory per rank ~ its domain + halo, never the frame nor its whole share of the lines
-    dom, part = _read_and_exchange(args, comm, info, f, types, timings, mem)
+    try:
+        # memory per rank ~ its domain + halo, never the frame nor its whole share of the lines
+        dom, part = _read_and_exchange(args, comm, info, f, types, timings, mem)
+        if "id" in info.columns:  # (frame, atom id) is the key of every result row
+            check_unique_ids(comm, dom["id"][:dom["n_owned"]], dom["row"], args.traj, info)
+    except MalformedFrame as exc:  # agreed by every rank of ``comm``
+        if not args.skip_bad_frames:
+            raise
+        line = re.search(r"\(line (\d+)", str(exc))
+        return {"frame": int(f), "timestep": int(info.timestep), "skipped": str(exc),
+                "line": int(line.group(1)) if line else None}
     n_local, row_counts, row_start = part["n"], part["row_counts"], part["row_start"]
     mem("read + exchange: data pass")
     t = time.perf_counter()
@@ -632,7 +804,8 @@ def _write_annotated(comm, traj, info, part, dh, path):
 
 
 def _finalize(args, comm, frames, chosen, frame_stats, ckpt, bad, timings, ref, wall):
-    """Result store master, summary.json, dH_hist.png, annotated dump (rank 0 writes)."""
+    """Result store master, dH_hist.png, annotated dump, then summary.json (rank 0 writes).
+    ``chosen``: the scanned frames (file numbers), skipped ones excluded."""
     from .stats import write_histogram_png
 
     import resource
@@ -673,10 +846,11 @@ def _finalize(args, comm, frames, chosen, frame_stats, ckpt, bad, timings, ref, 
                    "ranks": comm.Get_size(), "mode": args.scan_mode, "frames": frame_stats, "skipped_frames": bad,
                    "atoms": int(sum(s.get("atoms", 0) for s in frame_stats)),
                    "timings_s": timings, "wall_s": wall, "peak_rss_mib_per_rank": peak_rss}
-        _atomic_json(os.path.join(args.out, "summary.json"), summary)
         write_histogram_png(os.path.join(args.out, "dH_hist.png"), frame_stats, args.threshold)
         if not args.no_annotated_dump:
             _concatenate_annotated(args, chosen)
+        # last: a directory with summary.json is a finished scan
+        _atomic_json(os.path.join(args.out, "summary.json"), summary)
         return summary
 
     return write()

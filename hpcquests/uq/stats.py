@@ -27,7 +27,13 @@ def frame_statistics(comm, dh_local: np.ndarray, thresholds) -> dict:
     hi = float(comm.allreduce(float(dh.max()) if dh.size else -np.inf, op=mpi_op(comm, "max")))
     total = float(comm.allreduce(float(dh.sum()), op=mpi_op(comm, "sum")))
     above = [int(comm.allreduce(int((dh > t).sum()), op=mpi_op(comm, "sum"))) for t in thresholds]
-    edges_hi = hi if hi > lo else lo + 1e-12
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise ValueError(f"dH of this frame is not finite (min {lo}, max {hi})")
+    # a frame whose values are all (nearly) equal — the perfect lattice at step 0 of a dump, a
+    # cell smaller than the cutoff — still needs FINE_BINS distinct bin edges: the range is
+    # widened to a width they resolve (64 ulps per bin at this magnitude)
+    min_span = FINE_BINS * 64 * np.finfo(np.float64).eps * max(1.0, abs(lo), abs(hi))
+    edges_hi = hi if hi - lo >= min_span else lo + min_span
     fine, _ = np.histogram(dh, bins=FINE_BINS, range=(lo, edges_hi))
     fine = np.asarray(comm.allreduce(fine.astype(np.int64), op=mpi_op(comm, "sum")))
     width = (edges_hi - lo) / FINE_BINS
