@@ -64,6 +64,7 @@ class FrameInfo:
     box_header: str      # the "ITEM: BOX BOUNDS ..." line
     box_lines: list      # its three lines as written
     path: str = ""       # the file (lets byte_ranges align without being told)
+    header_line: int = 0  # 1-based line number of its "ITEM: TIMESTEP"
 
     @property
     def position_columns(self):
@@ -299,6 +300,7 @@ def index_dump(path, *, skip_bad_frames: bool = False):
                     raise ValueError(f"{path} frame {fidx}: more atom lines than the {info.n_atoms} announced: "
                                      f"{_line_at(mm, nxt)!r} (line {at})")
                 info.end_offset = end
+                info.header_line = start_line
                 lines.pos, lines.line = end, info.first_line + info.n_atoms
                 frames.append(info)
             except ValueError as exc:

@@ -28,7 +28,6 @@ import argparse
 import hashlib
 import json
 import os
-import re
 import sys
 import time
 
@@ -642,9 +641,7 @@ def _scan_frame(args, comm, info, f, types, ref, ckpt, world, timings, prog, ann
     except MalformedFrame as exc:  # agreed by every rank of ``comm``
         if not args.skip_bad_frames:
             raise
-        line = re.search(r"\(line (\d+)", str(exc))
-        return {"frame": int(f), "timestep": int(info.timestep), "skipped": str(exc),
-                "line": int(line.group(1)) if line else None}
+        return {"frame": int(f), "timestep": int(info.timestep), "skipped": str(exc), "line": int(info.header_line)}
     n_local, row_counts, row_start = part["n"], part["row_counts"], part["row_start"]
     mem("read + exchange: data pass")
     t = time.perf_counter()
