@@ -25,7 +25,6 @@ the same results as an uninterrupted run.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -528,9 +527,7 @@ def _read_and_exchange(args, comm, info, f, types, timings, mem):
     except lammps.MalformedFrame as exc:
         n_local, bad = 0, str(exc)
     gathered = comm.allgather((n_local, bad))
-    errors = [b for _, b in gathered if b is not None]
-    if errors:
-        raise lammps.MalformedFrame(errors[0])
+    agree_malformed(comm, [b for _, b in gathered], args.skip_bad_frames)
     row_counts = [c for c, _ in gathered]
     row_start = int(sum(row_counts[:rank]))
     has_id = "id" in info.columns
@@ -561,11 +558,10 @@ def _read_and_exchange(args, comm, info, f, types, timings, mem):
     return dom, part
 
 
-def check_unique_ids(comm, ids, rows, traj, info):
+def check_unique_ids(comm, ids, rows, traj, info, skip: bool = False):
     """MalformedFrame if an atom id appears twice in the frame (collective). ``ids``, ``rows``:
     this rank's atoms and their rows (lines) in the frame, any partition: ids are sent to the
     rank ``id % size`` and checked there, so no rank holds the frame's ids."""
-    from ..io.lammps import MalformedFrame
     from ..parallel.domains import alltoallv
 
     size = comm.Get_size()
@@ -582,11 +578,29 @@ def check_unique_ids(comm, ids, rows, traj, info):
         i = int(same[0])
         dup = (int(pairs[i, 0]), int(pairs[i, 1]), int(pairs[i + 1, 1]))
     # the lowest duplicated id over all ranks: the same message on any rank count
-    found = [d for d in comm.allgather(dup) if d is not None]
-    if found:
-        atom_id, r0, r1 = min(found)
-        raise MalformedFrame(f"{traj} frame {info.index}: atom id {atom_id} appears twice (lines "
-                             f"{info.first_line + r0} and {info.first_line + r1}): duplicate atom ids")
+    found = comm.allgather(dup)
+    if any(d is not None for d in found):
+        atom_id, r0, r1 = min(d for d in found if d is not None)
+        msg = (f"{traj} frame {info.index}: atom id {atom_id} appears twice (lines {info.first_line + r0} and "
+               f"{info.first_line + r1}): duplicate atom ids")
+        agree_malformed(comm, [msg if d is not None and d[0] == atom_id else None for d in found], skip)
+
+
+def agree_malformed(comm, found: list, skip: bool):
+    """Raise the agreed outcome of a frame check whose results every rank holds (``found``: one
+    message or None per rank). With ``skip`` every rank raises MalformedFrame (the frame is
+    skipped everywhere); otherwise the lowest rank that found a problem raises it, and the others
+    stop as for another rank's error, so that the one error line names that rank."""
+    from ..io.lammps import MalformedFrame
+    from ..parallel.channel import JobStopped
+
+    bad = [(r, m) for r, m in enumerate(found) if m is not None]
+    if not bad:
+        return
+    rank, msg = bad[0]
+    if skip or comm.Get_rank() == rank:
+        raise MalformedFrame(msg)
+    raise JobStopped(rank, EXIT_BAD_INPUT, msg)
 
 
 def _scan_chunk(args, world, binned, dom, info, f, c, q0, q1, ref, ckpt, timings, dh_owned):
@@ -637,7 +651,7 @@ def _scan_frame(args, comm, info, f, types, ref, ckpt, world, timings, prog, ann
         # memory per rank ~ its domain + halo, never the frame nor its whole share of the lines
         dom, part = _read_and_exchange(args, comm, info, f, types, timings, mem)
         if "id" in info.columns:  # (frame, atom id) is the key of every result row
-            check_unique_ids(comm, dom["id"][:dom["n_owned"]], dom["row"], args.traj, info)
+            check_unique_ids(comm, dom["id"][:dom["n_owned"]], dom["row"], args.traj, info, args.skip_bad_frames)
     except MalformedFrame as exc:  # agreed by every rank of ``comm``
         if not args.skip_bad_frames:
             raise

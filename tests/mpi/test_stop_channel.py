@@ -7,11 +7,9 @@ with the results of an uninterrupted run."""
 import json
 import os
 import re
-import sys
 import time
 
 import h5py
-import numpy as np
 import pytest
 
 import hpcquests as hq

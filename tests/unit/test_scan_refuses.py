@@ -15,7 +15,6 @@ import sys
 import time
 
 import h5py
-import numpy as np
 import pytest
 
 import hpcquests as hq
