@@ -91,7 +91,8 @@ def load_local(path: str, args, *, role: str = "IN"):
                 store.check_compatible(k=args.k, cutoff=args.cutoff)
                 lo, hi = local_row_range(comm, store.n_env)
                 return store.read("descriptors", slice(lo, hi)), {
-                    "source": path, "kind": "store", "n_structures": store.n_structures, "n_env": store.n_env}
+                    "source": path, "kind": "store", "n_structures": store.n_structures, "n_env": store.n_env,
+                    "species": list(store.species or [])}
         return read()
     frames = read_frames([path], args)
     prog = _progress(args, "descriptors", len(frames), "structures")
@@ -99,13 +100,19 @@ def load_local(path: str, args, *, role: str = "IN"):
                                    species=args.species, threads=args.threads, progress=prog)
     prog.close()
     return x, {"source": path, "kind": "structures", "n_structures": len(frames),
-               "n_env": int(sum(len(a) for a in frames))}
+               "n_env": int(sum(len(a) for a in frames)),
+               "species": sorted({s for a in frames for s in a.get_chemical_symbols()})}
 
 
 def read_frames(paths, args):
+    """Structures of ``paths`` as every command reads them: ``--index``, ``--types`` for LAMMPS
+    dumps, ``--labels`` for ColabFit exports (``io.structures.read_structures``)."""
+    from .io.colabfit import parse_labels
+    from .io.lammps import parse_types
     from .io.structures import read_structures
 
-    return read_structures(paths, index=getattr(args, "index", ":"))
+    return read_structures(paths, index=getattr(args, "index", ":"), types=parse_types(getattr(args, "types", None)),
+                           labels=parse_labels(getattr(args, "labels", None)))
 
 
 def _command_line(args) -> str:
@@ -221,8 +228,11 @@ def _dh_gathered(args, test, ref, roles):
     from .parallel.drivers import distributed_logsum, gather_rows
 
     comm = _comm(args)
+    from .descriptors import check_species
+
     y, info_y = load_local(test, args, role=roles[0])
     x, info_x = load_local(ref, args, role=roles[1])
+    check_species(info_y.get("species", ()), info_x.get("species", ()), f"{roles[0]} {test}", f"{roles[1]} {ref}")
     h = _bandwidths(args)
     hs, scalar = as_bandwidths(h)
     stats = {}
@@ -357,6 +367,8 @@ def _gpu_info():
 def cmd_compress(args):
     from .compress.run import compress_dataset
     from .compress.sizes import parse_size
+    from .io.colabfit import parse_labels
+    from .io.lammps import parse_types
 
     comm = _comm(args)
     try:
@@ -374,7 +386,8 @@ def cmd_compress(args):
                            cutoff=args.cutoff, eps=args.eps, seed=args.seed, reference=args.reference, scores=scores,
                            threads=args.threads, write_structures=not args.no_structures,
                            multicomponent=args.multicomponent, species=args.species,
-                           drop_duplicates=args.drop_duplicates, command=_command_line(args),
+                           drop_duplicates=args.drop_duplicates, labels=parse_labels(args.labels),
+                           types=parse_types(args.types), command=_command_line(args),
                            progress_factory=lambda label, total, unit: _progress(args, label, total, unit))
     dropped = (f" ({rep['duplicates']['dropped']} exact copies dropped, see {args.output}/duplicates.tsv)"
                if rep.get("duplicates") else "")
@@ -428,7 +441,12 @@ def _common(p, *, descriptors=True, bandwidth=False):
         p.add_argument("--cutoff", type=float, default=5.0, help="cutoff radius in Å (default 5.0)")
         p.add_argument("--multicomponent", action="store_true", help="per-species descriptor blocks")
         p.add_argument("--species", nargs="+", default=None, help="species for --multicomponent")
-        p.add_argument("--index", default=":", help="ASE frame selection for structure files (default ':')")
+        p.add_argument("--index", default=":", help="frames of each structure file: N, START:STOP:STEP (default ':', all)")
+        p.add_argument("--types", default=None, metavar="T=EL,...",
+                       help="LAMMPS dumps: element of each type, e.g. 1=Ta,2=W (not needed with an element column)")
+        p.add_argument("--labels", nargs="+", default=None, metavar="KEY=VALUE",
+                       help="ColabFit exports: the calculation rows that label each configuration, e.g. "
+                            "method=PBE (needed when a configuration has rows of several methods)")
     if bandwidth:
         p.add_argument("--bandwidth", "-H", type=float, nargs="+", default=None,
                        help="kernel bandwidth(s) h (default 0.015); several give one result each")

@@ -56,6 +56,7 @@ def compress_dataset(comm, path: str, out_dir: str, *, methods=("msc",), sizes=(
                      k: int = 32, cutoff: float = 5.0, eps: float = DEFAULT_OVERLAP_EPS, seed: int = 0,
                      reference=None, scores=None, threads=None, write_structures: bool = True,
                      multicomponent: bool = False, species=None, drop_duplicates: bool = False,
+                     labels: dict | None = None, types: dict | None = None,
                      command: str = "", progress_factory=None) -> dict:
     """Compress one dataset with every method at every size; returns the report (every rank).
 
@@ -84,7 +85,7 @@ def compress_dataset(comm, path: str, out_dir: str, *, methods=("msc",), sizes=(
     def load():
         if not os.path.exists(path):
             raise ValueError(f"dataset {path}: no such file or directory")
-        return read_dataset(path)
+        return read_dataset(path, labels=labels, types=types)
 
     structures, ids = load()
     structures = list(structures)
@@ -122,7 +123,7 @@ def compress_dataset(comm, path: str, out_dir: str, *, methods=("msc",), sizes=(
 
     ref_x = None
     if reference is not None:
-        ref_structures, _ = read_dataset(reference)
+        ref_structures, _ = read_dataset(reference, labels=labels, types=types)
         ref_local, _ = distributed_descriptors(comm, list(ref_structures), k, cutoff, multicomponent=multicomponent,
                                                species=species, threads=threads)
         from ..parallel.drivers import allgather_rows

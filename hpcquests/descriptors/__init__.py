@@ -16,6 +16,17 @@ DEFAULT_K = 32
 DEFAULT_CUTOFF = 5.0
 #: Atoms closer than this (Å) are rejected as overlapping.
 MIN_DISTANCE = 0.1
+
+
+def check_species(query, reference, query_name: str, reference_name: str) -> None:
+    """ValueError naming both sets when ``query`` has species that ``reference`` lacks (a
+    reference of other elements gives large, meaningless δH: a Cu set scoring a Ta trajectory).
+    Empty sets (species unknown) pass."""
+    q, r = sorted(set(query)), sorted(set(reference))
+    missing = [s for s in q if s not in r]
+    if q and r and missing:
+        raise ValueError(f"{reference_name} has species {r} but {query_name} has {q} ({missing} not in "
+                         f"{reference_name.split()[0]}): δH against other elements is meaningless")
 #: Structures with fewer atoms run single-threaded, several structures at a time.
 SMALL_STRUCTURE = 4096
 

@@ -24,7 +24,9 @@ is imported).
 from __future__ import annotations
 
 import glob
+import json
 import os
+import re
 
 import numpy as np
 
@@ -169,43 +171,104 @@ def _scalar_rows(column, name, file, row0):
 
 # --------------------------------------------------------------------------- reading
 
-def iter_colabfit_parquet(path, *, batch_rows: int | None = None):
-    """Yield ``(atoms, id)`` for every configuration of a ColabFit Parquet dataset, reading one
-    row group (and only the needed columns) at a time.
+#: Columns that name a row's calculation (a ColabFit row is one property object).
+LABEL_COLUMNS = ("property_id", "method", "software")
+_SPLIT = re.compile(r"^(?P<base>.+)_(?P<n>\d{2,})$")
 
-    Raises ValueError naming the file, row and column on a malformed table.
-    """
+
+def _split_columns(names, base):
+    """``base_00``, ``base_01``, ... (in numeric order) when ``base`` is split into chunks."""
+    found = []
+    for n in names:
+        m = _SPLIT.match(n)
+        if m and m.group("base") == base:
+            found.append((int(m.group("n")), n))
+    return [n for _, n in sorted(found)]
+
+
+def _chunked_rows(table, chunks, name, file, row0, width):
+    """Per-row (n_i, width) arrays of a quantity split over chunk columns (the exporter splits
+    per-atom arrays of large configurations so): each chunk a nested list or its text (JSON),
+    null where a configuration has no more atoms; concatenated in chunk order."""
+    import pyarrow as pa
+
+    n_rows = table.num_rows
+    parts = [[] for _ in range(n_rows)]
+    for c in chunks:
+        col = table[c]
+        arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+        if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+            for i, text in enumerate(arr.to_pylist()):
+                if text is None or not str(text).strip():
+                    continue
+                try:
+                    a = np.asarray(json.loads(text), dtype=np.float64).reshape(-1, width)
+                except (ValueError, TypeError):
+                    raise ValueError(f"{file}: row {row0 + i}: column {c!r} is text that is not a list of "
+                                     f"{width}-vectors") from None
+                if not np.isfinite(a).all():
+                    raise ValueError(f"{file}: row {row0 + i}: column {c!r} holds a non-finite value")
+                parts[i].append(a)
+        else:
+            for i, a in enumerate(_rows_of(col, c, file, row0, width, optional_rows=True)):
+                if a is not None and a.shape[0]:
+                    parts[i].append(a)
+    return [np.concatenate(p) if p else None for p in parts]
+
+
+def _quantity(table, names, base, chunked, file, row0, width):
+    if base in names:
+        return _rows_of(table[base], base, file, row0, width, optional_rows=True)
+    if chunked:
+        return _chunked_rows(table, chunked, base, file, row0, width)
+    return [None] * table.num_rows
+
+
+def _iter_rows(path):
+    """Yield one record per Parquet row: (atoms without labels, configuration id, energy,
+    forces, {label column: value}, where)."""
     from ase import Atoms
-    from ase.calculators.singlepoint import SinglePointCalculator
 
     for file in parquet_files(path):
         pf = _open(file)
         names = set(pf.schema_arrow.names)
-        if "positions" not in names:
+        pos_chunks = _split_columns(names, "positions")
+        if "positions" not in names and not pos_chunks:
             raise ValueError(f"{file}: no positions column (columns: {', '.join(sorted(names)) or 'none'})")
         if "atomic_numbers" not in names:
             raise ValueError(f"{file}: no atomic_numbers column (columns: {', '.join(sorted(names))})")
         id_col = _pick(names, ID_COLUMNS)
         e_col = _pick(names, ENERGY_COLUMNS)
         f_col = _pick(names, FORCE_COLUMNS)
-        cols = ["positions", "atomic_numbers"] + [c for c in ("cell", "pbc", id_col, e_col, f_col) if c and c in names]
+        f_chunks = [] if f_col else _split_columns(names, "atomic_forces")
+        odd = sorted(n for n in names if n.startswith(("atomic_forces", "positions"))
+                     and n not in ("positions", "atomic_forces", *FORCE_COLUMNS) and n not in pos_chunks + f_chunks)
+        if odd:  # a layout we cannot read is an error, never silently dropped data
+            raise ValueError(f"{file}: cannot read the layout of column(s) {', '.join(odd)} (expected "
+                             "positions/atomic_forces, or their chunks positions_00, atomic_forces_00, ...)")
+        wanted = ["atomic_numbers", *(["positions"] if "positions" in names else pos_chunks),
+                  *[c for c in ("cell", "pbc", id_col, e_col, f_col) if c and c in names], *f_chunks]
+        label_cols = [c for c in LABEL_COLUMNS if c in names]
         row0 = 0
         for g in range(pf.num_row_groups):
             try:
-                table = pf.read_row_group(g, columns=cols)
+                table = pf.read_row_group(g, columns=wanted + label_cols)
             except Exception as exc:
                 raise ValueError(f"{file}: row group {g} cannot be read ({type(exc).__name__}: {exc})") from None
             n_rows = table.num_rows
-            pos = _rows_of(table["positions"], "positions", file, row0, 3)
+            pos = _quantity(table, names, "positions", pos_chunks, file, row0, 3)
             z = _rows_of(table["atomic_numbers"], "atomic_numbers", file, row0, 1)
-            cells = _rows_of(table["cell"], "cell", file, row0, 3, optional_rows=True) if "cell" in cols else [None] * n_rows
-            pbcs = table["pbc"].to_pylist() if "pbc" in cols else [None] * n_rows
+            cells = _rows_of(table["cell"], "cell", file, row0, 3, optional_rows=True) if "cell" in names else [None] * n_rows
+            pbcs = table["pbc"].to_pylist() if "pbc" in names else [None] * n_rows
             ids = table[id_col].to_pylist() if id_col else [None] * n_rows
             energies = _scalar_rows(table[e_col], e_col, file, row0) if e_col else [None] * n_rows
-            forces = _rows_of(table[f_col], f_col, file, row0, 3, optional_rows=True) if f_col else [None] * n_rows
+            forces = _quantity(table, names, f_col or "atomic_forces", f_chunks, file, row0, 3)
+            label_values = {c: table[c].to_pylist() for c in label_cols}
             for i in range(n_rows):
                 r = row0 + i
                 where = f"{file}: row {r}" + (f" ({ids[i]})" if ids[i] is not None else "")
+                if pos[i] is None:
+                    raise ValueError(f"{where}: column 'positions' is null")
                 numbers = z[i][:, 0]
                 if numbers.size != pos[i].shape[0]:
                     raise ValueError(f"{where}: {pos[i].shape[0]} positions but {numbers.size} atomic_numbers")
@@ -225,19 +288,83 @@ def iter_colabfit_parquet(path, *, batch_rows: int | None = None):
                 atoms = Atoms(numbers=numbers.astype(int), positions=pos[i], cell=cell, pbc=[bool(p) for p in pbc])
                 f = forces[i]
                 if f is not None and f.shape[0] != numbers.size:
-                    raise ValueError(f"{where}: {f.shape[0]} forces for {numbers.size} atoms (column {f_col!r})")
-                if energies[i] is not None or f is not None:
-                    atoms.calc = SinglePointCalculator(atoms, energy=energies[i], forces=f)
+                    raise ValueError(f"{where}: {f.shape[0]} forces for {numbers.size} atoms "
+                                     f"(column {f_col or 'atomic_forces_NN'!r})")
                 cid = str(ids[i]) if ids[i] is not None else f"{os.path.basename(file)}:{r}"
-                atoms.info["configuration_id"] = cid
-                yield atoms, cid
+                yield atoms, cid, energies[i], f, {c: label_values[c][i] for c in label_cols}, where
             row0 += n_rows
 
 
-def read_colabfit_parquet(path) -> tuple[list, list[str]]:
+def parse_labels(items) -> dict:
+    """``["method=PBE", "software=VASP"]`` → {"method": "PBE", "software": "VASP"}."""
+    out = {}
+    for item in items or ():
+        if "=" not in item:
+            raise ValueError(f"--labels: expected KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        if key.strip() not in LABEL_COLUMNS:
+            raise ValueError(f"--labels: {key.strip()!r} is not a label column (use one of {', '.join(LABEL_COLUMNS)})")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def iter_colabfit_parquet(path, *, labels: dict | None = None):
+    """Yield ``(atoms, configuration_id)`` for every configuration of a ColabFit Parquet export.
+
+    A row of an export is a property object (one calculation): a configuration computed with two
+    methods appears twice under one ``configuration_id``. Rows are grouped into configurations
+    (in order of first appearance); ``labels`` ({column: value}, e.g. {"method": "PBE"}) chooses
+    the rows whose energy and forces label them. Without ``labels`` a configuration whose rows
+    carry two or more distinct labels (method, software) is an error listing them; rows that
+    repeat one label are the same calculation (the first is used). A configuration that no row
+    labels has no energy or forces. ``atoms.info`` holds ``configuration_id``, ``property_id``
+    and ``method`` (the labelling row's, or None).
+
+    Raises ValueError naming the file, row and column on a malformed table.
+    """
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    labels = dict(labels or {})
+    groups: dict[str, list] = {}
+    for rec in _iter_rows(path):
+        cid = rec[1]
+        first = groups.get(cid)
+        if first is not None:
+            a0, a1 = first[0][0], rec[0]
+            if len(a0) != len(a1) or (a0.numbers != a1.numbers).any() or not np.allclose(a0.positions, a1.positions):
+                raise ValueError(f"{rec[5]}: configuration {cid} also appears at {first[0][5].split(': ', 1)[-1]} "
+                                 "with other atoms or positions")
+            first.append(rec)
+        else:
+            groups[cid] = [rec]
+    for cid, rows in groups.items():
+        if labels:
+            for key in labels:
+                if key not in rows[0][4]:
+                    raise ValueError(f"{rows[0][5].split(':')[0]}: --labels {key}=...: the export has no {key!r} column")
+            rows_l = [r for r in rows if all(str(r[4].get(k)) == v for k, v in labels.items())]
+        else:
+            rows_l = rows
+        distinct = sorted({(str(r[4].get("software")), str(r[4].get("method"))) for r in rows_l}
+                          if any(r[4] for r in rows_l) else set())
+        if len(distinct) > 1:
+            values = "; ".join(f"method={m}, software={sw}" for sw, m in distinct)
+            raise ValueError(f"configuration {cid}: {len(rows_l)} rows with {len(distinct)} distinct labels "
+                             f"({values}): choose one with --labels method=... (rows are calculations)")
+        atoms = rows[0][0]
+        label = rows_l[0] if rows_l else None
+        if label is not None and (label[2] is not None or label[3] is not None):
+            atoms.calc = SinglePointCalculator(atoms, energy=label[2], forces=label[3])
+        atoms.info["configuration_id"] = cid
+        atoms.info["property_id"] = None if label is None else label[4].get("property_id")
+        atoms.info["method"] = None if label is None else label[4].get("method")
+        yield atoms, cid
+
+
+def read_colabfit_parquet(path, *, labels: dict | None = None) -> tuple[list, list[str]]:
     """All configurations of a ColabFit Parquet dataset: (list of ase.Atoms, list of ids)."""
     structures, ids = [], []
-    for atoms, cid in iter_colabfit_parquet(path):
+    for atoms, cid in iter_colabfit_parquet(path, labels=labels):
         structures.append(atoms)
         ids.append(cid)
     return structures, ids
@@ -259,10 +386,12 @@ def check_cell(cell, pbc, where: str) -> None:
             raise ValueError(f"{where}: the periodic cell vectors are linearly dependent (degenerate cell)")
 
 
-def read_dataset(path) -> tuple[list, list[str]]:
-    """Every structure of a dataset and its id: ColabFit Parquet (file or directory), or any
-    file ASE reads (extxyz, ...). Ids come from the Parquet id column or the structure's info
-    (``configuration_id``, ``co_id``, ``id``, ``name``), else the index in the file.
+def read_dataset(path, *, labels: dict | None = None, types: dict | None = None, index=":") -> tuple[list, list[str]]:
+    """Every structure of a dataset and its id: a ColabFit Parquet export (file or directory;
+    rows grouped into configurations, see ``iter_colabfit_parquet``), a LAMMPS dump (``types``
+    maps its types to elements), or any file ASE reads (extxyz, ...). Ids come from the
+    Parquet id column or the structure's info (``configuration_id``, ``co_id``, ``id``,
+    ``name``), else the index in the file.
 
     Raises ValueError naming the file (and row/frame) on a missing, empty or malformed dataset.
     """
@@ -270,20 +399,30 @@ def read_dataset(path) -> tuple[list, list[str]]:
     if not os.path.exists(path):
         raise ValueError(f"dataset {path}: no such file or directory")
     if is_parquet_dataset(path):
-        return read_colabfit_parquet(path)
+        structures, ids = read_colabfit_parquet(path, labels=labels)
+        return _select(structures, index, path), _select(ids, index, path)
+    if labels:
+        raise ValueError(f"--labels applies to ColabFit Parquet exports; {path} is not one")
     if os.path.isdir(path):
         raise ValueError(f"dataset {path}: a directory without Parquet files")
     if os.path.getsize(path) == 0:
         raise ValueError(f"dataset {path} is empty (no structures)")
     from .structures import read_structures
 
-    structures = read_structures(path)
+    structures = read_structures(path, index=index, types=types)
     ids = []
     for i, a in enumerate(structures):
         check_cell(a.cell.array, a.pbc, f"{path}: frame {i}")
         cid = next((a.info[k] for k in INFO_ID_KEYS if k in a.info), None)
         ids.append(str(cid) if cid is not None else str(i))
     return structures, ids
+
+
+def _select(items, index, path):
+    from .structures import frame_selection
+
+    sel = frame_selection(index, len(items), path)
+    return [items[i] for i in sel]
 
 
 # --------------------------------------------------------------------------- writing
@@ -305,6 +444,13 @@ def write_selection(directory, structures, indices, ids) -> None:
     with atomic_path(os.path.join(directory, "ids.txt")) as tmp:
         with open(tmp, "w") as fh:
             fh.write("".join(f"{c}\n" for c in ids))
+    if any("property_id" in structures[i].info for i in indices):  # from a ColabFit export
+        with atomic_path(os.path.join(directory, "labels.tsv")) as tmp:
+            with open(tmp, "w") as fh:
+                fh.write("configuration_id\tproperty_id\tmethod\n")
+                for i, c in zip(indices, ids):
+                    info = structures[i].info
+                    fh.write(f"{c}\t{info.get('property_id') or ''}\t{info.get('method') or ''}\n")
     with atomic_path(os.path.join(directory, "selected.extxyz")) as tmp:
         ase.io.write(tmp, [structures[i] for i in indices], format="extxyz", parallel=False)
 

@@ -811,3 +811,28 @@ def read_dump_frames(path, frames=slice(None), type_map: dict | None = None) -> 
         atoms.info["timestep"] = info.timestep
         out.append(atoms)
     return out
+
+
+def parse_types(text: str | None) -> dict[int, str]:
+    """'1=Ta,2=W' → {1: 'Ta', 2: 'W'} (ValueError naming the bad item)."""
+    from ase.data import atomic_numbers
+
+    if not text:
+        return {}
+    out = {}
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        if "=" not in item:
+            raise ValueError(f"--types: expected TYPE=ELEMENT, got {item!r}")
+        t, el = item.split("=", 1)
+        try:
+            t = int(t)
+        except ValueError:
+            raise ValueError(f"--types: type {t!r} is not an integer") from None
+        el = el.strip()
+        if el not in atomic_numbers:
+            raise ValueError(f"--types: {el!r} is not a chemical element")
+        out[t] = el
+    return out

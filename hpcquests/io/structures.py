@@ -13,18 +13,24 @@ from pathlib import Path
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
-def read_structures(paths, index=":") -> list:
-    """Read every structure of one or more files (any format ASE reads).
+def read_structures(paths, index=":", *, types: dict | None = None, labels: dict | None = None) -> list:
+    """Read every structure of one or more files: the one reader of every command.
+
+    LAMMPS text dumps are read by hpcquests' own reader (``types`` maps LAMMPS types to
+    elements, as ``--types 1=Ta``; ASE would call type 1 hydrogen), ColabFit Parquet exports
+    (a ``.parquet`` file or an export directory) by ``io.colabfit`` (``labels`` chooses the
+    calculation rows), anything else by ASE.
 
     Args:
         paths: a path or a list of paths.
-        index: ASE frame selection applied to each file (default ':' = all frames).
+        index: frame selection applied to each file: ``':'`` (all), ``'N'``, ``'START:STOP:STEP'``.
 
     Returns:
         list of ``ase.Atoms`` in file order, then frame order.
 
     Raises:
-        ValueError naming the file when it is missing, unreadable, or holds no structure.
+        ValueError naming the file when it is missing, unreadable, or holds no structure, and
+        naming ``--index`` when the selection is outside the file.
     """
     import ase.io
 
@@ -35,20 +41,66 @@ def read_structures(paths, index=":") -> list:
         path = os.fspath(path)
         if not os.path.exists(path):
             raise ValueError(f"{path}: no such file")
+        from .colabfit import is_parquet_dataset, read_colabfit_parquet
+
+        if is_parquet_dataset(path):
+            got, _ = read_colabfit_parquet(path, labels=labels)
+            frames.extend(got[i] for i in frame_selection(index, len(got), path))
+            continue
         if os.path.isdir(path):
             raise ValueError(f"{path}: is a directory, expected a structure file")
         if os.path.getsize(path) == 0:
             raise ValueError(f"{path}: file is empty")
-        try:
-            got = ase.io.read(path, index=index, parallel=False)
+        if is_lammps_dump(path):
+            from . import lammps
+
+            n = len(lammps.index_dump(path)[0])
+            frames.extend(lammps.read_dump_frames(path, frame_selection(index, n, path), type_map=types or None))
+            continue
+        try:  # every frame, then our selection: its errors name --index and the frame count
+            got = ase.io.read(path, index=":", parallel=False)
         except Exception as exc:  # ASE raises many types; report them uniformly
             msg = str(exc) or type(exc).__name__
             raise ValueError(f"{path}: cannot read structures ({type(exc).__name__}: {msg})") from None
         got = got if isinstance(got, list) else [got]
         if not got:
-            raise ValueError(f"{path}: no structures in file (index {index!r})")
-        frames.extend(got)
+            raise ValueError(f"{path}: no structures in file")
+        frames.extend(got[i] for i in frame_selection(index, len(got), path))
     return frames
+
+
+def frame_selection(index, n: int, path) -> list[int]:
+    """Frame numbers chosen by ``index`` (':' / 'N' / 'START:STOP:STEP', negative counting from
+    the end) among ``n``; ValueError naming --index and the file's frame count when it chooses a
+    frame that is not there, or none."""
+    text = str(index).strip() if index is not None else ":"
+    try:
+        parts = [int(p) if p.strip() else None for p in text.split(":")]
+    except ValueError:
+        raise ValueError(f"--index {text!r}: expected N or START:STOP:STEP") from None
+    if len(parts) == 1:
+        i = parts[0]
+        if i is None or not -n <= i < n:
+            raise ValueError(f"--index {text}: {path} has {n} frame(s) (0..{n - 1}, or -{n}..-1)")
+        return [i % n]
+    if len(parts) > 3:
+        raise ValueError(f"--index {text!r}: expected N or START:STOP:STEP")
+    if len(parts) == 3 and parts[2] == 0:
+        raise ValueError(f"--index {text!r}: the step cannot be 0")
+    chosen = list(range(n))[slice(*parts)]
+    if not chosen:
+        raise ValueError(f"--index {text}: selects no frame of {path} ({n} frame(s))")
+    return chosen
+
+
+def is_lammps_dump(path) -> bool:
+    """A LAMMPS text dump: its first non-blank line is an ``ITEM:`` line."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096).lstrip()
+    except OSError:
+        return False
+    return head.startswith(b"ITEM: TIMESTEP") or head.startswith(b"ITEM: UNITS") or head.startswith(b"ITEM: TIME")
 
 
 def file_checksum(path, algorithm: str = "sha256") -> str:

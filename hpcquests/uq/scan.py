@@ -42,31 +42,6 @@ READ_BLOCK = 32 << 20  # bytes of atom lines per read + exchange block (~750k li
 
 # --------------------------------------------------------------------------- arguments
 
-def parse_types(text: str | None) -> dict[int, str]:
-    """'1=Ta,2=W' → {1: 'Ta', 2: 'W'} (ValueError naming the bad item)."""
-    from ase.data import atomic_numbers
-
-    if not text:
-        return {}
-    out = {}
-    for item in text.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        if "=" not in item:
-            raise ValueError(f"--types: expected TYPE=ELEMENT, got {item!r}")
-        t, el = item.split("=", 1)
-        try:
-            t = int(t)
-        except ValueError:
-            raise ValueError(f"--types: type {t!r} is not an integer") from None
-        el = el.strip()
-        if el not in atomic_numbers:
-            raise ValueError(f"--types: {el!r} is not a chemical element")
-        out[t] = el
-    return out
-
-
 def parse_frames(text: str | None) -> slice:
     """'START:STOP:STEP' (any part optional) or a single index."""
     if not text:
@@ -124,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load_reference(comm, args, scan_species):
     """This rank's share of the reference descriptors, checked against the scan's parameters."""
+    from ..descriptors import check_species
     from ..faults import inject
     from ..io.store import is_store, open_store
     from ..parallel.drivers import distributed_descriptors, local_row_range
@@ -140,10 +116,7 @@ def load_reference(comm, args, scan_species):
                 if store.attrs.get("descriptor_kind", "quests") != "quests":
                     raise ValueError(f"REF {args.ref}: {store.attrs.get('descriptor_kind')} descriptors are not "
                                      "supported by the UQ scan (plain QUESTS descriptors only)")
-                missing = sorted(set(scan_species) - set(store.species)) if store.species else []
-                if missing:
-                    raise ValueError(f"REF {args.ref} was built for species {store.species} but the trajectory "
-                                     f"has {missing}")
+                check_species(scan_species, store.species or (), f"TRAJ {args.traj}", f"REF {args.ref}")
                 lo, hi = local_row_range(comm, store.n_env)
                 return store.read("descriptors", slice(lo, hi))
         x = read()
@@ -152,6 +125,8 @@ def load_reference(comm, args, scan_species):
     from ..io.structures import read_structures
 
     frames = read_structures([args.ref])
+    check_species(scan_species, {s for a in frames for s in a.get_chemical_symbols()}, f"TRAJ {args.traj}",
+                  f"REF {args.ref}")
     x, _ = distributed_descriptors(comm, frames, args.k, args.cutoff, threads=args.threads)
     inject("uq.reference", comm.Get_rank())
     return x
@@ -365,7 +340,7 @@ def _scan_locked(args, comm) -> dict:
     _CHUNKS_DONE[0] = 0
     if args.chunk_atoms < 1:
         raise ValueError(f"--chunk-atoms must be >= 1, got {args.chunk_atoms}")
-    types = parse_types(args.types)
+    types = lammps.parse_types(args.types)
     sel = parse_frames(args.frames)
 
     def index():

@@ -251,7 +251,7 @@ def test_read_structures_concatenates_in_file_order(tmp_path):
     assert [len(g) for g in got] == [2, 2, 1, 1, 1]
     assert [g.positions[-1, 2] for g in got] == [1.5, 2.5, 0.0, 1.0, 2.0]
     assert len(read_structures(tmp_path / "a.extxyz", index="-1")) == 1
-    with pytest.raises(ValueError, match=r"a.extxyz: no structures"):
+    with pytest.raises(ValueError, match=r"--index 5:: selects no frame of .*a.extxyz \(3 frame\(s\)\)"):
         read_structures(tmp_path / "a.extxyz", index="5:")
     assert not is_hdf5(tmp_path / "a.extxyz") and not is_hdf5(tmp_path / "missing.h5")
     with h5py.File(tmp_path / "x.h5", "w"):
