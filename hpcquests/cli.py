@@ -1,7 +1,10 @@
-"""``hpcquests`` console script.
+"""hpcquests: information-theoretic analysis of atomistic data (QUESTS descriptors, dataset
+entropy H, differential entropy dH, diversity, overlap) and entropy-driven dataset compression,
+serial or on MPI ranks (mpiexec, srun).
 
 Subcommands: descriptors, entropy, dh, overlap, compress, aggregate, bandwidth, info, demo. Every input ``IN`` is a
-descriptor store (``.h5`` written by ``hpcquests descriptors``) or any structure file ASE reads.
+descriptor store (``.h5`` written by ``hpcquests descriptors``), a ColabFit Parquet export, a LAMMPS
+dump (with ``--types``) or any structure file ASE reads.
 ``--json`` prints one machine-readable JSON object on stdout; progress goes to stderr. Bad input
 exits with status 2 and one ``hpcquests: error: ...`` line, never a traceback.
 """
@@ -13,6 +16,7 @@ import json
 import os
 import shlex
 import sys
+import textwrap
 
 import numpy as np
 
@@ -315,8 +319,11 @@ def cmd_bandwidth(args):
     else:
         raise CliError("bandwidth: give --volume V (Å³/atom) or a structure file")
     h = get_bandwidth(v)
-    _emit(args, {"volume_per_atom": v, "bandwidth": h, "source": source},
-          [f"volume per atom {v:.4g} Å³ -> bandwidth h = {h:.6g}"])
+    advice = ("use it to compare entropies of structures at different densities (phases, temperatures); keep the "
+              "default h = 0.015 for dH, overlap, UQ scans and compression, whose thresholds assume it")
+    _emit(args, {"volume_per_atom": v, "bandwidth": h, "source": source, "default_bandwidth": 0.015, "advice": advice},
+          [f"volume per atom {v:.4g} Å³ -> bandwidth h = {h:.6g} (the volume fit of the QUESTS paper)",
+           f"  {advice}"])
 
 
 def cmd_info(args):
@@ -412,6 +419,10 @@ def cmd_aggregate(args):
                 dirs += [ln.strip() for ln in fh if ln.strip() and not ln.startswith("#")]
         else:
             dirs.append(d)
+    # `aggregate results/* -o results/_collection` run twice: its own output is not a dataset
+    own = os.path.realpath(args.output)
+    dirs = [d for d in dirs if os.path.realpath(d) != own
+            and not (os.path.isfile(os.path.join(d, "collection.csv")) and not os.path.exists(os.path.join(d, "report.json")))]
     if not dirs:
         raise CliError("no result directories given")
     res = aggregate(dirs, args.output, method=args.method)
@@ -458,8 +469,13 @@ def _common(p, *, descriptors=True, bandwidth=False):
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = argparse.ArgumentParser(prog="hpcquests", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="hpcquests", description=textwrap.fill(" ".join(__doc__.split("\n\n")[0].split()), 96),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="inputs: a descriptor store (.h5), a ColabFit Parquet export (.parquet or its directory), a LAMMPS\n"
+               "dump (--types 1=Ta), or any structure file ASE reads (extxyz, POSCAR, CIF, ...).\n"
+               "UQ scans of MD trajectories: python -m hpcquests.uq --help. Exit status: 0 ok, 2 bad input,\n"
+               "74 file system error, 75 preempted (rerun resumes), 1 internal error. Docs: docs/ in the repository.")
     parser.add_argument("--version", action="version", version=f"hpcquests {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -477,15 +493,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_entropy)
 
     p = sub.add_parser("dh", help="differential entropy dH of TEST environments against REF")
-    p.add_argument("test", metavar="TEST")
-    p.add_argument("ref", metavar="REF")
+    p.add_argument("test", metavar="TEST", help="the environments to score: store or structure file")
+    p.add_argument("ref", metavar="REF", help="the reference (training set): store or structure file")
     p.add_argument("-o", "--output", default=None, help="write per-environment dH (.npy, .h5 or text)")
     _common(p, bandwidth=True)
     p.set_defaults(func=cmd_dh)
 
     p = sub.add_parser("overlap", help="fraction of A's environments covered by B (dH < eps)")
-    p.add_argument("a", metavar="A")
-    p.add_argument("b", metavar="B")
+    p.add_argument("a", metavar="A", help="the set whose coverage is measured: store or structure file")
+    p.add_argument("b", metavar="B", help="the covering set: store or structure file")
     p.add_argument("--eps", type=float, default=1e-5, help="dH threshold (default 1e-5)")
     _common(p, bandwidth=True)
     p.set_defaults(func=cmd_overlap)

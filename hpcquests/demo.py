@@ -114,7 +114,9 @@ def run_demo(args) -> dict:
                      "dH_max": float(dh.max()), "novel_fraction": float((dh > 0).mean())})
     elapsed = time.perf_counter() - t0
 
-    lines = [f"hpcquests demo: bcc Ta, k=32, cutoff=5 Å, h={h}; files in {out}",
+    kept = (f"files in {out}" if args.out else
+            f"files in {out} (a new temporary folder, not removed; --out DIR chooses one)")
+    lines = [f"hpcquests demo: bcc Ta, k=32, cutoff=5 Å, h={h}; {kept}",
              "",
              f"{'dataset':28s} {'envs':>6s} {'H (nats)':>9s} {'mean dH':>9s} {'max dH':>9s} {'dH > 0':>7s}"]
     for r in rows:

@@ -1,4 +1,4 @@
-"""Information-theoretic metrics of descriptor sets (DESIGN §1).
+"""Information-theoretic metrics of descriptor sets (docs/science.md §2).
 
 With the Gaussian kernel K(x, y) = exp(−|x − y|²/(2h²)) and L(y | X) = log Σ_{x∈X} K(y, x):
 

@@ -8,6 +8,8 @@ from the 0.1 Å overlap limit.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 _LATTICE = {"Ta": ("bcc", 3.30), "W": ("bcc", 3.16), "Mo": ("bcc", 3.15), "Fe": ("bcc", 2.87),
@@ -436,3 +438,84 @@ def write_lammps_dump(path, frames, columns=("id", "type", "x", "y", "z"), *, ty
                         parts.append(fmt % a.arrays[c][i])
                 lines.append(" ".join(parts))
             fh.write("\n".join(lines) + "\n")
+
+
+def write_colabfit_export(path, frames, *, methods=("PBE", "r2SCAN"), energy_shift: float = 100.0,
+                          force_chunks: int = 2, text_chunks=(1,), ids=None):
+    """A ColabFit export as colabfit-tools writes it (``path/co/co_0.parquet``): one row per
+    property object (calculation), every column of its configuration-property schema, each
+    configuration computed with every method in ``methods`` (rows interleaved; method m's energy
+    is the frame's + m·``energy_shift`` eV, its forces the frame's + m), forces split over
+    ``force_chunks`` columns ``atomic_forces_00``, ... by atoms (chunks in ``text_chunks`` hold
+    JSON text, as the exporter writes some), positions whole. Returns the file's path."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    os.makedirs(os.path.join(path, "co"), exist_ok=True)
+    out = os.path.join(path, "co", "co_0.parquet")
+    ids = [f"CO_{i:020d}" for i in range(len(frames))] if ids is None else list(ids)
+    rows = []
+    for i, a in enumerate(frames):
+        e0 = float(a.get_potential_energy()) if a.calc is not None else 0.0
+        f0 = a.get_forces() if a.calc is not None else np.zeros((len(a), 3))
+        for m, method in enumerate(methods):
+            rows.append((i, m, method, e0 + m * energy_shift, f0 + m))
+    n_rows = len(rows)
+    chunk_of = []
+    for i, m, method, e, f in rows:
+        n = len(f)
+        bounds = np.linspace(0, n, force_chunks + 1).astype(int)
+        chunk_of.append([f[bounds[c]:bounds[c + 1]] for c in range(force_chunks)])
+    cols = {
+        "property_id": pa.array([f"PO_{k:020d}" for k in range(n_rows)], pa.string()),
+        "property_hash": pa.array([f"{k:040x}" for k in range(n_rows)], pa.string()),
+        "last_modified": pa.array([0] * n_rows, pa.timestamp("us")),
+        "dataset_id": pa.array(["DS_test_0"] * n_rows, pa.string()),
+        "multiplicity": pa.array([1] * n_rows, pa.int32()),
+        "software": pa.array(["VASP"] * n_rows, pa.string()),
+        "method": pa.array([r[2] for r in rows], pa.string()),
+        "energy": pa.array([r[3] for r in rows], pa.float64()),
+        "cauchy_stress": pa.array([None] * n_rows, pa.list_(pa.list_(pa.float64()))),
+        "cauchy_stress_volume_normalized": pa.array([None] * n_rows, pa.bool_()),
+        "electronic_band_gap": pa.array([None] * n_rows, pa.float64()),
+        "electronic_band_gap_type": pa.array([None] * n_rows, pa.string()),
+        "formation_energy": pa.array([None] * n_rows, pa.float64()),
+        "adsorption_energy": pa.array([None] * n_rows, pa.float64()),
+        "atomization_energy": pa.array([None] * n_rows, pa.float64()),
+        "max_force_norm": pa.array([float(np.linalg.norm(r[4], axis=1).max()) for r in rows], pa.float64()),
+        "mean_force_norm": pa.array([float(np.linalg.norm(r[4], axis=1).mean()) for r in rows], pa.float64()),
+        "energy_above_hull": pa.array([None] * n_rows, pa.float64()),
+        "configuration_id": pa.array([ids[r[0]] for r in rows], pa.string()),
+        "configuration_hash": pa.array([f"{r[0]:040x}" for r in rows], pa.string()),
+        "structure_hash": pa.array([f"{r[0]:040x}" for r in rows], pa.string()),
+        "cell": pa.array([frames[r[0]].cell.array.tolist() for r in rows], pa.list_(pa.list_(pa.float64()))),
+        "positions": pa.array([frames[r[0]].positions.tolist() for r in rows], pa.list_(pa.list_(pa.float64()))),
+        "pbc": pa.array([[bool(p) for p in frames[r[0]].pbc] for r in rows], pa.list_(pa.bool_())),
+        "chemical_formula_hill": pa.array([frames[r[0]].get_chemical_formula("hill") for r in rows], pa.string()),
+        "chemical_formula_reduced": pa.array([frames[r[0]].get_chemical_formula("hill") for r in rows], pa.string()),
+        "chemical_formula_anonymous": pa.array(["A"] * n_rows, pa.string()),
+        "elements": pa.array([sorted(set(frames[r[0]].get_chemical_symbols())) for r in rows], pa.list_(pa.string())),
+        "elements_ratios": pa.array([[1.0]] * n_rows, pa.list_(pa.float64())),
+        "atomic_numbers": pa.array([frames[r[0]].numbers.tolist() for r in rows], pa.list_(pa.int32())),
+        "nsites": pa.array([len(frames[r[0]]) for r in rows], pa.int32()),
+        "nelements": pa.array([len(set(frames[r[0]].numbers)) for r in rows], pa.int32()),
+        "nperiodic_dimensions": pa.array([int(sum(frames[r[0]].pbc)) for r in rows], pa.int32()),
+        "dimension_types": pa.array([[int(p) for p in frames[r[0]].pbc] for r in rows], pa.list_(pa.int32())),
+        "names": pa.array([["generated"]] * n_rows, pa.list_(pa.string())),
+        "labels": pa.array([[]] * n_rows, pa.list_(pa.string())),
+        "metadata": pa.array(["{}"] * n_rows, pa.string()),
+        "has_forces": pa.array([True] * n_rows, pa.bool_()),
+        "has_stress": pa.array([False] * n_rows, pa.bool_()),
+        "element_filter": pa.array([None] * n_rows, pa.string()),
+    }
+    for c in range(force_chunks):
+        name = f"atomic_forces_{c:02d}"
+        parts = [ch[c] for ch in chunk_of]
+        if c in text_chunks:
+            cols[name] = pa.array([json.dumps(p.tolist()) if len(p) else None for p in parts], pa.string())
+        else:
+            cols[name] = pa.array([p.tolist() if len(p) else None for p in parts], pa.list_(pa.list_(pa.float64())))
+    pq.write_table(pa.table(cols), out, row_group_size=5)
+    return out

@@ -1,4 +1,4 @@
-"""Entropy-driven dataset compression (``papers/msc.md``) and its baselines.
+"""Entropy-driven dataset compression ([MSC] (docs/science.md)) and its baselines.
 
 - ``msc(descs, size, h)``: greedy MSC (lazy, distributed-ready: ``distributed_msc``),
   conditional on a reference set with ``reference=``;

@@ -1,5 +1,5 @@
-"""Baseline selection methods that MSC is compared with (DESIGN §1, ``papers/msc.md``,
-``papers/redundancy.md``, ``papers/revem.md``).
+"""Baseline selection methods that MSC is compared with (docs/science.md §3, [MSC],
+[CCS] (docs/science.md), [Rev-EM] (docs/science.md)).
 
 Every method has the signature ``fn(descs, size, *, seed=0, **options) -> list[int]``:
 ``descs`` is a list of per-structure (n_i, d) float64 descriptor arrays, ``size`` a count (or
@@ -275,7 +275,7 @@ def leave_one_out_delta_entropy(x, offsets, h: float = DEFAULT_BANDWIDTH, *, thr
 
 def ccs_selection(descs, size, *, seed: int = 0, scores=None, beta: float = 0.1, strata: int = 100,
                   h: float = DEFAULT_BANDWIDTH, threads=None, **_) -> list[int]:
-    """Coverage-centric coreset selection (``papers/redundancy.md``).
+    """Coverage-centric coreset selection ([CCS] (docs/science.md)).
 
     scores: (N,) importance per structure (higher = harder); default: mean leave-one-out δH
         (``leave_one_out_delta_entropy``). beta: fraction of hardest structures pruned first

@@ -1,6 +1,6 @@
-"""Greedy MSC (maximum-entropy structure compression, ``papers/msc.md``), serial and distributed.
+"""Greedy MSC (maximum-entropy structure compression, [MSC] (docs/science.md)), serial and distributed.
 
-Criterion (DESIGN §1): the first pick is argmax_i H(S_i); every later pick is
+Criterion (docs/science.md §3): the first pick is argmax_i H(S_i); every later pick is
 
     argmax_i [ max_{y∈S_i} δH(y | C) + H(S_i) ]     over the unselected structures,
 

@@ -1,4 +1,4 @@
-"""Metrics of a selection (DESIGN §1 "Reported per selection") and the report files.
+"""Metrics of a selection (docs/compress.md) and the report files.
 
 Per selection: size, n_envs, H, D, overlap(full | selected) (the fraction of all environments
 with δH(y | selected) < ε), efficiency H / log n_envs, and, when forces exist, the force-magnitude
@@ -96,6 +96,10 @@ def markdown_report(report: dict) -> str:
         lines += [f"{dup['dropped']} exact copies dropped before selection (`duplicates.tsv`): "
                   + ", ".join(f"{c['index']} (= {c['copy_of']})" for c in dup["copies"][:20])
                   + (", ..." if dup["dropped"] > 20 else "") + ".", ""]
+    comp = report.get("compile_s") or {}
+    if comp:
+        lines += ["Kernel compilation (or loading from numba's cache), not in the times below: "
+                  + ", ".join(f"{m} {t:.2f} s" for m, t in comp.items()) + ".", ""]
     lines += ["| method | size | fraction | environments | H | D | overlap(full \\| sel) | efficiency | time (s) |",
               "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in report["selections"]:

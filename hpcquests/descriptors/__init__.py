@@ -1,4 +1,4 @@
-"""QUESTS descriptors of atomistic structures (DESIGN §1).
+"""QUESTS descriptors of atomistic structures (docs/science.md §1).
 
 ``get_descriptors(frames, k=32, cutoff=5.0)`` returns one row of 2k−1 float64 values per atom;
 ``get_descriptors_multicomponent`` appends per-species blocks in the reference's layout.

@@ -1,4 +1,4 @@
-"""Numba kernels of the QUESTS descriptor (DESIGN §1).
+"""Numba kernels of the QUESTS descriptor (docs/science.md §1).
 
 For each query atom the k nearest neighbours within the cutoff are selected from the cell list
 with the deterministic tie rule (distance rounded to 1e-9 Å, then atom index, then image shift),

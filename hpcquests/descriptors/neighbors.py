@@ -20,7 +20,7 @@ import math
 import numba as nb
 import numpy as np
 
-#: Distances are compared after rounding to this many Å (the DESIGN tie rule).
+#: Distances are compared after rounding to this many Å (the tie rule of docs/science.md §1).
 TIE_RESOLUTION = 1e-9
 
 

@@ -1,4 +1,4 @@
-"""The descriptor store (DESIGN §3): sharded HDF5 plus a master file of virtual datasets.
+"""The descriptor store: sharded HDF5 plus a master file of virtual datasets.
 
 Layout of a store ``out.h5``::
 
@@ -163,7 +163,7 @@ def write_master(store_path, shard_infos, offsets, *, attrs: dict, n_cols: int |
 
 
 def store_attrs(*, k, cutoff, species=(), descriptor_kind="quests", sources=(), command=None, **extra) -> dict:
-    """The master attributes DESIGN §3 asks for."""
+    """The master attributes: parameters, species, version, sources and command."""
     from .._version import __version__
 
     attrs = {"k": int(k), "cutoff": float(cutoff), "species": list(species), "descriptor_kind": descriptor_kind,

@@ -14,7 +14,7 @@ Pipeline per frame (every rank takes part in every frame):
    ``--ref-memory``); each finished chunk is written atomically to its own shard — that is the
    checkpoint;
 4. δH values return to the rank that read their lines, which writes them, in file order, into
-   the annotated dump (all original columns + ``dH``) at its byte offset;
+   the annotated dump (all original columns + ``dh``) at its byte offset;
 5. frame statistics are reduced across ranks (no gathering of values).
 
 USR2 / TERM: ranks finish the chunk in hand, agree to stop, and exit with status 75 after the
@@ -90,8 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-annotated-dump", action="store_true", help="do not write the annotated dump")
     p.add_argument("--threads", type=int, default=None, help="numba threads per rank")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines and no result lines (errors are "
-                                                               "still printed; --json output too)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines (results and errors are still "
+                                                               "printed)")
     return p
 
 
@@ -732,13 +732,16 @@ def _test_signal_hook(rank):
         os.kill(os.getpid(), signal.SIGUSR2)
 
 
+#: The δH column of the annotated dump: OVITO (3.17) lower-cases non-standard column names, so
+#: `dh` is what users type in OVITO's expression selection (`dh > 0`) and what the file says.
+DH_COLUMN = "dh"
 DH_FORMAT = b"% .9e"  # fixed width (16 bytes): output offsets are known before formatting
 DH_WIDTH = 17           # the separating space + 16
 ANNOTATE_BYTES = 8 << 20  # bytes of atom lines per formatted block (~200k lines, ~60 MB of Python objects)
 
 
 def _write_annotated(comm, traj, info, part, dh, path):
-    """All original columns plus dH, each rank writing its own lines, in file order, at its byte
+    """All original columns plus ``dh`` (δH), each rank writing its own lines, in file order, at its byte
     offset of a shared file; streamed in blocks so memory stays bounded."""
     from ..io import lammps
 
@@ -746,7 +749,7 @@ def _write_annotated(comm, traj, info, part, dh, path):
     n = len(dh)
     body_size = (stop - start) + n * DH_WIDTH
     # lines without a trailing newline at EOF get one
-    header = lammps.frame_header(traj, info, extra_columns=["dH"]) if comm.Get_rank() == 0 else b""
+    header = lammps.frame_header(traj, info, extra_columns=[DH_COLUMN]) if comm.Get_rank() == 0 else b""
     with open(traj, "rb") as fh:
         fh.seek(max(stop - 1, 0))
         if stop > start and fh.read(1) != b"\n":
@@ -886,18 +889,16 @@ def main(argv=None) -> int:
             summary = result["summary"]
             if comm.Get_rank() != 0:
                 return
-            if args.json:
+            if args.json:  # one JSON object on stdout, nothing else
                 print(json.dumps(summary, default=json_default))
-            if args.quiet:
                 return
             fr = summary["frames"]
             print(f"hpcquests.uq: {summary['atoms']:,} atoms in {len(fr)} frame(s), {summary['wall_s']:.1f} s; "
-                  f"results in {args.out}/ (summary.json, {RESULT_NAME}, dH_hist.png)",
-                  file=sys.stderr if args.json else sys.stdout)
+                  f"results in {args.out}/ (summary.json, {RESULT_NAME}, dH_hist.png)")
             for s in fr:
                 if s.get("atoms"):
                     above = ", ".join(f"{100 * v:.2f}% > {k}" for k, v in s["fraction_above"].items())
                     print(f"  frame {s['frame']} (step {s['timestep']}): {s['atoms']:,} atoms, mean dH "
-                          f"{s['mean']:.3f}, max {s['max']:.3f}, {above}", file=sys.stderr if args.json else sys.stdout)
+                          f"{s['mean']:.3f}, max {s['max']:.3f}, {above}")
 
         return run_collectively("hpcquests.uq", comm, run, on_success=report)

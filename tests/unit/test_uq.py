@@ -90,14 +90,14 @@ def test_annotated_dump_keeps_columns_and_order(data, tmp_path):
     ann = tmp_path / "o" / "orth_dH.lammpstrj"
     infos, _ = lammps.index_dump(ann)
     src, _ = lammps.index_dump(d / "orth.lammpstrj")
-    assert len(infos) == len(src) and infos[0].columns == src[0].columns + ["dH"]
+    assert len(infos) == len(src) and infos[0].columns == src[0].columns + ["dh"]
     got = result(tmp_path / "o")
     for f, info in enumerate(infos):
         part = lammps.read_atom_bytes(ann, info)
         orig = lammps.read_atom_bytes(d / "orth.lammpstrj", src[f])
         assert np.array_equal(part["ids"], orig["ids"])  # file order kept
         assert np.array_equal(part["positions"], orig["positions"])
-        dh = part["columns"]["dH"]
+        dh = part["columns"]["dh"]
         assert np.allclose(dh, [got[(f, int(i))] for i in part["ids"]], rtol=1e-9, atol=1e-9)
     import ase.io
 
