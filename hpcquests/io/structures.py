@@ -106,9 +106,18 @@ def is_lammps_dump(path) -> bool:
 def file_checksum(path, algorithm: str = "sha256") -> str:
     """``"<algorithm>:<hex digest>"`` of a file's bytes, read in 1 MiB chunks."""
     h = hashlib.new(algorithm)
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
+    if os.path.isdir(path):  # a ColabFit export directory: its Parquet files, names and bytes
+        from .colabfit import parquet_files
+
+        files = parquet_files(path)
+    else:
+        files = [path]
+    for f in files:
+        if len(files) > 1 or f != path:
+            h.update(os.path.relpath(f, path).encode() + b"\0")
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
     return f"{algorithm}:{h.hexdigest()}"
 
 
