@@ -509,7 +509,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bandwidth", help="bandwidth h from the volume per atom")
     p.add_argument("input", nargs="?", metavar="IN", help="periodic structure file")
     p.add_argument("--volume", type=float, default=None, help="volume per atom, Å³/atom")
-    p.add_argument("--index", default=":", help="ASE frame selection")
+    p.add_argument("--index", default=":", help="frames: N or START:STOP:STEP (default ':', all)")
+    p.add_argument("--types", default=None, metavar="T=EL,...", help="LAMMPS dumps: element of each type")
     _common(p, descriptors=False)
     p.set_defaults(func=cmd_bandwidth)
 

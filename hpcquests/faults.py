@@ -1,7 +1,8 @@
 """Named fault-injection points, for the tests of the error and preemption contract.
 
 ``HPCQUESTS_FAULT`` holds comma-separated ``POINT@RANK=ACTION`` items (``@RANK`` optional: every
-rank; ``POINT`` may end in ``#N``: only the N-th time the point is reached, counting from 1).
+rank; ``POINT`` may end in ``#N``: only the N-th time the point is reached with that rank,
+counting from 1).
 ``inject(POINT, rank)`` performs the action when an item matches:
 
 - ``value``: raise ``ValueError("injected fault at POINT (rank R)")`` (bad input, exit 2);
@@ -20,7 +21,7 @@ import signal
 import time
 
 ENV = "HPCQUESTS_FAULT"
-_COUNTS: dict[str, int] = {}
+_COUNTS: dict[tuple, int] = {}
 
 
 def _items():
@@ -59,9 +60,10 @@ def inject(point: str, rank: int | None = None) -> None:
         return
     if rank is None:
         rank = _launcher_rank()
-    _COUNTS[point] = _COUNTS.get(point, 0) + 1
+    key = (point, rank)  # a serial helper run inside a rank (reported as rank 0) counts apart
+    _COUNTS[key] = _COUNTS.get(key, 0) + 1
     for where, r, nth, action in _items():
-        if where != point or (r is not None and r != rank) or (nth is not None and nth != _COUNTS[point]):
+        if where != point or (r is not None and r != rank) or (nth is not None and nth != _COUNTS[key]):
             continue
         if action == "value":
             raise ValueError(f"injected fault at {point} (rank {rank})")
