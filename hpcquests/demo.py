@@ -135,7 +135,7 @@ def run_demo(args) -> dict:
     for fr in uq["frames"]:
         lines.append(f"  frame {fr['frame']}: {fr['atoms']} atoms, {100 * fr['fraction_above']['0']:.1f}% with dH > 0; "
                      f"mean distance from the core centre: {fr['r_high']:.1f} Å (dH > 0) vs {fr['r_low']:.1f} Å (others)")
-    lines += ["  -> the extrapolating atoms are the molten core and its interface; annotated dump (dH column,",
+    lines += ["  -> the extrapolating atoms are the molten core and its interface; annotated dump (dh column,",
               f"     opens in OVITO): {uq['annotated']}"]
     elapsed = time.perf_counter() - t0
     lines.append(f"done in {elapsed:.1f} s. Next: hpcquests dh <your.extxyz> {store_path}")
