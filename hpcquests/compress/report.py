@@ -66,20 +66,14 @@ def force_tail(force_norms_full: np.ndarray, force_norms_selected: np.ndarray) -
 
 
 def write_json(path: str, payload: dict) -> None:
-    from ..io.atomic import atomic_path
-
-    with atomic_path(path) as tmp:
-        with open(tmp, "w") as fh:
-            json.dump(payload, fh, indent=1, default=json_default)
-            fh.write("\n")
+    write_text(path, json.dumps(payload, indent=1, default=json_default) + "\n")
 
 
 def write_text(path: str, text: str) -> None:
-    from ..io.atomic import atomic_path
+    """Written whole or not at all, fsynced (``io.durable``): report.json marks a dataset done."""
+    from ..io.durable import write_text_durably
 
-    with atomic_path(path) as tmp:
-        with open(tmp, "w") as fh:
-            fh.write(text)
+    write_text_durably(path, text)
 
 
 def markdown_report(report: dict) -> str:

@@ -152,6 +152,8 @@ class Checkpoint:
             if self.rank == 0:
                 os.makedirs(self.dir, exist_ok=True)
                 os.makedirs(self.shards, exist_ok=True)
+                remove_leftovers(os.path.dirname(self.dir), self.dir, self.shards,
+                                 os.path.join(os.path.dirname(self.dir), "annotated"))
                 if os.path.exists(path):
                     with open(path) as fh:
                         old = json.load(fh)
@@ -172,27 +174,39 @@ class Checkpoint:
         return os.path.join(self.dir, f"frame-{frame:06d}.json")
 
     def log_computed(self, frame, chunk):
+        """A record of the chunks computed (the chunk files themselves are the checkpoint)."""
         with open(os.path.join(self.dir, f"computed-r{self.rank:05d}.log"), "a") as fh:
             fh.write(f"{frame} {chunk}\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def remove_leftovers(*directories):
+    """Temporary files of a killed run (``.NAME.tmp-PID``, ``*.part``): the lock on --out makes
+    this scan the only writer, so every one of them is a leftover."""
+    for d in directories:
+        if not os.path.isdir(d):
+            continue
+        for name in os.listdir(d):
+            if (name.startswith(".") and ".tmp-" in name) or name.endswith(".part"):
+                try:
+                    os.remove(os.path.join(d, name))
+                except OSError:
+                    pass
 
 
 def _atomic_json(path, payload):
-    from ..io.atomic import atomic_path
+    from ..io.durable import write_text_durably
 
-    with atomic_path(path) as tmp:
-        with open(tmp, "w") as fh:
-            json.dump(payload, fh, indent=1, default=json_default)
+    write_text_durably(path, json.dumps(payload, indent=1, default=json_default))
 
 
 def _write_chunk(path, arrays: dict):
-    import h5py
+    """A checkpoint chunk: built in memory, then written, fsynced and renamed (``io.durable``);
+    it counts (exists) only when all of it is on disk. A full disk is an OSError (exit 74)."""
+    from ..io.durable import write_hdf5_durably
 
-    from ..io.atomic import atomic_path
-
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            for name, a in arrays.items():
-                f.create_dataset(name, data=np.ascontiguousarray(a))
+    write_hdf5_durably(path, arrays)
 
 
 def _read_chunk(path) -> dict:
@@ -740,6 +754,20 @@ DH_WIDTH = 17           # the separating space + 16
 ANNOTATE_BYTES = 8 << 20  # bytes of atom lines per formatted block (~200k lines, ~60 MB of Python objects)
 
 
+def _pwrite_all(fd, data: bytes, offset: int, path: str) -> None:
+    """``os.pwrite`` until every byte is written (a short write is not an error of pwrite; a
+    frame of NUL bytes was once renamed into place because one went unchecked)."""
+    import errno
+
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        if n <= 0:
+            raise OSError(errno.EIO, "pwrite wrote nothing", path)
+        view = view[n:]
+        offset += n
+
+
 def _write_annotated(comm, traj, info, part, dh, path):
     """All original columns plus ``dh`` (δH), each rank writing its own lines, in file order, at its byte
     offset of a shared file; streamed in blocks so memory stays bounded."""
@@ -780,11 +808,12 @@ def _write_annotated(comm, traj, info, part, dh, path):
                 if len(vals) != len(lines):
                     raise ValueError(f"TRAJ {traj}: atom lines changed while scanning (frame {info.index})")
                 out = b"".join(line + b" " + (DH_FORMAT % v) + b"\n" for line, v in zip(lines, vals))
-                os.pwrite(fd, out, offset)
+                _pwrite_all(fd, out, offset, tmp)
                 offset += len(out)
                 row += len(lines)
             if row != n:
                 raise ValueError(f"TRAJ {traj}: {row} lines in byte range but {n} atoms parsed")
+        os.fsync(fd)  # every rank's lines are on disk before the file is put in place
     finally:
         os.close(fd)
     comm.Barrier()

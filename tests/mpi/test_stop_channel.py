@@ -194,3 +194,15 @@ def test_usr2_to_one_rank_in_any_phase(data, tmp_path, uninterrupted, point):
     a = json.loads((tmp_path / "o" / "summary.json").read_text())
     b = json.loads((uninterrupted / "summary.json").read_text())
     assert a["frames"] == b["frames"]
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_full_disk_on_one_rank(data, tmp_path, n):
+    """ENOSPC while rank 1 writes a checkpoint chunk: exit 74 (EX_IOERR, no requeue) on every
+    rank, one line naming rank 1; the rerun completes."""
+    args = ["-m", "hpcquests.uq", data / "many.lammpstrj", data / "ref.h5", "--out", tmp_path / "o", *SCAN]
+    proc = run_mpi(n, args, timeout=90, env={"HPCQUESTS_IOFAULT": "write#2@1=ENOSPC"})
+    assert proc.returncode == 74, proc.stderr
+    line = one_error_line(proc)
+    assert line.startswith("hpcquests.uq: error: rank 1: [Errno 28] No space left on device"), line
+    assert run_mpi(n, args, timeout=90).returncode == 0
