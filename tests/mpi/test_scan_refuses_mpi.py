@@ -8,24 +8,11 @@ import re
 import h5py
 import pytest
 
-from tests.unit.test_dump_fuzz import ERROR_LINE, K, RC, WHERE, brute, make_dump
+from tests.unit.test_dump_fuzz import ERROR_LINE, K, RC, WHERE, brute, make_dump, ref  # noqa: F401 (fixture)
 
 from .util import run_mpi
 
 pytestmark = pytest.mark.mpi
-
-
-@pytest.fixture(scope="module")
-def ref(tmp_path_factory):
-    import hpcquests as hq
-    from hpcquests import testing
-    from hpcquests.io.store import write_store
-
-    d = tmp_path_factory.mktemp("fuzzref_mpi")
-    train = [testing.perturbed_crystal("bcc", "Ta", size=(2, 2, 2), noise=0.05, seed=s) for s in range(2)]
-    x = hq.get_descriptors(train, k=K, cutoff=RC)
-    write_store(d / "ref.h5", x, [0, 16, 32], k=K, cutoff=RC, species=["Ta"])
-    return str(d / "ref.h5"), x
 
 
 SAMPLE = [("perfect", 1, 0), ("nan", 2, 12), ("inf", 3, 3), ("dup_id", 4, 14), ("extra_value", 5, 9),
