@@ -51,14 +51,21 @@ def shard_dir(store_path) -> str:
     return os.fspath(store_path) + ".shards"
 
 
-def shard_name(shard_id: int) -> str:
-    return f"shard-{shard_id:05d}.h5"
+def shard_name(shard_id: int, write_id: str | None = None) -> str:
+    """``shard-<write id>-NNNNN.h5``: every write of a store makes new shard files, so a write
+    that dies half way never touches the shards the current master reads."""
+    return f"shard-{write_id}-{shard_id:05d}.h5" if write_id else f"shard-{shard_id:05d}.h5"
 
 
-def write_shard(store_path, shard_id: int, row_start: int, arrays: dict) -> dict:
-    """Write one shard holding rows [row_start, row_start + n) of the per-row ``arrays``.
+def new_write_id() -> str:
+    return uuid.uuid4().hex[:16]
 
-    Returns the shard info that ``write_master`` needs (JSON-able).
+
+def write_shard(store_path, shard_id: int, row_start: int, arrays: dict, write_id: str | None = None) -> dict:
+    """Write one shard holding rows [row_start, row_start + n) of the per-row ``arrays``
+    (named by ``write_id``, the write it belongs to).
+
+    Returns the shard info that ``write_master`` needs (JSON-able), with the file's size.
     """
     import h5py
 
@@ -75,7 +82,7 @@ def write_shard(store_path, shard_id: int, row_start: int, arrays: dict) -> dict
         raise ValueError(f"output directory {parent} is not writable")
     directory = shard_dir(store_path)
     os.makedirs(directory, exist_ok=True)
-    rel = os.path.join(os.path.basename(directory), shard_name(shard_id))
+    rel = os.path.join(os.path.basename(directory), shard_name(shard_id, write_id))
     path = os.path.join(os.path.dirname(os.path.abspath(store_path)), rel)
     datasets = {}
     with atomic_path(path) as tmp:
@@ -87,11 +94,11 @@ def write_shard(store_path, shard_id: int, row_start: int, arrays: dict) -> dict
                 f.create_dataset(name, data=a)
                 datasets[name] = {"shape": list(a.shape), "dtype": a.dtype.str}
     return {"file": rel, "shard_id": int(shard_id), "row_start": int(row_start), "n_rows": int(n_rows),
-            "datasets": datasets}
+            "datasets": datasets, "size": os.path.getsize(path), "write_id": write_id}
 
 
 def write_master(store_path, shard_infos, offsets, *, attrs: dict, n_cols: int | None = None,
-                 per_structure: dict | None = None):
+                 per_structure: dict | None = None, write_id: str | None = None):
     """Write the master file: virtual datasets spanning the shards in row order.
 
     Args:
@@ -152,8 +159,9 @@ def write_master(store_path, shard_infos, offsets, *, attrs: dict, n_cols: int |
             f.attrs["n_shards"] = len(infos)
             # a new identity on every write: a rebuilt store is never mistaken for the old one
             # (a scan's checkpoint records it), whatever its size or layout
-            f.attrs["write_id"] = uuid.uuid4().hex
-            f.attrs["shards"] = json.dumps([{k: s[k] for k in ("file", "row_start", "n_rows")} for s in infos])
+            f.attrs["write_id"] = write_id or new_write_id()
+            f.attrs["shards"] = json.dumps([{k: s[k] for k in ("file", "row_start", "n_rows", "size") if k in s}
+                                            for s in infos])
             for key, value in attrs.items():
                 if value is None:
                     continue
@@ -220,26 +228,29 @@ def write_store(path, descriptors, offsets, *, k, cutoff, species=(), descriptor
     if step <= 0:
         step = max(n_env, 1)
     starts = list(range(0, n_env, step)) or [0]
-    infos = [write_shard(path, i, s, {name: a[s:s + step] for name, a in rows.items()})
+    write_id = new_write_id()
+    infos = [write_shard(path, i, s, {name: a[s:s + step] for name, a in rows.items()}, write_id)
              for i, s in enumerate(starts)]
-    remove_stale_shards(path, len(infos))
     attrs = store_attrs(k=k, cutoff=cutoff, species=species, descriptor_kind=descriptor_kind, sources=sources,
                         command=command, bandwidth=bandwidth)
     write_master(path, infos, offsets, attrs=attrs, n_cols=None if descriptors is None else rows["descriptors"].shape[1],
-                 per_structure=per_structure)
+                 per_structure=per_structure, write_id=write_id)
+    remove_unreferenced_shards(path, infos)
     return os.fspath(path)
 
 
-def remove_stale_shards(path, n_shards):
+def remove_unreferenced_shards(path, infos):
+    """After the new master is in place (the commit point): remove every file of the shard
+    folder it does not reference — the previous write's shards, and what killed writes left
+    (their shards, their ``.tmp-PID`` files). Before it, a reader still sees the old store whole."""
     directory = shard_dir(path)
+    keep = {os.path.basename(s["file"]) for s in infos}
     for name in os.listdir(directory):
-        if name.startswith("shard-") and name.endswith(".h5"):
+        if name not in keep and (name.startswith("shard-") or (name.startswith(".shard-") and ".tmp-" in name)):
             try:
-                idx = int(name[6:-3])
-            except ValueError:
-                continue
-            if idx >= n_shards:
                 os.remove(os.path.join(directory, name))
+            except OSError:
+                pass
 
 
 def is_store(path) -> bool:
@@ -280,13 +291,18 @@ class DescriptorStore:
                                  f"understands ({FORMAT_VERSION})")
             base = os.path.dirname(os.path.abspath(self.path))
             prefix = os.environ.get("HDF5_VDS_PREFIX")
-            for s in json.loads(self._f.attrs.get("shards", "[]")):
+            shards = json.loads(self._f.attrs.get("shards", "[]"))
+            self._check_sources(shards)
+            for s in shards:
                 if not s["n_rows"]:
                     continue  # zero-row shards are not referenced by the virtual datasets
                 here = os.path.join(base, s["file"])
                 if not os.path.exists(here):
                     raise ValueError(f"store {self.path}: shard {s['file']} is missing "
                                      "(was the .shards directory moved without the master?)")
+                if "size" in s and os.path.getsize(here) != s["size"]:
+                    raise ValueError(f"store {self.path}: shard {s['file']} has {os.path.getsize(here)} bytes, "
+                                     f"the master recorded {s['size']} (damaged or replaced)")
                 there = os.path.join(prefix, s["file"]) if prefix else None
                 if there and os.path.exists(there) and not os.path.samefile(here, there):
                     raise ValueError(f"store {self.path}: HDF5_VDS_PREFIX={prefix} makes HDF5 read shard "
@@ -294,6 +310,29 @@ class DescriptorStore:
         except Exception:
             self._f.close()
             raise
+
+    def _check_sources(self, shards):
+        """Every virtual source, read from the virtual datasets themselves, must be a shard the
+        master lists, inside this store's own shard folder: HDF5 follows any path it finds
+        (absolute, ``../``), and a renamed copy's master still points at the original's shards."""
+        own = os.path.basename(shard_dir(self.path))
+        listed = {os.path.normpath(s["file"]) for s in shards}
+        for name, ds in self._f.items():
+            if not getattr(ds, "is_virtual", False):
+                continue
+            for src in ds.virtual_sources():
+                f = src.file_name
+                norm = os.path.normpath(f)
+                if os.path.isabs(f) or norm.startswith("..") or os.path.dirname(norm) != own:
+                    other = os.path.dirname(norm)
+                    hint = (f" (a renamed copy of the store whose shards are in {other}/? copy it back under "
+                            f"its own name, or rebuild it with hpcquests descriptors)"
+                            if other.endswith(".shards") and not os.path.isabs(f) and ".." not in norm else "")
+                    raise ValueError(f"store {self.path}: dataset {name!r} reads {f}, outside the store's own "
+                                     f"shard folder {own}/{hint}")
+                if norm not in listed:
+                    raise ValueError(f"store {self.path}: dataset {name!r} reads {f}, which the master's shard "
+                                     "list does not hold (a crafted or damaged master)")
 
     # --- metadata
     @property

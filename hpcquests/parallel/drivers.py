@@ -156,7 +156,7 @@ def distributed_descriptors(comm, frames, k, cutoff, *, multicomponent=False, sp
 def write_store_distributed(comm, path, x_local, struct_range, offsets, *, extra_rows=None, per_structure=None,
                             attrs: dict):
     """Each rank writes its shard (its rows in global order); rank 0 writes the master last."""
-    from ..io.store import remove_stale_shards, write_master, write_shard
+    from ..io.store import new_write_id, remove_unreferenced_shards, write_master, write_shard
 
     rank, size = comm.Get_rank(), comm.Get_size()
     lo, hi = struct_range
@@ -168,12 +168,13 @@ def write_store_distributed(comm, path, x_local, struct_range, offsets, *, extra
     if x_local is not None:
         rows["descriptors"] = np.asarray(x_local, dtype=np.float64)
     rows.update(extra_rows or {})
-    info = write_shard(path, rank, row_start, rows)
+    write_id = comm.bcast(new_write_id() if rank == 0 else None, root=0)
+    info = write_shard(path, rank, row_start, rows, write_id)
     infos = comm.gather(info, root=0)
 
     if rank == 0:
-        remove_stale_shards(path, size)
-        write_master(path, infos, offsets, attrs=attrs, per_structure=per_structure or {})
+        write_master(path, infos, offsets, attrs=attrs, per_structure=per_structure or {}, write_id=write_id)
+        remove_unreferenced_shards(path, infos)  # only once the new master is in place
     comm.Barrier()  # the store is complete on every rank's return
 
 

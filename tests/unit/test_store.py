@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import re
 import shutil
 
 import h5py
@@ -55,9 +56,11 @@ def test_sharded_equals_single(tmp_path):
     with open_store(tmp_path / "one.h5") as a, open_store(tmp_path / "many.h5") as b:
         for name in ("descriptors", "structure_index", "atom_index", "offsets"):
             assert np.array_equal(a.read(name), b.read(name))
-    # rewriting with fewer shards removes the stale ones
+    # a rewrite makes new shard files and removes the old ones once its master is in place
+    old = set(os.listdir(tmp_path / "many.h5.shards"))
     write_store(tmp_path / "many.h5", x, offsets, k=32, cutoff=5.0, rows_per_shard=1000)
-    assert os.listdir(tmp_path / "many.h5.shards") == ["shard-00000.h5"]
+    new = os.listdir(tmp_path / "many.h5.shards")
+    assert len(new) == 1 and new[0].startswith("shard-") and new[0].endswith("-00000.h5") and not old & set(new)
 
 
 def test_moved_directory_readable_by_plain_h5py(tmp_path):
@@ -116,8 +119,9 @@ def test_open_errors(tmp_path):
         open_store(tmp_path / "other.h5")
     x, offsets = sample()
     write_store(tmp_path / "s.h5", x, offsets, k=32, cutoff=5.0, rows_per_shard=10)
-    os.remove(tmp_path / "s.h5.shards" / "shard-00001.h5")
-    with pytest.raises(ValueError, match=r"shard s.h5.shards/shard-00001.h5 is missing"):
+    second = sorted(os.listdir(tmp_path / "s.h5.shards"))[1]
+    os.remove(tmp_path / "s.h5.shards" / second)
+    with pytest.raises(ValueError, match=rf"shard s.h5.shards/{second} is missing"):
         open_store(tmp_path / "s.h5")
     with pytest.raises(ValueError, match=r"offsets"):
         write_store(tmp_path / "bad.h5", x, [0, 5, 3], k=32, cutoff=5.0)
@@ -148,7 +152,7 @@ def test_cwd_holding_another_store_does_not_shadow_shards(tmp_path, monkeypatch)
     monkeypatch.chdir(tmp_path / "b")
     with h5py.File(tmp_path / "a" / "s.h5", "r") as f:
         plist = f["descriptors"].id.get_create_plist()
-        assert plist.get_virtual_filename(0) == "s.h5.shards/shard-00000.h5"  # stored relative
+        assert re.fullmatch(r"s\.h5\.shards/shard-[0-9a-f]{16}-00000\.h5", plist.get_virtual_filename(0))  # relative
         assert np.all(f["descriptors"][...] == 1.0)
     with open_store(tmp_path / "a" / "s.h5") as s:
         assert np.all(s.read() == 1.0)
@@ -158,6 +162,10 @@ def test_hdf5_vds_prefix_shadowing_is_refused(tmp_path, monkeypatch):
     for name, value in (("a", 1.0), ("b", 2.0)):
         (tmp_path / name).mkdir()
         write_store(tmp_path / name / "s.h5", np.full((4, 3), value), [0, 4], k=2, cutoff=5.0)
+    # shard names are unique per write; a file under a's shard name in b's folder is the hazard
+    a_name, = os.listdir(tmp_path / "a" / "s.h5.shards")
+    b_name, = os.listdir(tmp_path / "b" / "s.h5.shards")
+    shutil.copy(tmp_path / "b" / "s.h5.shards" / b_name, tmp_path / "b" / "s.h5.shards" / a_name)
     monkeypatch.setenv("HDF5_VDS_PREFIX", str(tmp_path / "b"))
     with h5py.File(tmp_path / "a" / "s.h5", "r") as f:  # the hazard: plain HDF5 reads b's shard
         assert np.all(f["descriptors"][...] == 2.0)
