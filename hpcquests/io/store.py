@@ -2,9 +2,14 @@
 
 Layout of a store ``out.h5``::
 
-    out.h5                        master: virtual datasets over the shards + small datasets + attrs
-    out.h5.shards/shard-00000.h5  rows [row_start, row_start + n_rows) of every per-row dataset
-    out.h5.shards/shard-00001.h5  ...
+    out.h5                              master: virtual datasets over the shards + small datasets + attrs
+    out.h5.shards/shard-<W>-00000.h5    rows [row_start, row_start + n_rows) of every per-row dataset
+    out.h5.shards/shard-<W>-00001.h5    ...            (W: the id of the write that made them)
+
+Every write makes new shard files (named by its write id); the master, written and renamed
+last, is the commit point: it lists its shards with their sizes, and only once it is in place
+are the previous write's shards (and leftovers of killed writes) removed. A write that dies
+half way leaves the previous store whole.
 
 Per-row datasets (``descriptors`` (n_env, d) float64, ``structure_index``, ``atom_index``,
 optional ``species``, ``forces``, ``dH``, ...) live in the shards; ``offsets`` (n_struct + 1)
@@ -12,7 +17,7 @@ and per-structure datasets (``energy``) are small and live in the master as plai
 Any HDF5 tool reads ``out.h5/descriptors`` as one array.
 
 Relative source paths (checked with h5py 3.16 / HDF5 2.0, see tests/unit/test_store.py): the
-virtual sources are stored as ``out.h5.shards/shard-NNNNN.h5``, relative to the master. For a
+virtual sources are stored as ``out.h5.shards/shard-<W>-NNNNN.h5``, relative to the master. For a
 relative source name HDF5 tries, in order, (1) ``$HDF5_VDS_PREFIX/<name>``, (2) the dataset
 access property ``virtual_prefix``, (3) the master file's own directory, (4) the current
 working directory. So with no prefix set, plain ``h5py.File(master)["descriptors"][...]``
@@ -27,8 +32,10 @@ Each shard is written by one writer (one MPI rank later) with ``write_shard``; t
 written last by ``write_master`` (rank 0). Every file is written under a temporary name in its
 own directory (``.<name>.tmp-<pid>``) and ``os.replace``d into place when complete and closed
 (removed on error), so a reader never sees a half-written file or a master whose shards are not
-all in place. HDF5 fills missing virtual sources with the fill value (zeros) silently, so
-``open_store`` checks that every shard named in the master exists before anything is read.
+all in place. HDF5 fills missing virtual sources with the fill value (zeros) silently and
+follows any source path it finds, so ``open_store`` checks, before anything is read, every
+virtual source of every dataset: inside this store's own shard folder (a renamed copy's master
+still points at the original's shards), listed by the master, present, of the recorded size.
 """
 
 from __future__ import annotations

@@ -158,7 +158,7 @@ def write_store_distributed(comm, path, x_local, struct_range, offsets, *, extra
     """Each rank writes its shard (its rows in global order); rank 0 writes the master last."""
     from ..io.store import new_write_id, remove_unreferenced_shards, write_master, write_shard
 
-    rank, size = comm.Get_rank(), comm.Get_size()
+    rank = comm.Get_rank()
     lo, hi = struct_range
     offsets = np.asarray(offsets, dtype=np.int64)
     row_start, row_stop = int(offsets[lo]), int(offsets[hi])
