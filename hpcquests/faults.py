@@ -46,7 +46,7 @@ def _items():
     return out
 
 
-def _launcher_rank() -> int:
+def launcher_rank() -> int:
     for var in ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK", "SLURM_PROCID"):
         if var in os.environ:
             return int(os.environ[var])
@@ -59,7 +59,7 @@ def inject(point: str, rank: int | None = None) -> None:
     if ENV not in os.environ:
         return
     if rank is None:
-        rank = _launcher_rank()
+        rank = launcher_rank()
     key = (point, rank)  # a serial helper run inside a rank (reported as rank 0) counts apart
     _COUNTS[key] = _COUNTS.get(key, 0) + 1
     for where, r, nth, action in _items():

@@ -19,6 +19,8 @@ import errno
 import os
 import signal
 
+from ..faults import launcher_rank
+
 ENV = "HPCQUESTS_IOFAULT"
 _COUNTS: dict[str, int] = {}
 
@@ -34,18 +36,12 @@ def _fault(op: str, path: str) -> None:
         where, what = item.strip().split("=", 1)
         where, _, rank = where.partition("@")
         name, _, nth = where.partition("#")
-        if name != op or (nth and int(nth) != _COUNTS[op]) or (rank and int(rank) != _launcher_rank()):
+        if name != op or (nth and int(nth) != _COUNTS[op]) or (rank and int(rank) != launcher_rank()):
             continue
         if what == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
         code = getattr(errno, what, errno.EIO)
         raise OSError(code, f"{os.strerror(code)} (injected at {op})", path)
-
-
-def _launcher_rank() -> int:
-    from ..faults import _launcher_rank as rank
-
-    return rank()
 
 
 def write_durably(path, data) -> None:

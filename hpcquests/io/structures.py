@@ -69,27 +69,28 @@ def read_structures(paths, index=":", *, types: dict | None = None, labels: dict
     return frames
 
 
-def frame_selection(index, n: int, path) -> list[int]:
+def frame_selection(index, n: int, path, option: str = "--index") -> list[int]:
     """Frame numbers chosen by ``index`` (':' / 'N' / 'START:STOP:STEP', negative counting from
-    the end) among ``n``; ValueError naming --index and the file's frame count when it chooses a
-    frame that is not there, or none."""
+    the end) among ``n``; ValueError naming ``option`` and the file's frame count when it chooses
+    a frame that is not there, or none. The one parser of frame selections (``--index`` of the
+    commands, ``--frames`` of the UQ scan)."""
     text = str(index).strip() if index is not None else ":"
     try:
         parts = [int(p) if p.strip() else None for p in text.split(":")]
     except ValueError:
-        raise ValueError(f"--index {text!r}: expected N or START:STOP:STEP") from None
+        raise ValueError(f"{option} {text!r}: expected N or START:STOP:STEP") from None
     if len(parts) == 1:
         i = parts[0]
         if i is None or not -n <= i < n:
-            raise ValueError(f"--index {text}: {path} has {n} frame(s) (0..{n - 1}, or -{n}..-1)")
+            raise ValueError(f"{option} {text}: {path} has {n} frame(s) (0..{n - 1}, or -{n}..-1)")
         return [i % n]
     if len(parts) > 3:
-        raise ValueError(f"--index {text!r}: expected N or START:STOP:STEP")
+        raise ValueError(f"{option} {text!r}: expected N or START:STOP:STEP")
     if len(parts) == 3 and parts[2] == 0:
-        raise ValueError(f"--index {text!r}: the step cannot be 0")
+        raise ValueError(f"{option} {text!r}: the step cannot be 0")
     chosen = list(range(n))[slice(*parts)]
     if not chosen:
-        raise ValueError(f"--index {text}: selects no frame of {path} ({n} frame(s))")
+        raise ValueError(f"{option} {text}: selects no frame of {path} ({n} frame(s))")
     return chosen
 
 

@@ -88,7 +88,7 @@ def exit_code_of(exc: BaseException) -> int:
         return EXIT_INTERRUPTED
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EROFS):
         return EXIT_IOERR
-    if isinstance(exc, ValueError) or isinstance(exc, OSError):
+    if isinstance(exc, (ValueError, OSError)):
         return EXIT_BAD_INPUT
     return EXIT_INTERNAL
 

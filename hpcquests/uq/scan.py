@@ -42,22 +42,6 @@ READ_BLOCK = 32 << 20  # bytes of atom lines per read + exchange block (~750k li
 
 # --------------------------------------------------------------------------- arguments
 
-def parse_frames(text: str | None) -> slice:
-    """'START:STOP:STEP' (any part optional) or a single index."""
-    if not text:
-        return slice(None)
-    try:
-        parts = [int(p) if p.strip() else None for p in text.split(":")]
-    except ValueError:
-        raise ValueError(f"--frames: expected START:STOP:STEP, got {text!r}") from None
-    if len(parts) == 1:
-        i = parts[0]
-        return slice(i, None if i == -1 else i + 1)
-    if len(parts) > 3:
-        raise ValueError(f"--frames: expected START:STOP:STEP, got {text!r}")
-    return slice(*parts)
-
-
 def build_parser() -> argparse.ArgumentParser:
     from ..cli import _ref_memory
 
@@ -345,6 +329,7 @@ def _setup_out(out):
 def _scan_locked(args, comm) -> dict:
     from ..faults import inject
     from ..io import lammps
+    from ..io.structures import frame_selection
     from ..parallel import SerialComm
     from ..parallel.drivers import ReferenceSet
     from ..progress import Progress
@@ -355,7 +340,6 @@ def _scan_locked(args, comm) -> dict:
     if args.chunk_atoms < 1:
         raise ValueError(f"--chunk-atoms must be >= 1, got {args.chunk_atoms}")
     types = lammps.parse_types(args.types)
-    sel = parse_frames(args.frames)
 
     def index():
         if rank != 0:
@@ -369,10 +353,11 @@ def _scan_locked(args, comm) -> dict:
     # frames keep the file's numbers (skipped ones included) in every output and in --frames
     frames = {info.index: info for info in good}
     n_file = max(frames) + 1 if not bad else max(max(frames), max(b["frame"] for b in bad)) + 1
-    chosen = [f for f in range(n_file)[sel] if f in frames]
+    selected = frame_selection(args.frames or ":", n_file, f"TRAJ {args.traj}", option="--frames")
+    chosen = [f for f in selected if f in frames]
     if not chosen:
         raise ValueError(f"TRAJ {args.traj}: no frames selected ({n_file} in file, --frames {args.frames})")
-    bad = [b for b in bad if b["frame"] in range(n_file)[sel]]
+    bad = [b for b in bad if b["frame"] in selected]
 
     # the first chosen frame's species (streamed in blocks), to check against the reference
     mem = MemTrace(rank)
