@@ -41,7 +41,7 @@ def test_round_trip(tmp_path):
         assert np.array_equal(si, np.repeat(np.arange(len(offsets) - 1), np.diff(offsets)))
         assert np.array_equal(ai, np.arange(len(x)) - offsets[si])
         a = s.attrs
-        assert a["format"] == "hpcquests-store" and a["format_version"] == 1
+        assert a["format"] == "hpcquests-store" and a["format_version"] == 2
         assert a["sources"] == [{"path": "a.xyz", "checksum": "sha256:00"}]
         assert a["command"] == "hpcquests descriptors a.xyz" and a["hpcquests_version"]
         chunks = list(s.iter_chunks(10))
