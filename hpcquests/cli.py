@@ -435,6 +435,24 @@ def cmd_aggregate(args):
         raise CliError(f"{len(res['failed'])} dataset(s) failed or missing")
 
 
+def cmd_store(args):
+    """``store verify``: read everything, checking every checksum; ``store relink``: point a
+    renamed copy's master at its own shard folder. Rank 0 does the work."""
+    from .io.store import relink_store, verify_store
+
+    if not _is_root(args):
+        return
+    if args.action == "verify":
+        counts = verify_store(args.store)
+        _emit(args, {"store": args.store, "datasets": counts, "verified": True},
+              [f"{args.store}: {len(counts)} datasets, {max(counts.values(), default=0)} rows, every chunk's "
+               "checksum and every descriptor verified"])
+    else:
+        out = relink_store(args.store)
+        _emit(args, out, [f"{args.store}: {out['shards']} shard(s) now read from its own "
+                          f"{os.path.basename(args.store)}.shards/ (were {', '.join(out['was']) or 'none'})"])
+
+
 def cmd_demo(args):
     from .demo import run_demo
 
@@ -545,6 +563,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="exit non-zero when a dataset failed or is missing")
     _common(p, descriptors=False)
     p.set_defaults(func=cmd_aggregate)
+
+    p = sub.add_parser("store", help="check a descriptor store (verify) or repair a renamed copy (relink)")
+    p.add_argument("action", choices=["verify", "relink"],
+                   help="verify: read every dataset, checking every chunk's checksum; relink: make a renamed copy "
+                        "(cp a.h5 b.h5; cp -r a.h5.shards b.h5.shards) read its own shard folder")
+    p.add_argument("store", metavar="STORE", help="the store's master file (.h5)")
+    _common(p, descriptors=False)
+    p.set_defaults(func=cmd_store)
 
     p = sub.add_parser("demo", help="end-to-end example on generated data (no download)")
     p.add_argument("--out", default=None, help="directory for the demo's files (default: a temporary one)")

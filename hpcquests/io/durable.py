@@ -199,12 +199,45 @@ class CheckedFile:
         return True
 
 
+SEAL_BYTES = 512  # the HDF5 user block that holds a sealed file's checksum
+SEAL_MAGIC = b"hpcquests-seal v1 "
+
+
+def _seal(fd: int, path: str) -> None:
+    """Write the checksum of everything after the user block into the user block."""
+    from ..kernels.checksum import hdf5_fletcher32
+
+    size = os.fstat(fd).st_size
+    body = os.pread(fd, size - SEAL_BYTES, SEAL_BYTES)
+    header = SEAL_MAGIC + f"fletcher32={hdf5_fletcher32(body):08x} size={size}\n".encode()
+    _write_all(fd, memoryview(header.ljust(SEAL_BYTES, b"\0")), 0, path)
+
+
+def check_seal(path) -> bool | None:
+    """True if the sealed file ``path`` is whole (checksum and size as sealed), False if not,
+    None if it carries no seal. Reads the whole file (meant for small files: a store's master)."""
+    from ..kernels.checksum import hdf5_fletcher32
+
+    with open(path, "rb") as f:
+        head = f.read(SEAL_BYTES)
+        if not head.startswith(SEAL_MAGIC):
+            return None
+        body = f.read()
+    try:
+        fields = dict(item.split("=") for item in head[len(SEAL_MAGIC):].split(b"\n")[0].decode().split())
+        return int(fields["size"]) == SEAL_BYTES + len(body) and int(fields["fletcher32"], 16) == hdf5_fletcher32(body)
+    except (ValueError, KeyError, UnicodeDecodeError):
+        return False
+
+
 @contextlib.contextmanager
-def durable_hdf5(path):
+def durable_hdf5(path, *, seal: bool = False):
     """``with durable_hdf5(path) as f:`` — an ``h5py.File`` open for writing whose file appears
     at ``path`` only once it is complete and on disk (checked writes, fsync, close, rename,
     directory fsync). Any failure raises (``OSError`` for I/O) and leaves ``path`` untouched and
-    no temporary file behind."""
+    no temporary file behind. ``seal``: the file gets a 512-byte HDF5 user block holding the
+    checksum of the rest (``check_seal``), so any damage is found before HDF5 parses the file
+    (HDF5 can crash on damaged metadata); HDF5 readers skip the user block."""
     import h5py
 
     path = os.fspath(path)
@@ -214,7 +247,8 @@ def durable_hdf5(path):
     checked = CheckedFile(fd, tmp)
     done = False
     try:
-        f = h5py.File(checked, "w")
+        # v110+: most metadata carries checksums too
+        f = h5py.File(checked, "w", libver=("v110", "latest"), userblock_size=SEAL_BYTES if seal else 0)
         try:
             yield f
         finally:
@@ -224,6 +258,8 @@ def durable_hdf5(path):
                 checked._keep(exc if isinstance(exc, OSError) else OSError(errno.EIO, str(exc), tmp))
         if checked.error is not None:
             raise checked.error
+        if seal:
+            _seal(fd, tmp)
         _fault("fsync", tmp)
         os.fsync(fd)
         _fault("close", tmp)

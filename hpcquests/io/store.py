@@ -60,7 +60,7 @@ import uuid
 
 import numpy as np
 
-from .durable import durable_hdf5
+from .durable import check_seal, durable_hdf5
 
 FORMAT = "hpcquests-store"
 FORMAT_VERSION = 2  # 2: chunked datasets with fletcher32 checksums, NaN / -1 fill values
@@ -176,8 +176,47 @@ def write_shard(store_path, shard_id: int, row_start: int, arrays: dict, write_i
             a = _native(a)
             create_checked_dataset(f, name, a)
             datasets[name] = {"shape": list(a.shape), "dtype": a.dtype.str}
+    ranges, meta = shard_metadata_checksum(path)
     return {"file": rel, "shard_id": int(shard_id), "row_start": int(row_start), "n_rows": int(n_rows),
-            "datasets": datasets, "size": os.path.getsize(path), "write_id": write_id}
+            "datasets": datasets, "size": os.path.getsize(path), "write_id": write_id, "data": ranges, "meta": meta}
+
+
+def shard_metadata_checksum(path):
+    """(data ranges, checksum of the rest) of a written shard: the chunks carry their own
+    checksums; everything else in the file (HDF5's metadata: a few KiB) is summed here and the
+    master records it, so damaged metadata is found before HDF5 parses it. ``data`` is the
+    list of [offset, length] byte runs the chunks occupy (adjacent chunks merged: a handful)."""
+    import h5py
+
+    runs = []
+    with h5py.File(path, "r") as f:
+        for ds in f.values():
+            if ds.chunks is None:
+                continue
+            for i in range(ds.id.get_num_chunks()):
+                info = ds.id.get_chunk_info(i)
+                runs.append((int(info.byte_offset), int(info.size)))
+    merged = []
+    for offset, length in sorted(runs):
+        if merged and merged[-1][0] + merged[-1][1] == offset:
+            merged[-1][1] += length
+        else:
+            merged.append([offset, length])
+    return merged, _metadata_checksum(path, merged, os.path.getsize(path))
+
+
+def _metadata_checksum(path, data_runs, size) -> int:
+    from ..kernels.checksum import hdf5_fletcher32
+
+    parts, pos = [], 0
+    with open(path, "rb") as f:
+        for offset, length in data_runs + [[size, 0]]:
+            if offset < pos or offset > size:
+                return -1  # runs that do not fit the file: not this shard
+            f.seek(pos)
+            parts.append(f.read(offset - pos))
+            pos = offset + length
+    return hdf5_fletcher32(b"".join(parts))
 
 
 def write_master(store_path, shard_infos, offsets, *, attrs: dict, n_cols: int | None = None,
@@ -223,7 +262,7 @@ def write_master(store_path, shard_infos, offsets, *, attrs: dict, n_cols: int |
     parent = os.path.dirname(os.path.abspath(store_path))
     if not os.path.isdir(parent):
         raise ValueError(f"output directory {parent} does not exist")
-    with durable_hdf5(store_path) as f:
+    with durable_hdf5(store_path, seal=True) as f:
         for name in names:
             first = infos[0]["datasets"][name]
             dtype = np.dtype(first["dtype"])
@@ -248,8 +287,8 @@ def write_master(store_path, shard_infos, offsets, *, attrs: dict, n_cols: int |
         # a new identity on every write: a rebuilt store is never mistaken for the old one
         # (a scan's checkpoint records it), whatever its size or layout
         f.attrs["write_id"] = write_id or new_write_id()
-        f.attrs["shards"] = json.dumps([{k: s[k] for k in ("file", "row_start", "n_rows", "size") if k in s}
-                                        for s in infos])
+        f.attrs["shards"] = json.dumps([{k: s[k] for k in ("file", "row_start", "n_rows", "size", "data", "meta")
+                                         if k in s} for s in infos])
         for key, value in attrs.items():
             if value is None:
                 continue
@@ -369,6 +408,9 @@ class DescriptorStore:
             raise ValueError(f"store {self.path}: no such file")
         if not is_hdf5(self.path):
             raise ValueError(f"store {self.path}: not an HDF5 file")
+        sealed = check_seal(self.path)
+        if sealed is False:  # before HDF5 parses it: HDF5 can crash on damaged metadata
+            raise ValueError(f"store {self.path}: the master fails its checksum (damaged); rebuild the store")
         try:
             self._f = h5py.File(self.path, "r")
         except OSError as exc:
@@ -382,6 +424,9 @@ class DescriptorStore:
             if version > FORMAT_VERSION:
                 raise ValueError(f"store {self.path}: format version {version} is newer than this hpcquests "
                                  f"understands ({FORMAT_VERSION})")
+            if version >= 2 and sealed is None:
+                raise ValueError(f"store {self.path}: the master has lost its checksum seal (edited outside "
+                                 "hpcquests?); rebuild the store")
             base = os.path.dirname(os.path.abspath(self.path))
             prefix = os.environ.get("HDF5_VDS_PREFIX")
             try:
@@ -399,11 +444,32 @@ class DescriptorStore:
                 if "size" in s and os.path.getsize(here) != s["size"]:
                     raise ValueError(f"store {self.path}: shard {s['file']} has {os.path.getsize(here)} bytes, "
                                      f"the master recorded {s['size']} (damaged or replaced)")
+                if "meta" in s and _metadata_checksum(here, s["data"], s["size"]) != s["meta"]:
+                    raise ValueError(f"store {self.path}: shard {s['file']}: its HDF5 metadata fails its checksum "
+                                     "(damaged or replaced); rebuild the store")
                 there = os.path.join(prefix, s["file"]) if prefix else None
                 if there and os.path.exists(there) and not os.path.samefile(here, there):
                     raise ValueError(f"store {self.path}: HDF5_VDS_PREFIX={prefix} makes HDF5 read shard "
                                      f"{there} instead of {here}; unset HDF5_VDS_PREFIX")
-        except Exception:
+            # everything the properties serve, read now: damaged metadata is refused at open
+            self._attrs = self._load_attrs()
+            self._offsets = self._f["offsets"][...]
+            self._shapes = {}
+            for name in self._f:
+                ds = self._f.get(name)
+                if not hasattr(ds, "shape"):
+                    raise ValueError(f"store {self.path}: {name!r} is not a readable dataset (the master is damaged)")
+                self._shapes[name] = (ds.shape, ds.dtype)
+            for key in ("k", "cutoff"):
+                if key not in self._attrs:
+                    raise ValueError(f"store {self.path}: the master has no {key!r} attribute (damaged)")
+        except ValueError:
+            self._f.close()
+            raise
+        except (OSError, KeyError, RuntimeError, TypeError, AttributeError) as exc:  # h5py: damaged metadata
+            self._f.close()
+            raise ValueError(f"store {self.path}: the master is damaged ({exc}); rebuild the store") from None
+        except BaseException:
             self._f.close()
             raise
 
@@ -437,6 +503,9 @@ class DescriptorStore:
     # --- metadata
     @property
     def attrs(self) -> dict:
+        return dict(self._attrs)
+
+    def _load_attrs(self) -> dict:
         out = {}
         for key, value in self._f.attrs.items():
             if isinstance(value, bytes):
@@ -453,11 +522,11 @@ class DescriptorStore:
 
     @property
     def k(self) -> int:
-        return int(self._f.attrs["k"])
+        return int(self._attrs["k"])
 
     @property
     def cutoff(self) -> float:
-        return float(self._f.attrs["cutoff"])
+        return float(self._attrs["cutoff"])
 
     @property
     def species(self) -> list:
@@ -465,22 +534,22 @@ class DescriptorStore:
 
     @property
     def offsets(self) -> np.ndarray:
-        return self._f["offsets"][...]
+        return self._offsets.copy()
 
     @property
     def n_structures(self) -> int:
-        return int(self._f["offsets"].shape[0] - 1)
+        return int(self._offsets.shape[0] - 1)
 
     @property
     def n_env(self) -> int:
-        return int(self._f["offsets"][-1])
+        return int(self._offsets[-1])
 
     @property
     def dim(self) -> int:
-        return int(self._f["descriptors"].shape[1]) if "descriptors" in self._f else 0
+        return int(self._shapes["descriptors"][0][1]) if "descriptors" in self._shapes else 0
 
     def __contains__(self, name) -> bool:
-        return name in self._f
+        return name in self._shapes
 
     # --- data
     def read(self, name: str = "descriptors", rows=slice(None)) -> np.ndarray:
@@ -491,9 +560,13 @@ class DescriptorStore:
         checksums itself. Raises ValueError naming the store (and shard, dataset, rows) for a
         chunk that fails its checksum or cannot be read, a non-finite descriptor, or an integer
         holding the fill value -1 (a row no source provides)."""
-        if name not in self._f:
+        if name not in self._shapes:
             raise ValueError(f"store {self.path}: no dataset {name!r}")
-        ds = self._f[name]
+        try:
+            ds = self._f[name]
+        except (OSError, KeyError, RuntimeError) as exc:
+            raise ValueError(f"store {self.path}: dataset {name!r} cannot be opened ({exc}); the master is "
+                             "damaged: rebuild the store") from None
         if isinstance(rows, slice) and rows.step in (None, 1) and ds.ndim >= 1:
             start, stop, _ = rows.indices(ds.shape[0])
             stop = max(start, stop)
@@ -509,7 +582,7 @@ class DescriptorStore:
     def _read_hdf5(self, name, ds, rows):
         try:
             return ds[rows]
-        except OSError as exc:
+        except (OSError, KeyError, RuntimeError) as exc:
             raise ValueError(f"store {self.path}: dataset {name!r} cannot be read ({exc}): a shard is damaged "
                              "(a chunk fails its checksum) or missing; rebuild the store") from None
 
@@ -553,7 +626,7 @@ class DescriptorStore:
                                                              int(info.filter_mask))
                     plan = {"path": path, "rows": int(ds.chunks[0]), "n": int(ds.shape[0]), "chunks": chunks,
                             "row_bytes": int(np.prod(trailing, dtype=np.int64)) * ds.dtype.itemsize}
-        except (OSError, KeyError) as exc:
+        except (OSError, KeyError, RuntimeError, TypeError, ValueError) as exc:
             raise ValueError(f"store {self.path}: shard {file} cannot be read ({exc}); the file is damaged, "
                              "rebuild the store") from None
         self._plans[key] = plan
@@ -573,16 +646,23 @@ class DescriptorStore:
         out = np.empty((stop - start, *ds.shape[1:]), dtype=ds.dtype)
         flat = out.reshape(-1).view(np.uint8)
         tasks = []
+        covered = start
         for v0, v1, file, dset in spans:
             lo, hi = max(start, v0), min(stop, v1)
             if lo >= hi:
                 continue
+            if lo > covered:
+                break  # a gap: no source provides some rows
+            covered = max(covered, hi)
             plan = self._chunk_plan(file, dset, ds.dtype, ds.shape[1:])
             if plan is None or plan["n"] != v1 - v0:
                 return hdf5()
             rows = plan["rows"]
             for c0 in range((lo - v0) // rows * rows, hi - v0, rows):
                 tasks.append((file, plan, c0, v0 + c0, lo, hi))
+        if covered < stop:  # HDF5 would serve the fill value there
+            raise ValueError(_bad_value(self.path, name, f"row {covered}", "no data: no shard provides it (the "
+                                        "master's layout has a gap)"))
         if not tasks or ds.dtype.kind == "i":  # integer datasets are small: HDF5 verifies, -1 checked after
             return hdf5()
         fds = {}
@@ -719,3 +799,73 @@ def _map_threads(fn, tasks):
 def open_store(path) -> DescriptorStore:
     """Open a store for reading (ValueError naming the file if it is not a valid store)."""
     return DescriptorStore(path)
+
+
+def verify_store(path, rows_per_block: int = 1 << 17) -> dict:
+    """Read every dataset of store ``path`` whole, verifying every chunk's checksum and the
+    values (``DescriptorStore.read``); returns {dataset: rows}. ValueError naming the store,
+    shard, dataset and rows on the first failure."""
+    counts = {}
+    with open_store(path) as store:
+        for name, ds in store._f.items():
+            if ds.ndim == 0:
+                store._read_hdf5(name, ds, ())
+                counts[name] = 0
+                continue
+            for _ in store.iter_chunks(rows_per_block, name):
+                pass
+            counts[name] = int(ds.shape[0])
+    return counts
+
+
+def relink_store(path) -> dict:
+    """Point the master of a renamed copy at its own shard folder.
+
+    ``cp train.h5 copy.h5; cp -r train.h5.shards copy.h5.shards`` gives a master whose virtual
+    sources still name ``train.h5.shards/`` (HDF5 stores them relative but with the folder
+    name). This rewrites ``copy.h5`` (durably, keeping its write id, attributes and small
+    datasets) so its sources are the same-named shards in ``copy.h5.shards/``, after checking
+    each is there with the recorded size. Returns {"store", "shards", "was"}."""
+    import h5py
+
+    path = os.fspath(path)
+    own = os.path.basename(shard_dir(path))
+    base = os.path.dirname(os.path.abspath(path))
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise ValueError(f"store {path}: cannot be opened as HDF5 ({exc})") from None
+    with f:
+        if f.attrs.get("format") != FORMAT:
+            raise ValueError(f"store {path}: not an hpcquests store")
+        listed = json.loads(f.attrs.get("shards", "[]"))
+        was = sorted({os.path.dirname(os.path.normpath(s["file"])) for s in listed})
+        infos = []
+        for s in listed:
+            name = os.path.basename(os.path.normpath(s["file"]))
+            rel = os.path.join(own, name)
+            here = os.path.join(base, rel)
+            if not os.path.exists(here):
+                raise ValueError(f"store {path}: {rel} is missing; copy the whole shard folder "
+                                 f"({', '.join(was)}/) to {own}/ first")
+            if "size" in s and os.path.getsize(here) != s["size"]:
+                raise ValueError(f"store {path}: {rel} has {os.path.getsize(here)} bytes, the master recorded "
+                                 f"{s['size']}: not a copy of the listed shard")
+            with h5py.File(here, "r") as sf:
+                datasets = {k: {"shape": list(d.shape), "dtype": d.dtype.str} for k, d in sf.items()}
+            infos.append({**s, "file": rel, "datasets": datasets,
+                          "shard_id": int(s.get("shard_id", len(infos))),
+                          "size": os.path.getsize(here)})
+        virtual = {k for k, d in f.items() if d.is_virtual}
+        per_structure = {k: d[...] for k, d in f.items() if k not in virtual and k != "offsets"
+                         and not (k == "descriptors" and not infos)}
+        n_cols = int(f["descriptors"].shape[1]) if "descriptors" in f else None
+        offsets = f["offsets"][...]
+        write_id = f.attrs.get("write_id")
+        skip = {"format", "format_version", "n_shards", "write_id", "shards"}
+        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items() if k not in skip}
+    for info in infos:  # the datasets the virtual layout maps: those the master has virtual
+        info["datasets"] = {k: v for k, v in info["datasets"].items() if k in virtual}
+    write_master(path, infos, offsets, attrs=attrs, n_cols=n_cols, per_structure=per_structure,
+                 write_id=write_id if isinstance(write_id, str) else None)
+    return {"store": path, "shards": len(infos), "was": was}

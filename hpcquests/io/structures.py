@@ -123,9 +123,18 @@ def file_checksum(path, algorithm: str = "sha256") -> str:
 
 
 def is_hdf5(path) -> bool:
-    """True if ``path`` is a file starting with the HDF5 signature (False if missing)."""
+    """True if ``path`` is a file holding the HDF5 signature where HDF5 looks for it: at byte 0
+    or after a user block (512, 1024, 2048, ... bytes; our store masters have one). False if
+    missing."""
     try:
         with open(Path(path), "rb") as fh:
-            return fh.read(8) == HDF5_SIGNATURE
+            for offset in (0, *(512 << i for i in range(12))):
+                fh.seek(offset)
+                head = fh.read(8)
+                if head == HDF5_SIGNATURE:
+                    return True
+                if len(head) < 8:
+                    return False
+            return False
     except OSError:
         return False

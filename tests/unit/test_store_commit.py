@@ -12,6 +12,8 @@ import pytest
 from hpcquests.io import store as store_mod
 from hpcquests.io.store import open_store, write_store
 
+from .util_store import reseal
+
 
 def sample(n=30, d=5, seed=0):
     rng = np.random.default_rng(seed)
@@ -64,6 +66,9 @@ def test_sources_outside_the_store_or_not_listed_are_refused(tmp_path):
             layout[:] = h5py.VirtualSource(source, "descriptors", shape=x.shape)
             del f["descriptors"]
             f.create_virtual_dataset("descriptors", layout)
+        with pytest.raises(ValueError, match=r"s.h5: the master fails its checksum"):
+            open_store(tmp_path / "a" / "s.h5")
+        reseal(tmp_path / "a" / "s.h5")  # a crafter can re-seal: the source checks still refuse it
         with pytest.raises(ValueError, match=r"reads .*outside.h5, outside the store's own shard folder"):
             open_store(tmp_path / "a" / "s.h5")
 
