@@ -117,12 +117,14 @@ def markdown_report(report: dict) -> str:
 def plot_curves(report: dict, path: str) -> None:
     """compress_curves.png: H, D and overlap(full | selected) against size, one line per method
     (the paper's comparison), plus the force tail when forces exist."""
+    import io
+
     import matplotlib
+
+    from ..io.durable import write_durably
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
-
-    from ..io.atomic import atomic_path
 
     sels = report["selections"]
     methods = list(dict.fromkeys(r["method"] for r in sels))
@@ -138,6 +140,7 @@ def plot_curves(report: dict, path: str) -> None:
         ax.set_ylabel(label)
     axes[0].legend(fontsize=8)
     fig.suptitle(os.path.basename(str(report["dataset"])))
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+    image = io.BytesIO()
+    fig.savefig(image, dpi=110, format="png")
     plt.close(fig)
+    write_durably(path, image.getbuffer())

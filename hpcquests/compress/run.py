@@ -224,6 +224,9 @@ def compress_dataset(comm, path: str, out_dir: str, *, methods=("msc",), sizes=(
             return
         inject("compress.write", rank)
         from ..io.colabfit import write_selection
+        from ..io.durable import remove_stale_temporaries
+
+        remove_stale_temporaries(out_dir, recursive=True)  # what a killed run left
         from .report import markdown_report, plot_curves, write_json, write_text
 
         for (m, c), (sel, _) in sorted(selections.items()):

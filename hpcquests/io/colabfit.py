@@ -430,29 +430,26 @@ def _select(items, index, path):
 def write_selection(directory, structures, indices, ids) -> None:
     """``indices.txt`` (dataset indices, one per line), ``ids.txt`` and ``selected.extxyz``
     (the selected structures with their energies/forces, in selection order) in ``directory``,
-    each written atomically."""
+    each written durably (``io.durable``: whole, fsynced, renamed)."""
+    import io
+
     import ase.io
 
-    from .atomic import atomic_path
+    from .durable import write_text_durably
 
     directory = os.fspath(directory)
     os.makedirs(directory, exist_ok=True)
     indices = [int(i) for i in indices]
-    with atomic_path(os.path.join(directory, "indices.txt")) as tmp:
-        with open(tmp, "w") as fh:
-            fh.write("".join(f"{i}\n" for i in indices))
-    with atomic_path(os.path.join(directory, "ids.txt")) as tmp:
-        with open(tmp, "w") as fh:
-            fh.write("".join(f"{c}\n" for c in ids))
+    write_text_durably(os.path.join(directory, "indices.txt"), "".join(f"{i}\n" for i in indices))
+    write_text_durably(os.path.join(directory, "ids.txt"), "".join(f"{c}\n" for c in ids))
     if any("property_id" in structures[i].info for i in indices):  # from a ColabFit export
-        with atomic_path(os.path.join(directory, "labels.tsv")) as tmp:
-            with open(tmp, "w") as fh:
-                fh.write("configuration_id\tproperty_id\tmethod\n")
-                for i, c in zip(indices, ids):
-                    info = structures[i].info
-                    fh.write(f"{c}\t{info.get('property_id') or ''}\t{info.get('method') or ''}\n")
-    with atomic_path(os.path.join(directory, "selected.extxyz")) as tmp:
-        ase.io.write(tmp, [structures[i] for i in indices], format="extxyz", parallel=False)
+        rows = [f"{c}\t{structures[i].info.get('property_id') or ''}\t{structures[i].info.get('method') or ''}\n"
+                for i, c in zip(indices, ids)]
+        write_text_durably(os.path.join(directory, "labels.tsv"), "configuration_id\tproperty_id\tmethod\n"
+                           + "".join(rows))
+    text = io.StringIO()
+    ase.io.write(text, [structures[i] for i in indices], format="extxyz", parallel=False)
+    write_text_durably(os.path.join(directory, "selected.extxyz"), text.getvalue())
 
 
 def write_colabfit_parquet(path, structures, *, ids=None, row_group_size: int = 64, extra_columns: bool = True):

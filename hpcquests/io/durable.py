@@ -16,6 +16,8 @@ file (HDF5 may swallow an error a callback raised), then the same fsync, close a
 Fault injection (tests): ``HPCQUESTS_IOFAULT=OP[#N][@RANK]=ERR,...`` makes the N-th ``OP`` of
 this process (of the launcher's rank RANK) fail (``write``, ``fsync``, ``close``, ``rename``;
 ERR ``ENOSPC``, ``EIO`` or ``kill`` to SIGKILL the process at that step).
+``HPCQUESTS_IOFAULT=count:FILE`` injects nothing and appends ``OP RANK`` to FILE at every point
+reached: the census a fault sweep iterates over.
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ _COUNTS: dict[str, int] = {}
 def _fault(op: str, path: str) -> None:
     spec = os.environ.get(ENV)
     if not spec:
+        return
+    if spec.startswith("count:"):  # the sweep's census: log every fault point reached
+        with open(spec[len("count:"):], "a") as log:
+            log.write(f"{op} {launcher_rank()}\n")
         return
     _COUNTS[op] = _COUNTS.get(op, 0) + 1
     for item in spec.split(","):
@@ -90,6 +96,40 @@ def write_durably(path, data) -> None:
             except OSError:
                 pass
     _fsync_dir(directory)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def remove_stale_temporaries(directory, *, recursive: bool = False) -> int:
+    """Remove the temporary files (``.NAME.tmp-PID``) that killed writers left in ``directory``
+    (and below it with ``recursive``): those whose process is no longer alive on this host. A
+    live writer's temporary is left alone. Returns the number removed."""
+    import re
+
+    pattern = re.compile(r"^\..+\.tmp-(\d+)$")
+    removed = 0
+    if recursive:
+        walk = os.walk(directory)
+    else:
+        walk = [(directory, None, os.listdir(directory))] if os.path.isdir(directory) else []
+    for root, _, names in walk:
+        for name in names:
+            m = pattern.match(name)
+            if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
+                try:
+                    os.remove(os.path.join(root, name))
+                    removed += 1
+                except OSError:
+                    pass
+    return removed
 
 
 def _fsync_dir(directory: str) -> None:

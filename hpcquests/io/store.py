@@ -60,7 +60,7 @@ import uuid
 
 import numpy as np
 
-from .durable import check_seal, durable_hdf5
+from .durable import check_seal, durable_hdf5, remove_stale_temporaries
 
 FORMAT = "hpcquests-store"
 FORMAT_VERSION = 2  # 2: chunked datasets with fletcher32 checksums, NaN / -1 fill values
@@ -262,6 +262,7 @@ def write_master(store_path, shard_infos, offsets, *, attrs: dict, n_cols: int |
     parent = os.path.dirname(os.path.abspath(store_path))
     if not os.path.isdir(parent):
         raise ValueError(f"output directory {parent} does not exist")
+    remove_stale_temporaries(parent)  # masters of killed writes
     with durable_hdf5(store_path, seal=True) as f:
         for name in names:
             first = infos[0]["datasets"][name]
