@@ -206,3 +206,24 @@ def test_full_disk_on_one_rank(data, tmp_path, n):
     line = one_error_line(proc)
     assert line.startswith("hpcquests.uq: error: rank 1: [Errno 28] No space left on device"), line
     assert run_mpi(n, args, timeout=90).returncode == 0
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_full_disk_while_writing_a_store_on_one_rank(data, tmp_path, n):
+    """ENOSPC while rank 1 writes its shard: exit 74 on every rank, one line naming rank 1, the
+    previous store at the path still whole; the rerun writes the new store."""
+    out = tmp_path / "s.h5"
+    args = ["-m", "hpcquests", "descriptors", data / "structs.extxyz", "-o", out, "-k", "8", "--cutoff", "4.0", "-q"]
+    assert run_mpi(1, ["-m", "hpcquests", "descriptors", data / "structs.extxyz", "--index", "0:2", "-o", out,
+                       "-k", "8", "--cutoff", "4.0", "-q"], timeout=90).returncode == 0
+    proc = run_mpi(n, args, timeout=90, env={"HPCQUESTS_IOFAULT": "write#3@1=ENOSPC"})
+    assert proc.returncode == 74, proc.stderr
+    line = one_error_line(proc)
+    assert line.startswith("hpcquests descriptors: error: rank 1: [Errno 28] No space left on device"), line
+    from hpcquests.io.store import open_store
+
+    with open_store(out) as s:  # the old store (2 structures), whole
+        assert s.n_structures == 2 and s.read().shape[0] == 108
+    assert run_mpi(n, args, timeout=90).returncode == 0
+    with open_store(out) as s:
+        assert s.n_structures == 6 and len(os.listdir(f"{out}.shards")) == n
