@@ -25,6 +25,7 @@ the same results as an uninterrupted run.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -127,6 +128,8 @@ class Checkpoint:
         self.comm = comm
         self.signature = signature
         self.rank = comm.Get_rank()
+        # the run id: chunk files of any other scan never match this one's names
+        self.run_id = hashlib.sha256(json.dumps(signature, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
     def prepare(self):
         """Validate an existing checkpoint against this run (collective)."""
@@ -152,7 +155,7 @@ class Checkpoint:
         self.comm.Barrier()
 
     def chunk_file(self, frame: int, chunk: int) -> str:
-        return os.path.join(self.shards, f"f{frame:06d}-r{self.rank:05d}-c{chunk:05d}.h5")
+        return os.path.join(self.shards, f"{self.run_id}-f{frame:06d}-r{self.rank:05d}-c{chunk:05d}.h5")
 
     def frame_file(self, frame: int) -> str:
         return os.path.join(self.dir, f"frame-{frame:06d}.json")
@@ -196,8 +199,11 @@ def _write_chunk(path, arrays: dict):
 def _read_chunk(path) -> dict:
     import h5py
 
-    with h5py.File(path, "r") as f:
-        return {name: f[name][...] for name in f}
+    try:
+        with h5py.File(path, "r") as f:
+            return {name: f[name][...] for name in f}
+    except (OSError, KeyError, RuntimeError) as exc:  # a chunk's datasets carry fletcher32 checksums
+        raise ValueError(f"checkpoint chunk {path} is damaged ({exc}); remove it and rerun to recompute it") from None
 
 
 # --------------------------------------------------------------------------- frames
@@ -821,21 +827,24 @@ def _finalize(args, comm, frames, chosen, frame_stats, ckpt, bad, timings, ref, 
     def write():
         if rank != 0:
             return {}
-        from ..io.store import store_attrs, write_master
+        from ..io.store import shard_metadata_checksum, store_attrs, write_master
 
-        names = sorted(n for n in os.listdir(ckpt.shards) if n.endswith(".h5") and n.startswith("f"))
+        prefix = ckpt.run_id + "-f"
+        names = sorted(n for n in os.listdir(ckpt.shards) if n.endswith(".h5") and n.startswith(prefix))
         infos, row = [], 0
         per_frame = {}
         import h5py
 
         for n in names:
-            fr = int(n[1:7])
-            with h5py.File(os.path.join(ckpt.shards, n), "r") as fh:
+            fr = int(n[len(prefix):len(prefix) + 6])
+            path = os.path.join(ckpt.shards, n)
+            with h5py.File(path, "r") as fh:
                 shapes = {k: {"shape": list(fh[k].shape), "dtype": fh[k].dtype.str} for k in fh}
             m = shapes["dH"]["shape"][0]
             per_frame[fr] = per_frame.get(fr, 0) + m
+            data, meta = shard_metadata_checksum(path)
             infos.append({"file": os.path.join(os.path.basename(ckpt.shards), n), "row_start": row, "n_rows": m,
-                          "datasets": shapes})
+                          "datasets": shapes, "size": os.path.getsize(path), "data": data, "meta": meta})
             row += m
         offsets = np.concatenate([[0], np.cumsum([per_frame.get(fr, 0) for fr in chosen])]).astype(np.int64)
         attrs = store_attrs(k=args.k, cutoff=args.cutoff, species=[], descriptor_kind="uq-result",

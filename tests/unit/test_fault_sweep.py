@@ -17,7 +17,6 @@ import subprocess
 import sys
 
 import h5py
-import numpy as np
 import pytest
 
 import hpcquests as hq
