@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 
+from .durable import temporary_name
+
 
 @contextlib.contextmanager
 def atomic_path(path: str):
@@ -16,7 +18,7 @@ def atomic_path(path: str):
         raise ValueError(f"output directory {directory} does not exist")
     if not os.access(directory, os.W_OK):
         raise ValueError(f"output directory {directory} is not writable")
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{os.getpid()}")
+    tmp = temporary_name(path)
     try:
         yield tmp
         os.replace(tmp, path)

@@ -69,36 +69,51 @@ def _write_all(fd: int, view: memoryview, offset: int | None, path: str) -> None
         pos += n
 
 
-def write_durably(path, data) -> None:
-    """Write ``data`` (bytes-like) to ``path`` atomically and durably (see the module doc).
-    Raises OSError (with the path) on any failure; the target is then untouched."""
+def temporary_name(path) -> str:
+    """``.NAME.tmp-PID`` next to ``path``: where a file is written before its rename."""
     path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path)) or "."
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{os.getpid()}")
-    view = memoryview(data).cast("B")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    return os.path.join(os.path.dirname(os.path.abspath(path)) or ".", f".{os.path.basename(path)}.tmp-{os.getpid()}")
+
+
+@contextlib.contextmanager
+def _committed(path, flags: int):
+    """Yield ``(fd, tmp)``: a new temporary next to ``path``. When the block succeeds the file
+    is fsynced, closed, renamed onto ``path`` and its directory fsynced (each step a fault
+    point); on any failure it is closed and removed, and ``path`` is untouched."""
+    path = os.fspath(path)
+    tmp = temporary_name(path)
+    fd = os.open(tmp, flags, 0o644)
     done = False
     try:
-        try:
-            _write_all(fd, view, None, tmp)
-            _fault("fsync", tmp)
-            os.fsync(fd)
-        finally:
-            _fault("close", tmp)
-            os.close(fd)
+        yield fd, tmp
+        _fault("fsync", tmp)
+        os.fsync(fd)
+        _fault("close", tmp)
+        os.close(fd)
+        fd = None
         _fault("rename", tmp)
         os.replace(tmp, path)
         done = True
     finally:
+        if fd is not None:
+            os.close(fd)
         if not done:
             try:
                 os.remove(tmp)
             except OSError:
                 pass
-    _fsync_dir(directory)
+    _fsync_dir(os.path.dirname(tmp))
 
 
-def _pid_alive(pid: int) -> bool:
+def write_durably(path, data) -> None:
+    """Write ``data`` (bytes-like) to ``path`` atomically and durably (see the module doc).
+    Raises OSError (with the path) on any failure; the target is then untouched."""
+    with _committed(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC) as (fd, tmp):
+        _write_all(fd, memoryview(data).cast("B"), None, tmp)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -123,7 +138,7 @@ def remove_stale_temporaries(directory, *, recursive: bool = False) -> int:
     for root, _, names in walk:
         for name in names:
             m = pattern.match(name)
-            if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
+            if m and int(m.group(1)) != os.getpid() and not pid_alive(int(m.group(1))):
                 try:
                     os.remove(os.path.join(root, name))
                     removed += 1
@@ -280,13 +295,8 @@ def durable_hdf5(path, *, seal: bool = False):
     (HDF5 can crash on damaged metadata); HDF5 readers skip the user block."""
     import h5py
 
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path)) or "."
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-    checked = CheckedFile(fd, tmp)
-    done = False
-    try:
+    with _committed(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC) as (fd, tmp):
+        checked = CheckedFile(fd, tmp)
         # v110+: most metadata carries checksums too
         f = h5py.File(checked, "w", libver=("v110", "latest"), userblock_size=SEAL_BYTES if seal else 0)
         try:
@@ -300,36 +310,19 @@ def durable_hdf5(path, *, seal: bool = False):
             raise checked.error
         if seal:
             _seal(fd, tmp)
-        _fault("fsync", tmp)
-        os.fsync(fd)
-        _fault("close", tmp)
-        os.close(fd)
-        fd = None
-        _fault("rename", tmp)
-        os.replace(tmp, path)
-        done = True
-    finally:
-        if fd is not None:
-            os.close(fd)
-        if not done:
-            try:
-                os.remove(tmp)
-            except OSError:
-                pass
-    _fsync_dir(directory)
 
 
 def hdf5_image(arrays: dict, attrs: dict | None = None) -> bytes:
-    """An HDF5 file holding ``arrays`` (name → array) and ``attrs``, built in memory."""
+    """An HDF5 file holding ``arrays`` (name → array, checksummed as a store's datasets) and
+    ``attrs``, built in memory."""
     import h5py
-    import numpy as np
+
+    from .store import create_checked_dataset
 
     f = h5py.File(f"mem-{id(arrays)}", "w", driver="core", backing_store=False)
     try:
         for name, a in arrays.items():
-            a = np.ascontiguousarray(a)
-            checked = a.ndim >= 1 and a.size > 0 and a.dtype.kind in "biuf"  # chunks verified on every read
-            f.create_dataset(name, data=a, **({"chunks": True, "fletcher32": True} if checked else {}))
+            create_checked_dataset(f, name, a)  # fletcher32 chunks, as a store's shards
         for key, value in (attrs or {}).items():
             f.attrs[key] = value
         f.flush()

@@ -370,15 +370,17 @@ def write_store(path, descriptors, offsets, *, k, cutoff, species=(), descriptor
 def remove_unreferenced_shards(path, infos):
     """After the new master is in place (the commit point): remove every file of the shard
     folder it does not reference — the previous write's shards, and what killed writes left
-    (their shards, their ``.tmp-PID`` files). Before it, a reader still sees the old store whole."""
+    (their shards, their ``.tmp-PID`` files whose process is gone). Before it, a reader still
+    sees the old store whole."""
     directory = shard_dir(path)
     keep = {os.path.basename(s["file"]) for s in infos}
     for name in os.listdir(directory):
-        if name not in keep and (name.startswith("shard-") or (name.startswith(".shard-") and ".tmp-" in name)):
+        if name not in keep and name.startswith("shard-"):
             try:
                 os.remove(os.path.join(directory, name))
             except OSError:
                 pass
+    remove_stale_temporaries(directory)
 
 
 def is_store(path) -> bool:
@@ -486,9 +488,9 @@ class DescriptorStore:
             spans = []
             for src in ds.virtual_sources():
                 f = src.file_name
-                lo, hi = src.vspace.get_select_bounds()
-                spans.append((int(lo[0]), int(hi[0]) + 1, os.path.normpath(f), src.dset_name))
                 norm = os.path.normpath(f)
+                lo, hi = src.vspace.get_select_bounds()
+                spans.append((int(lo[0]), int(hi[0]) + 1, norm, src.dset_name))
                 if os.path.isabs(f) or norm.startswith("..") or os.path.dirname(norm) != own:
                     other = os.path.dirname(norm)
                     hint = (f" (a renamed copy of the store whose shards are in {other}/? If this store's own "
@@ -641,7 +643,7 @@ class DescriptorStore:
 
         spans = self._sources.get(name)
         hdf5 = (lambda: (self._read_hdf5(name, ds, slice(start, stop)), False))
-        if not spans or stop <= start:
+        if not spans or stop <= start or ds.dtype.kind == "i":  # integers: small; HDF5 verifies, -1 checked after
             return hdf5()
         finite = _must_be_finite(name, ds.dtype, ds.ndim)
         out = np.empty((stop - start, *ds.shape[1:]), dtype=ds.dtype)
@@ -664,7 +666,7 @@ class DescriptorStore:
         if covered < stop:  # HDF5 would serve the fill value there
             raise ValueError(_bad_value(self.path, name, f"row {covered}", "no data: no shard provides it (the "
                                         "master's layout has a gap)"))
-        if not tasks or ds.dtype.kind == "i":  # integer datasets are small: HDF5 verifies, -1 checked after
+        if not tasks:
             return hdf5()
         fds = {}
         try:
@@ -721,7 +723,7 @@ class DescriptorStore:
         """Yield (start, array) chunks of at most ``rows_per_chunk`` rows (bounded memory)."""
         if rows_per_chunk <= 0:
             raise ValueError("rows_per_chunk must be positive")
-        n = self._f[name].shape[0]
+        n = self._shapes[name][0][0]
         for start in range(0, n, rows_per_chunk):
             yield start, self.read(name, slice(start, start + rows_per_chunk))
 
@@ -854,9 +856,7 @@ def relink_store(path) -> dict:
                                  f"{s['size']}: not a copy of the listed shard")
             with h5py.File(here, "r") as sf:
                 datasets = {k: {"shape": list(d.shape), "dtype": d.dtype.str} for k, d in sf.items()}
-            infos.append({**s, "file": rel, "datasets": datasets,
-                          "shard_id": int(s.get("shard_id", len(infos))),
-                          "size": os.path.getsize(here)})
+            infos.append({**s, "file": rel, "datasets": datasets})
         virtual = {k for k, d in f.items() if d.is_virtual}
         per_structure = {k: d[...] for k, d in f.items() if k not in virtual and k != "offsets"
                          and not (k == "descriptors" and not infos)}

@@ -258,21 +258,13 @@ def signature_difference(old: dict, new: dict) -> str:
 LOCK_NAME = "scan.lock"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def acquire_lock(out_dir: str) -> str:
     """Take ``OUT/scan.lock`` (O_EXCL) holding host, pid and ``SLURM_JOB_ID``. A lock left by the
     same Slurm job (a requeued run) or by a dead process on this host is stale and taken over;
     any other lock is a ValueError naming its holder. Returns the lock's path."""
     import socket
+
+    from ..io.durable import pid_alive
 
     path = os.path.join(out_dir, LOCK_NAME)
     me = {"host": socket.gethostname(), "pid": os.getpid(), "slurm_job_id": os.environ.get("SLURM_JOB_ID")}
@@ -286,7 +278,7 @@ def acquire_lock(out_dir: str) -> str:
             except (OSError, ValueError):
                 held = {}
             same_job = held.get("slurm_job_id") and held.get("slurm_job_id") == me["slurm_job_id"]
-            dead = held.get("host") == me["host"] and not _pid_alive(int(held.get("pid", -1) or -1))
+            dead = held.get("host") == me["host"] and not pid_alive(int(held.get("pid", -1) or -1))
             if not (same_job or dead or not held):
                 raise ValueError(f"--out {out_dir} is in use by another scan (pid {held.get('pid')} on "
                                  f"{held.get('host')}, Slurm job {held.get('slurm_job_id') or '-'}): wait for it, or "
