@@ -356,6 +356,7 @@ def write_store(path, descriptors, offsets, *, k, cutoff, species=(), descriptor
     if step <= 0:
         step = max(n_env, 1)
     starts = list(range(0, n_env, step)) or [0]
+    remove_orphan_shards(path)
     write_id = new_write_id()
     infos = [write_shard(path, i, s, {name: a[s:s + step] for name, a in rows.items()}, write_id)
              for i, s in enumerate(starts)]
@@ -372,8 +373,31 @@ def remove_unreferenced_shards(path, infos):
     folder it does not reference — the previous write's shards, and what killed writes left
     (their shards, their ``.tmp-PID`` files whose process is gone). Before it, a reader still
     sees the old store whole."""
+    _remove_shards_except(shard_dir(path), {os.path.basename(s["file"]) for s in infos})
+
+
+def remove_orphan_shards(path) -> None:
+    """Before a write: remove the shards that failed or killed writes left (those the current
+    master does not list), so a disk that filled up is not still full of them. Nothing is
+    removed unless the current master is whole (sealed) or absent; never raises."""
+    import h5py
+
     directory = shard_dir(path)
-    keep = {os.path.basename(s["file"]) for s in infos}
+    if not os.path.isdir(directory):
+        return
+    keep = set()
+    try:
+        if os.path.exists(path):
+            if check_seal(path) is not True:
+                return  # a master we cannot vouch for: leave everything until the new one is in place
+            with h5py.File(path, "r") as f:
+                keep = {os.path.basename(os.path.normpath(s["file"])) for s in json.loads(f.attrs["shards"])}
+        _remove_shards_except(directory, keep)
+    except (OSError, KeyError, ValueError, TypeError):
+        return
+
+
+def _remove_shards_except(directory, keep):
     for name in os.listdir(directory):
         if name not in keep and name.startswith("shard-"):
             try:

@@ -13,13 +13,13 @@ from pathlib import Path
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
-def read_structures(paths, index=":", *, types: dict | None = None, labels: dict | None = None) -> list:
+def read_structures(paths, index=":", *, types: dict | str | None = None, labels: dict | None = None) -> list:
     """Read every structure of one or more files: the one reader of every command.
 
     LAMMPS text dumps are read by hpcquests' own reader (``types`` maps LAMMPS types to
-    elements, as ``--types 1=Ta``; ASE would call type 1 hydrogen), ColabFit Parquet exports
-    (a ``.parquet`` file or an export directory) by ``io.colabfit`` (``labels`` chooses the
-    calculation rows), anything else by ASE.
+    elements: ``{1: "Ta"}`` or ``"1=Ta"`` as ``--types`` takes it; ASE would call type 1
+    hydrogen), ColabFit Parquet exports (a ``.parquet`` file or an export directory) by
+    ``io.colabfit`` (``labels`` chooses the calculation rows), anything else by ASE.
 
     Args:
         paths: a path or a list of paths.
@@ -36,6 +36,10 @@ def read_structures(paths, index=":", *, types: dict | None = None, labels: dict
 
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
+    if isinstance(types, str):  # the command line's '1=Ta,2=W'
+        from .lammps import parse_types
+
+        types = parse_types(types)
     frames = []
     for path in paths:
         path = os.fspath(path)

@@ -156,7 +156,7 @@ def distributed_descriptors(comm, frames, k, cutoff, *, multicomponent=False, sp
 def write_store_distributed(comm, path, x_local, struct_range, offsets, *, extra_rows=None, per_structure=None,
                             attrs: dict):
     """Each rank writes its shard (its rows in global order); rank 0 writes the master last."""
-    from ..io.store import new_write_id, remove_unreferenced_shards, write_master, write_shard
+    from ..io.store import new_write_id, remove_orphan_shards, remove_unreferenced_shards, write_master, write_shard
 
     rank = comm.Get_rank()
     lo, hi = struct_range
@@ -168,6 +168,8 @@ def write_store_distributed(comm, path, x_local, struct_range, offsets, *, extra
     if x_local is not None:
         rows["descriptors"] = np.asarray(x_local, dtype=np.float64)
     rows.update(extra_rows or {})
+    if rank == 0:
+        remove_orphan_shards(path)  # what failed writes left; before any rank writes (the bcast orders it)
     write_id = comm.bcast(new_write_id() if rank == 0 else None, root=0)
     info = write_shard(path, rank, row_start, rows, write_id)
     infos = comm.gather(info, root=0)

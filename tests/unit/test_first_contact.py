@@ -261,3 +261,15 @@ def test_demo_says_its_folder_is_temporary(tmp_path, monkeypatch, capsys):
     run_demo(argparse.Namespace(out=None, small=True, threads=1, json=False, quiet=True, comm=None))
     out = capsys.readouterr().out
     assert f"files in {tmp_path}/hpcquests-demo-" in out and "(a new temporary folder, not removed" in out
+
+
+def test_read_structures_takes_the_types_text_of_the_command_line(tmp_path):
+    from hpcquests.io.structures import read_structures
+
+    path = tmp_path / "d.lammpstrj"
+    testing.write_lammps_dump(path, [testing.perturbed_crystal("bcc", "Ta", size=(2, 2, 2), seed=1)])
+    a, = read_structures(path, types="1=Ta")
+    b, = read_structures(path, types={1: "Ta"})
+    assert a.get_chemical_symbols() == b.get_chemical_symbols() == ["Ta"] * 16
+    with pytest.raises(ValueError, match=r"--types: expected TYPE=ELEMENT, got '1:Ta'"):
+        read_structures(path, types="1:Ta")

@@ -81,3 +81,24 @@ def test_shard_of_another_size_is_refused(tmp_path):
         fh.write(b"\0" * 100)
     with pytest.raises(ValueError, match=rf"shard s.h5.shards/{shard} has \d+ bytes, the master recorded \d+"):
         open_store(tmp_path / "s.h5")
+
+
+def test_shards_of_a_failed_write_are_freed_before_the_next_write(tmp_path):
+    """A write that failed (disk full) left complete shards of its own; the next write removes
+    them before writing, so the space they hold is free for it. Only with a whole master."""
+    x, off = sample()
+    path = tmp_path / "s.h5"
+    write_store(path, x, off, k=2, cutoff=5.0, rows_per_shard=10)
+    kept = sorted(os.listdir(tmp_path / "s.h5.shards"))
+    store_mod.write_shard(path, 0, 0, {"descriptors": np.zeros((10, 5))}, store_mod.new_write_id())
+    assert len(os.listdir(tmp_path / "s.h5.shards")) == 4
+    store_mod.remove_orphan_shards(path)
+    assert sorted(os.listdir(tmp_path / "s.h5.shards")) == kept
+    with open_store(path) as s:
+        assert np.array_equal(s.read(), x)
+    store_mod.write_shard(path, 0, 0, {"descriptors": np.zeros((10, 5))}, store_mod.new_write_id())
+    with open(path, "r+b") as f:  # a master that is not whole: nothing is removed before the write
+        f.seek(600)
+        f.write(b"\xff" * 8)
+    store_mod.remove_orphan_shards(path)
+    assert len(os.listdir(tmp_path / "s.h5.shards")) == 4
