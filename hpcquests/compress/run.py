@@ -73,14 +73,14 @@ def compress_dataset(comm, path: str, out_dir: str, *, methods=("msc",), sizes=(
             lists every dropped copy with the structure it copies.
     """
     from ..faults import inject
-    from ..io.colabfit import read_dataset
-    from ..parallel.drivers import distributed_descriptors, local_structure_range
+    from ..io.structures import read_dataset
+    from ..distributed.drivers import distributed_descriptors, local_structure_range
     from .msc import distributed_msc
     from .sizes import resolve_sizes
 
     t_start = time.perf_counter()
     methods = check_methods(methods)
-    rank = comm.Get_rank()
+    rank = comm.rank
 
     def load():
         if not os.path.exists(path):
@@ -126,9 +126,8 @@ def compress_dataset(comm, path: str, out_dir: str, *, methods=("msc",), sizes=(
         ref_structures, _ = read_dataset(reference, labels=labels, types=types)
         ref_local, _ = distributed_descriptors(comm, list(ref_structures), k, cutoff, multicomponent=multicomponent,
                                                species=species, threads=threads)
-        from ..parallel.drivers import allgather_rows
 
-        ref_x = allgather_rows(comm, ref_local)
+        ref_x = comm.gather_rows(ref_local)
 
     selections: dict[str, tuple[list, float]] = {}
     entropies = None
@@ -181,7 +180,7 @@ def compress_dataset(comm, path: str, out_dir: str, *, methods=("msc",), sizes=(
                     out[(m, c)] = (sel, time.perf_counter() - t0)
             return out
 
-        selections.update(comm.bcast(run_baselines(), root=0))
+        selections.update(comm.broadcast(run_baselines(), root=0))
     # back to the dataset's indices
     selections = {key: ([int(kept[i]) for i in sel], dt) for key, (sel, dt) in selections.items()}
     if entropies is not None and copies:
@@ -215,7 +214,7 @@ def compress_dataset(comm, path: str, out_dir: str, *, methods=("msc",), sizes=(
                                                            "copy_of_id": ids[j]} for i, j in sorted(copies.items())]}
     report = {"dataset": path, "n_structures": n, "duplicates": duplicates, "bandwidth": h, "k": k, "cutoff": cutoff,
               "eps": eps,
-              "seed": seed, "ranks": comm.Get_size(), "methods": methods, "sizes": counts, "full": full,
+              "seed": seed, "ranks": comm.size, "methods": methods, "sizes": counts, "full": full,
               "selections": rows_out, "descriptor_time_s": t_desc, "compile_s": compile_s, "command": command,
               "reference": reference, "wall_s": None}
 
@@ -253,7 +252,7 @@ def compress_dataset(comm, path: str, out_dir: str, *, methods=("msc",), sizes=(
         write_json(os.path.join(out_dir, REPORT), report)  # last: marks the dataset done
 
     write_outputs()
-    report["wall_s"] = comm.bcast(report["wall_s"], root=0)
+    report["wall_s"] = comm.broadcast(report["wall_s"], root=0)
     return report
 
 
@@ -286,7 +285,7 @@ def exact_copies(comm, x_local, local_offsets, n: int) -> dict[int, int]:
     """{index of a copy: index of the first structure it copies} over the whole dataset
     (structures in contiguous blocks over the ranks, in rank order; collective)."""
     local = [structure_digest(x_local[a:b]) for a, b in zip(local_offsets[:-1], local_offsets[1:])]
-    digests = [dg for part in comm.allgather(local) for dg in part]
+    digests = [dg for part in comm.gather_objects(local) for dg in part]
     if len(digests) != n:
         raise RuntimeError(f"exact_copies: {len(digests)} digests for {n} structures (internal error)")
     first: dict[bytes, int] = {}
@@ -316,10 +315,9 @@ def _prepare_dir(out_dir: str) -> None:
 
 def _gather_structures(comm, x_local, local_offsets, atom_counts):
     """Every structure's descriptors on rank 0 (a list; None elsewhere)."""
-    from ..parallel.drivers import gather_rows
 
-    x = gather_rows(comm, x_local, root=0)
-    if comm.Get_rank() != 0:
+    x = comm.gather_rows_to_root(x_local, root=0)
+    if comm.rank != 0:
         return None
     offsets = np.concatenate([[0], np.cumsum(atom_counts)])
     return [x[offsets[i]:offsets[i + 1]] for i in range(atom_counts.size)]
@@ -336,7 +334,7 @@ def _structure_entropies(comm, x_local, local_offsets, h, threads):
         with thread_context(threads):
             local = structure_entropies(np.ascontiguousarray(x_local), local_offsets, 1.0 / (2 * h * h),
                                         2 * h * h * prune_exponent(int(np.diff(local_offsets).max())))
-    return np.concatenate(comm.allgather(local))
+    return np.concatenate(comm.gather_objects(local))
 
 
 def _force_norms(structures):

@@ -84,16 +84,6 @@ def _pick(names, candidates):
     return None
 
 
-def count_structures(path) -> int:
-    """Number of structures of a dataset (Parquet: from the file footers, nothing else read)."""
-    path = os.fspath(path)
-    if is_parquet_dataset(path):
-        return sum(_open(f).metadata.num_rows for f in parquet_files(path))
-    from .structures import read_structures
-
-    return len(read_structures(path))
-
-
 # --------------------------------------------------------------------------- column decoding
 
 def _rows_of(column, name, file, row0, width, nested_ok=True, optional_rows=False):
@@ -384,45 +374,6 @@ def check_cell(cell, pbc, where: str) -> None:
         s = np.linalg.svd(sub, compute_uv=False)
         if s[-1] <= 1e-9 * max(s[0], 1.0):
             raise ValueError(f"{where}: the periodic cell vectors are linearly dependent (degenerate cell)")
-
-
-def read_dataset(path, *, labels: dict | None = None, types: dict | None = None, index=":") -> tuple[list, list[str]]:
-    """Every structure of a dataset and its id: a ColabFit Parquet export (file or directory;
-    rows grouped into configurations, see ``iter_colabfit_parquet``), a LAMMPS dump (``types``
-    maps its types to elements), or any file ASE reads (extxyz, ...). Ids come from the
-    Parquet id column or the structure's info (``configuration_id``, ``co_id``, ``id``,
-    ``name``), else the index in the file.
-
-    Raises ValueError naming the file (and row/frame) on a missing, empty or malformed dataset.
-    """
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise ValueError(f"dataset {path}: no such file or directory")
-    if is_parquet_dataset(path):
-        structures, ids = read_colabfit_parquet(path, labels=labels)
-        return _select(structures, index, path), _select(ids, index, path)
-    if labels:
-        raise ValueError(f"--labels applies to ColabFit Parquet exports; {path} is not one")
-    if os.path.isdir(path):
-        raise ValueError(f"dataset {path}: a directory without Parquet files")
-    if os.path.getsize(path) == 0:
-        raise ValueError(f"dataset {path} is empty (no structures)")
-    from .structures import read_structures
-
-    structures = read_structures(path, index=index, types=types)
-    ids = []
-    for i, a in enumerate(structures):
-        check_cell(a.cell.array, a.pbc, f"{path}: frame {i}")
-        cid = next((a.info[k] for k in INFO_ID_KEYS if k in a.info), None)
-        ids.append(str(cid) if cid is not None else str(i))
-    return structures, ids
-
-
-def _select(items, index, path):
-    from .structures import frame_selection
-
-    sel = frame_selection(index, len(items), path)
-    return [items[i] for i in sel]
 
 
 # --------------------------------------------------------------------------- writing

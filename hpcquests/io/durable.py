@@ -317,7 +317,7 @@ def hdf5_image(arrays: dict, attrs: dict | None = None) -> bytes:
     ``attrs``, built in memory."""
     import h5py
 
-    from .store import create_checked_dataset
+    from .chunks import create_checked_dataset
 
     f = h5py.File(f"mem-{id(arrays)}", "w", driver="core", backing_store=False)
     try:

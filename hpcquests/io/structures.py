@@ -142,3 +142,58 @@ def is_hdf5(path) -> bool:
             return False
     except OSError:
         return False
+
+
+# --------------------------------------------------------------------------- datasets (any format)
+
+def count_structures(path) -> int:
+    """Number of structures of a dataset (Parquet: from the file footers, nothing else read)."""
+    from .colabfit import is_parquet_dataset, parquet_files
+
+    path = os.fspath(path)
+    if is_parquet_dataset(path):
+        return sum(_parquet_rows(f) for f in parquet_files(path))
+    return len(read_structures(path))
+
+
+def _parquet_rows(file) -> int:
+    from .colabfit import _open
+
+    return _open(file).metadata.num_rows
+
+
+def read_dataset(path, *, labels: dict | None = None, types: dict | None = None, index=":") -> tuple[list, list[str]]:
+    """Every structure of a dataset and its id: a ColabFit Parquet export (file or directory;
+    rows grouped into configurations, see ``iter_colabfit_parquet``), a LAMMPS dump (``types``
+    maps its types to elements), or any file ASE reads (extxyz, ...). Ids come from the
+    Parquet id column or the structure's info (``configuration_id``, ``co_id``, ``id``,
+    ``name``), else the index in the file.
+
+    Raises ValueError naming the file (and row/frame) on a missing, empty or malformed dataset.
+    """
+    from .colabfit import INFO_ID_KEYS, check_cell, is_parquet_dataset, read_colabfit_parquet
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ValueError(f"dataset {path}: no such file or directory")
+    if is_parquet_dataset(path):
+        structures, ids = read_colabfit_parquet(path, labels=labels)
+        return _select(structures, index, path), _select(ids, index, path)
+    if labels:
+        raise ValueError(f"--labels applies to ColabFit Parquet exports; {path} is not one")
+    if os.path.isdir(path):
+        raise ValueError(f"dataset {path}: a directory without Parquet files")
+    if os.path.getsize(path) == 0:
+        raise ValueError(f"dataset {path} is empty (no structures)")
+    structures = read_structures(path, index=index, types=types)
+    ids = []
+    for i, a in enumerate(structures):
+        check_cell(a.cell.array, a.pbc, f"{path}: frame {i}")
+        cid = next((a.info[k] for k in INFO_ID_KEYS if k in a.info), None)
+        ids.append(str(cid) if cid is not None else str(i))
+    return structures, ids
+
+
+def _select(items, index, path):
+    sel = frame_selection(index, len(items), path)
+    return [items[i] for i in sel]

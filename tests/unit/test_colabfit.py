@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from hpcquests import testing
-from hpcquests.io import colabfit
+from hpcquests.io import colabfit, structures
 
 
 @pytest.fixture(scope="module")
@@ -32,13 +32,13 @@ def test_round_trip_directory_layout(frames, tmp_path):
     path = testing.write_colabfit_parquet(tmp_path / "ds", frames, row_group_size=3)
     assert path == str(tmp_path / "ds" / "co" / "co_0.parquet")
     assert pq.ParquetFile(path).num_row_groups == 4
-    got, ids = colabfit.read_dataset(tmp_path / "ds")
+    got, ids = structures.read_dataset(tmp_path / "ds")
     assert ids == [f"CO_{i:08d}" for i in range(len(frames))]
     assert len(got) == len(frames)
     for a, b in zip(got, frames):
         same(a, b)
-    assert colabfit.count_structures(tmp_path / "ds") == len(frames)
-    assert colabfit.read_dataset(path)[1] == ids  # the file itself
+    assert structures.count_structures(tmp_path / "ds") == len(frames)
+    assert structures.read_dataset(path)[1] == ids  # the file itself
 
 
 def test_several_files_sorted_and_read_lazily(frames, tmp_path, monkeypatch):
@@ -76,7 +76,7 @@ def test_variants_flat_lists_missing_optional_columns(tmp_path):
         "names": pa.array([["x"], ["y"]]),
     })
     pq.write_table(table, tmp_path / "v.parquet")
-    got, ids = colabfit.read_dataset(tmp_path / "v.parquet")
+    got, ids = structures.read_dataset(tmp_path / "v.parquet")
     assert ids == ["v.parquet:0", "v.parquet:1"]
     np.testing.assert_array_equal(got[0].positions, mol.positions)
     assert list(got[0].pbc) == [False] * 3 and got[0].calc is None
@@ -114,29 +114,29 @@ def write(tmp_path, name, **cols):
 def test_malformed_tables_name_file_row_column(tmp_path, cols, message):
     path = write(tmp_path, "bad.parquet", **cols)
     with pytest.raises(ValueError) as err:
-        colabfit.read_dataset(path)
+        structures.read_dataset(path)
     assert message in str(err.value) and "bad.parquet" in str(err.value)
 
 
 def test_missing_empty_and_garbage(tmp_path):
     with pytest.raises(ValueError, match="no such file"):
-        colabfit.read_dataset(tmp_path / "nope")
+        structures.read_dataset(tmp_path / "nope")
     (tmp_path / "emptydir").mkdir()
     with pytest.raises(ValueError, match="a directory without Parquet files"):
-        colabfit.read_dataset(tmp_path / "emptydir")
+        structures.read_dataset(tmp_path / "emptydir")
     (tmp_path / "junk.parquet").write_bytes(b"garbage")
     with pytest.raises(ValueError, match="junk.parquet: not a readable Parquet file"):
-        colabfit.read_dataset(tmp_path / "junk.parquet")
+        structures.read_dataset(tmp_path / "junk.parquet")
     (tmp_path / "empty.extxyz").write_text("")
     with pytest.raises(ValueError, match="empty"):
-        colabfit.read_dataset(tmp_path / "empty.extxyz")
+        structures.read_dataset(tmp_path / "empty.extxyz")
 
 
 def test_extxyz_ids_and_pbc_without_cell(frames, tmp_path):
     a = [f.copy() for f in frames[:3]]
     a[1].info["configuration_id"] = "CO_named"
     ase.io.write(tmp_path / "d.extxyz", a, parallel=False)
-    _, ids = colabfit.read_dataset(tmp_path / "d.extxyz")
+    _, ids = structures.read_dataset(tmp_path / "d.extxyz")
     assert ids == ["0", "CO_named", "2"]
     bad = frames[0].copy()
     bad.cell = np.zeros((3, 3))
@@ -145,7 +145,7 @@ def test_extxyz_ids_and_pbc_without_cell(frames, tmp_path):
     text = (tmp_path / "bad.extxyz").read_text()
     assert 'pbc="T T T"' in text
     with pytest.raises(ValueError, match=r"bad.extxyz: frame 1: pbc is set"):
-        colabfit.read_dataset(tmp_path / "bad.extxyz")
+        structures.read_dataset(tmp_path / "bad.extxyz")
 
 
 def test_write_selection(frames, tmp_path):

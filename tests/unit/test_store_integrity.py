@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 import hpcquests as hq
 from hpcquests import testing
 from hpcquests.cli import main as cli_main
+from hpcquests.io import chunks as chunks_mod
 from hpcquests.io import store as store_mod
 from hpcquests.io.store import open_store, relink_store, verify_store, write_store
 from hpcquests.kernels.checksum import first_nonfinite_row, hdf5_fletcher32
@@ -31,7 +32,7 @@ K, RC = 8, 4.0
 @pytest.fixture(autouse=True)
 def small_chunks(monkeypatch):
     """8 KiB chunks: the small test stores span many chunks, edge chunks and shard boundaries."""
-    monkeypatch.setattr(store_mod, "CHUNK_BYTES", 8192)
+    monkeypatch.setattr(chunks_mod, "CHUNK_BYTES", 8192)
 
 
 def fletcher32_spec(data: bytes) -> int:
