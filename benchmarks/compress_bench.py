@@ -99,7 +99,7 @@ HQ = textwrap.dedent("""
 HQ_MPI = textwrap.dedent("""
     import sys, json, time, numpy as np
     from hpcquests.parallel import get_comm
-    from hpcquests.parallel.drivers import local_structure_range
+    from hpcquests.distributed.drivers import local_structure_range
     from hpcquests.compress.msc import distributed_msc
     d = np.load(sys.argv[1]); sizes = [float(s) for s in sys.argv[2].split(",")]
     counts = d["counts"]
@@ -108,18 +108,18 @@ HQ_MPI = textwrap.dedent("""
     off = np.concatenate([[0], np.cumsum(counts)])
     x = np.ascontiguousarray(d["x"][off[lo]:off[hi]])
     loff = off[lo:hi + 1] - off[lo]
-    r = comm.Get_rank()
+    r = comm.rank
     distributed_msc(comm, x[:loff[4]], loff[:5], 4 * r, 2)          # numba cache warm-up, all paths
     times = []
     for rep in range(int(sys.argv[3]) if len(sys.argv) > 3 else 1):
-        comm.Barrier()
+        comm.wait_for_all()
         t = time.perf_counter()
         res = distributed_msc(comm, x, loff, lo, sizes, threads=1)
-        comm.Barrier()
+        comm.wait_for_all()
         times.append(time.perf_counter() - t)
     dt = sorted(times)[len(times) // 2]                 # the median run
-    if comm.Get_rank() == 0:
-        print(json.dumps({"time_s": dt, "times_s": times, "order": res.order, "ranks": comm.Get_size(), "pairs": res.kernel_pairs,
+    if comm.rank == 0:
+        print(json.dumps({"time_s": dt, "times_s": times, "order": res.order, "ranks": comm.size, "pairs": res.kernel_pairs,
                           "bound_pairs": res.extra["bound_pairs"]}))
 """)
 

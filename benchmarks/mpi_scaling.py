@@ -51,10 +51,10 @@ def queries_1m():
 
 def worker(task: str, scale: float):
     from hpcquests.parallel import get_comm, partition
-    from hpcquests.parallel.drivers import distributed_descriptors, distributed_logsum
+    from hpcquests.distributed.drivers import distributed_descriptors, distributed_logsum
 
     comm = get_comm()
-    rank, size = comm.Get_rank(), comm.Get_size()
+    rank, size = comm.rank, comm.size
     res = {"task": task, "ranks": size}
     if task.startswith("dh"):
         x = reference_16k()
@@ -65,11 +65,11 @@ def worker(task: str, scale: float):
         xa, xb = partition(len(x), size, rank)
         x_local = x[xa:xb]
         distributed_logsum(comm, ya[:64], x_local, 0.015, threads=1)  # warm-up (cache load)
-        comm.Barrier()
+        comm.wait_for_all()
         t = time.perf_counter()
         stats = {}
         distributed_logsum(comm, ya, x_local, 0.015, threads=1, force_ring=task == "dh-ring", stats=stats)
-        comm.Barrier()
+        comm.wait_for_all()
         res.update(seconds=time.perf_counter() - t, pairs=n_q * len(x), path=stats["path"])
         res["rate"] = res["pairs"] / res["seconds"]
     else:
@@ -79,10 +79,10 @@ def worker(task: str, scale: float):
         frames = [testing.perturbed_crystal("bcc", "Ta", size=(8, 8, 8), noise=0.05 + 0.0001 * (s % 100), seed=s)
                   for s in range(n_struct)]
         distributed_descriptors(comm, frames[:2], 32, 5.0, threads=1)
-        comm.Barrier()
+        comm.wait_for_all()
         t = time.perf_counter()
         distributed_descriptors(comm, frames, 32, 5.0, threads=1)
-        comm.Barrier()
+        comm.wait_for_all()
         atoms = sum(len(a) for a in frames)
         res.update(seconds=time.perf_counter() - t, atoms=atoms, structures=n_struct)
         res["rate"] = atoms / res["seconds"]

@@ -10,3 +10,13 @@ def json_default(o):
     if isinstance(o, np.generic):
         return o.item()
     raise TypeError(type(o).__name__)
+
+
+def emit(payload: dict, lines: list[str], *, as_json: bool):
+    """Print a command's result: ``payload`` as one JSON line, or the human-readable ``lines``."""
+    import json
+
+    if as_json:
+        print(json.dumps(payload, indent=None, default=json_default))
+    else:
+        print("\n".join(lines))

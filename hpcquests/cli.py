@@ -20,7 +20,8 @@ import textwrap
 
 import numpy as np
 
-from ._json import json_default
+from ._args import memory_size
+from ._json import emit
 
 EXIT_USAGE = 2
 
@@ -35,40 +36,24 @@ def _comm(args):
     """The communicator of this run (a serial stand-in unless started by mpiexec/srun)."""
     comm = getattr(args, "comm", None)
     if comm is None:
-        from .parallel import get_comm, node_size
+        from .parallel import get_comm
 
         comm = get_comm()
         args.comm = comm
-        if comm.Get_size() > 1 and getattr(args, "threads", None) is None:
+        if comm.size > 1 and getattr(args, "threads", None) is None:
             # ranks sharing a node share its cores: one numba thread pool per rank, no oversubscription
-            args.threads = max(1, (os.cpu_count() or 1) // node_size(comm))
+            args.threads = max(1, (os.cpu_count() or 1) // comm.node_size())
     return comm
 
 
 def _is_root(args) -> bool:
-    return _comm(args).Get_rank() == 0
+    return _comm(args).rank == 0
 
 
 def _progress(args, label, total, unit):
     from .progress import Progress
 
     return Progress(label, total, unit, enabled=not args.quiet and _is_root(args))
-
-
-def _ref_memory(text) -> int:
-    """Parse a byte count with an optional K/M/G/T suffix (binary units)."""
-    t = str(text).strip().upper().rstrip("B")
-    mult = 1
-    if t and t[-1] in "KMGT":
-        mult = 1024 ** ("KMGT".index(t[-1]) + 1)
-        t = t[:-1]
-    try:
-        value = float(t) * mult
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a memory size: {text!r} (e.g. 512M, 2G)") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("memory size must be >= 0")
-    return int(value)
 
 
 # --------------------------------------------------------------------------- inputs
@@ -80,7 +65,7 @@ def load_local(path: str, args, *, role: str = "IN"):
     rank computing the descriptors of its own structures. Returns (x_local, info).
     """
     from .io.store import is_store, open_store
-    from .parallel.drivers import distributed_descriptors, local_row_range
+    from .distributed.drivers import distributed_descriptors, local_row_range
 
     comm = _comm(args)
 
@@ -130,12 +115,8 @@ def _bandwidths(args):
 
 
 def _emit(args, payload: dict, lines: list[str]):
-    if not _is_root(args):
-        return
-    if args.json:
-        print(json.dumps(payload, indent=None, default=json_default))
-    else:
-        print("\n".join(lines))
+    if _is_root(args):
+        emit(payload, lines, as_json=args.json)
 
 
 def _fmt_h(h):
@@ -152,7 +133,7 @@ def cmd_descriptors(args):
     from .descriptors import dataset_species
     from .io.store import store_attrs, write_store
     from .io.structures import file_checksum
-    from .parallel.drivers import distributed_descriptors, write_store_distributed
+    from .distributed.drivers import distributed_descriptors, write_store_distributed
 
     comm = _comm(args)
     frames = read_frames(args.inputs, args)
@@ -171,11 +152,11 @@ def cmd_descriptors(args):
     sources = None
     if _is_root(args):
         sources = [{"path": os.path.abspath(p), "checksum": file_checksum(p)} for p in args.inputs]
-    sources = comm.bcast(sources, root=0)
+    sources = comm.broadcast(sources, root=0)
     kind = "quests-multicomponent" if args.multicomponent else "quests"
     local_species = (np.concatenate([a.numbers for a in frames[lo:hi]]).astype(np.int64) if hi > lo
                      else np.zeros(0, dtype=np.int64))
-    if comm.Get_size() == 1 and args.rows_per_shard:
+    if comm.size == 1 and args.rows_per_shard:
         write_store(args.output, x_local, offsets, k=args.k, cutoff=args.cutoff, species=species,
                    descriptor_kind=kind, extra={"species": local_species, **per_structure}, sources=sources,
                    command=_command_line(args), rows_per_shard=args.rows_per_shard)
@@ -187,10 +168,10 @@ def cmd_descriptors(args):
     width = int(x_local.shape[1])
     payload = {"output": args.output, "n_structures": len(frames), "n_env": int(offsets[-1]),
                "width": width, "k": args.k, "cutoff": args.cutoff, "species": species,
-               "ranks": comm.Get_size()}
+               "ranks": comm.size}
     _emit(args, payload, [f"wrote {args.output}: {offsets[-1]} environments × {width} features "
                           f"from {len(frames)} structures (k={args.k}, cutoff={args.cutoff} Å, "
-                          f"{comm.Get_size()} rank(s))"])
+                          f"{comm.size} rank(s))"])
 
 
 def _energies(frames):
@@ -204,7 +185,7 @@ def _energies(frames):
 
 
 def cmd_entropy(args):
-    from .parallel.drivers import distributed_entropy_diversity
+    from .distributed.drivers import distributed_entropy_diversity
 
     comm = _comm(args)
     x, info = load_local(args.input, args)
@@ -212,7 +193,7 @@ def cmd_entropy(args):
     H, D = distributed_entropy_diversity(comm, x, h, **_logsum_kwargs(args))
     n = info["n_env"]
     eff = np.asarray(H) / np.log(n) if n > 1 else np.nan * np.asarray(H)
-    payload = {**info, "bandwidth": h, "entropy": H, "diversity": D, "efficiency": eff, "ranks": comm.Get_size()}
+    payload = {**info, "bandwidth": h, "entropy": H, "diversity": D, "efficiency": eff, "ranks": comm.size}
     lines = [f"{args.input}: {n} environments, h = {_fmt_h(h)}",
              f"  entropy H    = {_fmt_h(H)} nats",
              f"  diversity D  = {_fmt_h(D)}",
@@ -229,7 +210,7 @@ def _summary(dh: np.ndarray) -> dict:
 def _dh_gathered(args, test, ref, roles):
     """δH of every TEST environment against REF, gathered on rank 0 (None elsewhere)."""
     from .metrics import as_bandwidths
-    from .parallel.drivers import distributed_logsum, gather_rows
+    from .distributed.drivers import distributed_logsum
 
     comm = _comm(args)
     from .descriptors import check_species
@@ -241,7 +222,7 @@ def _dh_gathered(args, test, ref, roles):
     hs, scalar = as_bandwidths(h)
     stats = {}
     L = distributed_logsum(comm, y, x, hs, stats=stats, **_logsum_kwargs(args))
-    dh = gather_rows(comm, -L)
+    dh = comm.gather_rows_to_root(-L)
     if dh is not None and scalar:
         dh = dh[:, 0]
     return dh, h, info_y, info_x, stats
@@ -257,7 +238,7 @@ def cmd_dh(args):
         return
     summary = _summary(dh)
     payload = {"test": info_y, "ref": info_x, "bandwidth": h, "summary": summary, "output": args.output,
-               "ranks": comm.Get_size(), "reference_path": stats.get("path")}
+               "ranks": comm.size, "reference_path": stats.get("path")}
     lines = [f"dH of {args.test} ({info_y['n_env']} environments) against {args.ref} ({info_x['n_env']}), "
              f"h = {_fmt_h(h)}"]
     for key in ("mean", "min", "median", "p95", "max", "fraction_positive"):
@@ -296,7 +277,7 @@ def cmd_overlap(args):
     ov = (dh < args.eps).mean(axis=0)
     ov = float(ov) if np.ndim(ov) == 0 else ov
     payload = {"a": info_y, "b": info_x, "bandwidth": h, "eps": args.eps, "overlap": ov,
-               "novelty": 1 - np.asarray(ov), "ranks": comm.Get_size()}
+               "novelty": 1 - np.asarray(ov), "ranks": comm.size}
     _emit(args, payload, [f"overlap of {args.a} on {args.b} (h = {_fmt_h(h)}, eps = {args.eps:g}): {_fmt_h(ov)}",
                           f"novelty: {_fmt_h(1 - np.asarray(ov))}"])
 
@@ -345,7 +326,7 @@ def cmd_info(args):
     except Exception as exc:  # pragma: no cover
         info["mpi"] = {"available": False, "error": str(exc)}
     info["backends"] = available_backends()
-    info["gpu"] = _gpu_info()
+    info["gpu"] = _gpu_info(_comm(args))
     lines = [f"hpcquests {info['hpcquests']} (python {info['python']})"]
     lines += [f"  {m:6s} {info[m]}" for m in ("numpy", "numba", "scipy", "h5py", "ase")]
     t = info["threads"]
@@ -357,9 +338,9 @@ def cmd_info(args):
     _emit(args, info, lines)
 
 
-def _gpu_info():
+def _gpu_info(comm):
     """CuPy version and the visible devices (the device each rank takes is local rank mod count)."""
-    from .kernels.registry import _import_cupy, get_local_rank, gpu_devices
+    from .kernels.registry import _import_cupy, gpu_devices
 
     cp = _import_cupy()
     if cp is None:
@@ -367,7 +348,7 @@ def _gpu_info():
     devices = gpu_devices()
     if not devices:
         return f"CuPy {cp.__version__}, no CUDA device visible (CPU backend only)"
-    rank = get_local_rank()
+    rank = comm.node_rank()
     return {"cupy": cp.__version__, "devices": devices, "local_rank": rank, "device": rank % len(devices)}
 
 
@@ -399,7 +380,7 @@ def cmd_compress(args):
     dropped = (f" ({rep['duplicates']['dropped']} exact copies dropped, see {args.output}/duplicates.tsv)"
                if rep.get("duplicates") else "")
     lines = [f"{args.data}: {rep['n_structures']} structures{dropped}, {rep['full']['n_envs']} environments, "
-             f"H = {rep['full']['entropy']:.4f} ({comm.Get_size()} rank(s)); wrote {args.output}/report.json",
+             f"H = {rep['full']['entropy']:.4f} ({comm.size} rank(s)); wrote {args.output}/report.json",
              f"{'method':>9} {'size':>6} {'envs':>8} {'H':>8} {'D':>8} {'overlap':>8} {'eff':>6} {'time s':>7}"]
     for r in rep["selections"]:
         lines.append(f"{r['method']:>9} {r['size']:>6} {r['n_envs']:>8} {r['entropy']:>8.4f} {r['diversity']:>8.4f} "
@@ -479,7 +460,7 @@ def _common(p, *, descriptors=True, bandwidth=False):
     if bandwidth:
         p.add_argument("--bandwidth", "-H", type=float, nargs="+", default=None,
                        help="kernel bandwidth(s) h (default 0.015); several give one result each")
-        p.add_argument("--ref-memory", type=_ref_memory, default="2G",
+        p.add_argument("--ref-memory", type=memory_size, default="2G",
                        help="under MPI, gather the reference on every rank when it needs at most this "
                             "much memory (default 2G), else pass shards around a ring; 0 forces the ring")
 
@@ -592,7 +573,7 @@ def main(argv=None) -> int:
     comm = _comm(args)
 
     def run():
-        if comm.Get_rank() == 0:
+        if comm.rank == 0:
             _check_output(args)  # before any work: an unwritable output fails in seconds, not after hours
         args.func(args)
 

@@ -77,7 +77,7 @@ def _uq_scan(out, store_path, small, threads) -> dict:
 
 
 def run_demo(args) -> dict:
-    from .cli import _emit
+    from ._json import emit
     from .descriptors import get_descriptors
     from .io.store import open_store, write_store
     from .metrics import delta_entropy, entropy
@@ -140,7 +140,9 @@ def run_demo(args) -> dict:
     elapsed = time.perf_counter() - t0
     lines.append(f"done in {elapsed:.1f} s. Next: hpcquests dh <your.extxyz> {store_path}")
     payload = {"output_dir": out, "bandwidth": h, "rows": rows, "uq": uq, "seconds": elapsed}
-    _emit(args, payload, lines)
+    comm = getattr(args, "comm", None)
+    if comm is None or comm.rank == 0:
+        emit(payload, lines, as_json=bool(getattr(args, "json", False)))
     with open(os.path.join(out, "demo.json"), "w") as fh:
         json.dump(payload, fh, indent=2)
     return payload

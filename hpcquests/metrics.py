@@ -75,7 +75,7 @@ def kernel_logsum(y, x, h=DEFAULT_BANDWIDTH, *, threads: int | None = None, back
     x = as_descriptors(x, "x")
     _check_widths(y, x)
     hs, _ = as_bandwidths(h)
-    be = get_backend(backend)
+    be = get_backend(backend, local_rank=_node_rank(backend))
     with thread_context(threads):
         center = x.mean(axis=0)
         xc = x - center
@@ -165,3 +165,13 @@ def get_bandwidth(volume):
         raise ValueError(f"volume per atom must be positive and finite (Å³/atom), got {volume!r}")
     out = 0.0897141 * np.exp(-0.5 * (v / 10.896) ** 2) + 0.0119417
     return float(out) if out.ndim == 0 else out
+
+
+def _node_rank(backend) -> int:
+    """The node-local rank that picks a GPU for the serial API (the launcher's, as for any
+    serial run); 0 when no device is involved."""
+    if isinstance(backend, str) and backend in ("gpu", "auto"):
+        from .parallel import SerialComm
+
+        return SerialComm().node_rank()
+    return 0

@@ -146,7 +146,7 @@ def distributed_msc(comm, x_local, local_offsets, first_index: int, size, *, h: 
     """Greedy MSC over structures spread in contiguous blocks over the ranks of ``comm``.
 
     Args:
-        comm: communicator (mpi4py or ``SerialComm``); collective.
+        comm: communicator (``parallel.get_comm()``: ``Comm`` or ``SerialComm``); collective.
         x_local: (n_env_local, d) float64 environments of this rank's structures.
         local_offsets: (n_local + 1,) int64 row offsets of those structures in ``x_local``.
         first_index: global index of this rank's first structure (ranks hold consecutive blocks
@@ -157,7 +157,6 @@ def distributed_msc(comm, x_local, local_offsets, first_index: int, size, *, h: 
     """
     from ..kernels.cpu import prune_exponent, squared_norms
     from ..kernels.greedy import structure_entropies
-    from ..parallel.comm import mpi_op
     from ..runtime import threads as thread_context
 
     x_local = np.ascontiguousarray(x_local, dtype=np.float64)
@@ -167,7 +166,7 @@ def distributed_msc(comm, x_local, local_offsets, first_index: int, size, *, h: 
     # _prepared = (centre, d): x_local is already centred on it and zero-padded (``msc``)
     _check_offsets(x_local, local_offsets, first_index, _prepared is None)
     width = x_local.shape[1] if x_local.ndim == 2 else -1
-    layout = comm.allgather((int(first_index), int(n_local), width if _prepared is None else _prepared[1]))
+    layout = comm.gather_objects((int(first_index), int(n_local), width if _prepared is None else _prepared[1]))
     n_total = sum(c for _, c, _ in layout)
     widths = {w for _, c, w in layout if c > 0}
     if n_total == 0:
@@ -191,15 +190,15 @@ def distributed_msc(comm, x_local, local_offsets, first_index: int, size, *, h: 
 
     # global environment counts per structure (everyone needs them to receive a broadcast)
     counts_local = np.diff(local_offsets)
-    all_counts = np.concatenate(comm.allgather(counts_local)).astype(np.int64)
+    all_counts = np.concatenate(comm.gather_objects(counts_local)).astype(np.int64)
     n_env_total = int(all_counts.sum())
     owner_of = np.repeat(np.arange(len(layout)), [c for _, c, _ in layout])
 
     # a common centre, independent of the rank count: the mean of structure 0's environments
     owner0 = int(owner_of[0])
     if _prepared is None:
-        centre = comm.bcast(x_local[: local_offsets[1]].mean(axis=0) if comm.Get_rank() == owner0 else None,
-                            root=owner0)
+        centre = comm.broadcast(x_local[: local_offsets[1]].mean(axis=0) if comm.rank == owner0 else None,
+                                root=owner0)
     else:
         centre = _prepared[0]
     ref = None
@@ -215,7 +214,7 @@ def distributed_msc(comm, x_local, local_offsets, first_index: int, size, *, h: 
     yn = squared_norms(y) if y.shape[0] else np.zeros(0)
     with thread_context(threads):
         ent_local = structure_entropies(y, local_offsets, inv2h2, prune_d2) if n_local else np.zeros(0)
-    entropies = np.concatenate(comm.allgather(ent_local))
+    entropies = np.concatenate(comm.gather_objects(ent_local))
 
     if backend != "cpu":
         return _eager_backend(comm, backend, y, local_offsets, first_index, entropies, owner_of, all_counts, centre,
@@ -227,7 +226,7 @@ def distributed_msc(comm, x_local, local_offsets, first_index: int, size, *, h: 
     # would overflow, so such data (never descriptors) is folded exactly throughout
     ref_c = None if ref is None else _centred_padded(ref, centre)
     ref_max = 0.0 if ref_c is None else float(squared_norms(ref_c).max(initial=0.0))
-    biggest = comm.allreduce(max(float(yn.max(initial=0.0)), ref_max), op=mpi_op(comm, "max"))
+    biggest = comm.reduce_max(max(float(yn.max(initial=0.0)), ref_max))
     use_bounds = biggest < BOUND_LIMIT and inv2h2 < BOUND_LIMIT
     state = _LazyState(y, yn, local_offsets, ent_local, first_index, lazy=lazy, axes=axes, rank=rank,
                        use_bounds=use_bounds)
@@ -238,8 +237,8 @@ def distributed_msc(comm, x_local, local_offsets, first_index: int, size, *, h: 
     with thread_context(threads):
         _greedy_loop(comm, state, target, conditional, ent_local, first_index, owner_of, all_counts, n_total, inv2h2,
                      prune_d2, order, scores, progress)
-    pairs = int(comm.allreduce(state.pairs))
-    bound_pairs = int(comm.allreduce(state.bound_pairs))
+    pairs = int(comm.reduce_sum(state.pairs))
+    bound_pairs = int(comm.reduce_sum(state.bound_pairs))
     eager = _eager_pair_count(order, all_counts, None if ref is None else ref.shape[0], conditional)
     return GreedyResult(order, np.asarray(scores), entropies, pairs, eager,
                         extra={"sizes": sizes, "n_env_total": n_env_total, "bound_pairs": bound_pairs,
@@ -261,40 +260,37 @@ def _greedy_loop(comm, state, target, conditional, ent_local, first_index, owner
     broadcasts the value, then the others refresh only candidates that can reach it: the same
     pairs, but the ranks take turns, and 2 ranks ran 15-20 % slower.)"""
     from ..faults import inject
-    from ..parallel.comm import MaxlocVote
 
-    op = _max_op(comm)
-    overlap = comm.Get_size() > 1 and n_total < 2**31 - 1 and state.use_bounds and _may_speculate(comm)
+    overlap = comm.size > 1 and n_total < 2**31 - 1 and state.use_bounds and _may_speculate(comm)
     if overlap:
         state.speculate(inv2h2)  # loads the compiled kernel now, not in the first wait
     for step in range(target):
-        inject("msc.step", comm.Get_rank())
+        inject("msc.step", comm.rank)
         if step == 0 and not conditional:
             best = _best_of(ent_local, first_index, state.alive)
         else:
             best = state.local_best(inv2h2, prune_d2)
         if overlap:
             # non-blocking vote; while the other ranks still work, lower bounds for later steps
-            vote = MaxlocVote(comm, best[0], min(-best[1], n_total))
+            vote = comm.maxloc_vote(best[0], min(-best[1], n_total))
             while not vote.test():
                 if not state.speculate(inv2h2):
                     break
             value, g = vote.result()
         else:
-            key = comm.allreduce(best, op=op)
+            key = comm.reduce_max(best)  # (value, -index): the largest value, ties to the lowest index
             value, g = key[0], -key[1]
         if g < 0 or g >= n_total:
             raise RuntimeError(f"MSC step {step}: no candidate left (internal error)")
         owner = int(owner_of[g])
-        if comm.Get_rank() == owner:
+        if comm.rank == owner:
             loc = g - first_index
             state.remove(loc)
             rows, brows = state.rows_of(loc)
         else:
             rows, brows = state.empty_rows(int(all_counts[g]))
-        if comm.Get_size() > 1:
-            comm.Bcast(rows, root=owner)
-            comm.Bcast(brows, root=owner)
+        comm.broadcast_array(rows, root=owner)
+        comm.broadcast_array(brows, root=owner)
         state.append_selected(rows, brows)
         order.append(int(g))
         scores.append(float(value))
@@ -310,15 +306,13 @@ def _may_speculate(comm) -> bool:
 
     import numba
 
-    from ..parallel.comm import mpi_op, node_size
-
     mode = os.environ.get("HPCQUESTS_MSC_LOOKAHEAD", SPECULATE).strip().lower()
     if mode not in ("auto", "on", "off"):
         raise ValueError(f"HPCQUESTS_MSC_LOOKAHEAD must be auto, on or off, got {mode!r}")
     if mode != "auto":
         return mode == "on"
-    busy = node_size(comm) * max(1, numba.get_num_threads())
-    return bool(comm.allreduce(int(busy <= (os.cpu_count() or 1)), op=mpi_op(comm, "min")))
+    busy = comm.node_size() * max(1, numba.get_num_threads())
+    return comm.every_rank(busy <= (os.cpu_count() or 1))
 
 
 def _check_offsets(x_local, offsets, first_index, check_values=True):
@@ -345,12 +339,6 @@ def _centred_padded(x, centre):
     out = np.zeros((n, -(-d // 4) * 4))
     np.subtract(x, centre, out=out[:, :d])
     return out
-
-
-def _max_op(comm):
-    from ..parallel.comm import mpi_op
-
-    return mpi_op(comm, "max")
 
 
 def _best_of(values, first_index, alive):
@@ -393,10 +381,7 @@ def principal_axes(comm, y):
     strongest first (columns), from every rank's ``y`` (collective). They only steer the lazy
     greedy's cheap bounds; the scores never depend on them."""
     cov = y.T @ y if y.shape[0] else np.zeros((y.shape[1], y.shape[1]))
-    if comm.Get_size() > 1:
-        total = np.empty_like(cov)
-        comm.Allreduce(cov, total)
-        cov = total
+    cov = comm.sum_array(cov)
     w, v = np.linalg.eigh(cov)
     return np.ascontiguousarray(v[:, ::-1]), w[::-1].clip(min=0.0)
 
@@ -553,7 +538,8 @@ def _eager_backend(comm, backend, y, offsets, first_index, entropies, owner_of, 
     from ..kernels.registry import get_backend
     from ..runtime import threads as thread_context
 
-    be = get_backend(backend) if isinstance(backend, str) else backend
+    be = get_backend(backend, local_rank=comm.node_rank() if backend in ("gpu", "auto") else 0) \
+        if isinstance(backend, str) else backend
     inv = np.array([inv2h2])
     n_local = offsets.size - 1
     ent_local = entropies[first_index:first_index + n_local]
@@ -573,17 +559,16 @@ def _eager_backend(comm, backend, y, offsets, first_index, entropies, owner_of, 
                 L = be.finish(st, inv)[:, 0]
                 worst = np.minimum.reduceat(L, offsets[:-1]) if n_local else np.zeros(0)
                 best = _best_of(ent_local - worst, first_index, alive)
-            key = comm.allreduce(best, op=_max_op(comm))
+            key = comm.reduce_max(best)
             value, g = key[0], -key[1]
             owner = int(owner_of[g])
-            if comm.Get_rank() == owner:
+            if comm.rank == owner:
                 loc = g - first_index
                 alive[loc] = False
                 rows = np.ascontiguousarray(y[offsets[loc]:offsets[loc + 1]])
             else:
                 rows = np.empty((int(all_counts[g]), d))
-            if comm.Get_size() > 1:
-                comm.Bcast(rows, root=owner)
+            comm.broadcast_array(rows, root=owner)
             be.fold(st, rows, inv, prune_d2)
             folded_any = True
             order.append(int(g))

@@ -32,9 +32,9 @@ def selection_rows(local_offsets, first_index: int, selected) -> np.ndarray:
 
 def set_metrics(comm, x_local, h: float, *, threads=None, ref_memory=None) -> dict:
     """H, D, n_envs and efficiency of the set whose rows are spread over the ranks."""
-    from ..parallel.drivers import DEFAULT_REF_MEMORY, distributed_entropy_diversity
+    from ..distributed.drivers import DEFAULT_REF_MEMORY, distributed_entropy_diversity
 
-    n = int(comm.allreduce(int(x_local.shape[0])))
+    n = int(comm.reduce_sum(int(x_local.shape[0])))
     H, D = distributed_entropy_diversity(comm, x_local, h, threads=threads,
                                          ref_memory=DEFAULT_REF_MEMORY if ref_memory is None else ref_memory)
     return {"n_envs": n, "entropy": float(H), "diversity": float(D),
@@ -43,12 +43,12 @@ def set_metrics(comm, x_local, h: float, *, threads=None, ref_memory=None) -> di
 
 def coverage(comm, x_local, x_sel_local, h: float, eps: float, *, threads=None, ref_memory=None) -> float:
     """overlap(full | selected): fraction of all environments with δH(y | selected) < eps."""
-    from ..parallel.drivers import DEFAULT_REF_MEMORY, ReferenceSet
+    from ..distributed.drivers import DEFAULT_REF_MEMORY, ReferenceSet
 
     ref = ReferenceSet(comm, x_sel_local, h, ref_memory=DEFAULT_REF_MEMORY if ref_memory is None else ref_memory)
     dh = ref.delta_entropy(x_local, threads=threads)
-    hits = int(comm.allreduce(int((dh < eps).sum())))
-    total = int(comm.allreduce(int(x_local.shape[0])))
+    hits = int(comm.reduce_sum(int((dh < eps).sum())))
+    total = int(comm.reduce_sum(int(x_local.shape[0])))
     return hits / total
 
 

@@ -17,7 +17,6 @@ is its one-block form.
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import numba as nb
@@ -94,7 +93,7 @@ def _targets(frac, pbc, shape, reach, lo_edge, hi_edge):
     Returns (counts (n,), dest (T,), shifts (T, 3)) with T = counts.sum().
     """
     n = frac.shape[0]
-    px, py, pz = shape[0], shape[1], shape[2]
+    px, py = shape[0], shape[1]
     # candidate per-axis lists (domain, shift) per atom, combined as a product
     max_per_axis = 64
     counts = np.zeros(n, dtype=np.int64)
@@ -271,8 +270,8 @@ class DomainExchange:
         from ..descriptors.neighbors import complete_cell
 
         self.comm = comm
-        self.size = comm.Get_size()
-        self.rank = comm.Get_rank()
+        self.size = comm.size
+        self.rank = comm.rank
         self.cell = np.asarray(cell, dtype=float).reshape(3, 3)
         self.pbc = np.asarray(pbc, dtype=bool).reshape(3)
         self.cutoff = float(cutoff)
@@ -305,10 +304,10 @@ class DomainExchange:
         preallocate the receive arrays. ``payload``: {name: dtype or (dtype, trailing shape)}
         of per-atom arrays to carry along (kept for owned points)."""
         comm = self.comm
-        table = np.array(comm.allgather(self.send_total), dtype=np.int64).reshape(self.size, self.size)
+        table = np.array(comm.gather_objects(self.send_total), dtype=np.int64).reshape(self.size, self.size)
         self.recv_counts = table[:, self.rank].copy()  # row r: what rank r sends to each rank
-        self.rounds = int(max(comm.allgather(self.n_blocks)))
-        self.shift_dtype = shift_dtype(max(comm.allgather(self.max_shift)))
+        self.rounds = int(comm.reduce_max(int(self.n_blocks)))
+        self.shift_dtype = shift_dtype(comm.reduce_max(int(self.max_shift)))
         self.recv_start = np.concatenate([[0], np.cumsum(self.recv_counts)[:-1]]).astype(np.int64)
         self.filled = np.zeros(self.size, dtype=np.int64)
         n = int(self.recv_counts.sum())
@@ -348,18 +347,14 @@ class DomainExchange:
         else:
             counts = np.zeros(self.size, dtype=np.int64)
             build = {name: (lambda a: lambda: a[:0])(a) for name, a in arrays.items()}
-        if self.size == 1:
-            rc = counts.copy()
-        else:
-            rc = np.empty_like(counts)
-            self.comm.Alltoall(counts, rc)
+        rc = self.comm.exchange_counts(counts)
         over = bool((self.filled + rc > self.recv_counts).any())
-        if any(self.comm.allgather(over)):
+        if self.comm.any_rank(over):
             raise ValueError("domain exchange: more atoms arrived than were counted (the input changed "
                              "between the counting and the sending pass)")
         displ = self.recv_start + self.filled
         for name in list(arrays):  # one array at a time: build it, send it, drop it
-            _alltoallv_into(self.comm, build.pop(name)(), counts, arrays[name], rc, displ)
+            self.comm.exchange_rows_into(build.pop(name)(), counts, arrays[name], rc, displ)
         self.filled += rc
 
     def finish(self) -> dict:
@@ -367,7 +362,7 @@ class DomainExchange:
         first then halo points, each group by atom index; ``n_owned``; ``shape``; the owned
         points' payload arrays by name."""
         short = bool((self.filled != self.recv_counts).any())
-        if any(self.comm.allgather(short)):
+        if self.comm.any_rank(short):
             raise ValueError("domain exchange: fewer atoms arrived than were counted (the input changed "
                              "between the counting and the sending pass)")
         arrays, self.arrays = self.arrays, None
@@ -408,43 +403,3 @@ def exchange_domains(comm, positions, atom_index, cell, pbc, cutoff, payload=Non
     for _ in range(ex.rounds - 1):
         ex.send()
     return ex.finish()
-
-
-def _alltoallv_into(comm, array, send_counts, recv, recv_counts, recv_displ):
-    """Send rows ``array[sum(send_counts[:r]) : ...]`` to rank r; rows from rank r land at
-    ``recv[recv_displ[r] : recv_displ[r] + recv_counts[r]]``. Counts and displacements are in
-    rows (a contiguous row datatype), so they stay far below 2**31 on huge domains."""
-    array = np.ascontiguousarray(array, dtype=recv.dtype)
-    if comm.Get_size() == 1:
-        d, c = int(recv_displ[0]), int(recv_counts[0])
-        recv[d:d + c] = array[:c]
-        return
-    from mpi4py import MPI
-
-    if recv.dtype == np.bool_:
-        array, recv = array.view(np.uint8), recv.view(np.uint8)
-    row = int(np.prod(recv.shape[1:])) if recv.ndim > 1 else 1
-    base = MPI._typedict[recv.dtype.char]
-    mpitype = base.Create_contiguous(row).Commit() if row > 1 else base
-    sd = np.concatenate([[0], np.cumsum(send_counts)[:-1]]).astype(np.int64)
-    try:
-        comm.Alltoallv([array.reshape(-1), (np.asarray(send_counts), sd), mpitype],
-                       [recv.reshape(-1), (np.asarray(recv_counts), np.asarray(recv_displ)), mpitype])
-    finally:
-        if row > 1:
-            mpitype.Free()
-
-
-def alltoallv(comm, array, send_counts):
-    """Send rows ``array[sum(send_counts[:r]) : ...]`` to rank r; returns the received rows in
-    rank order. Works for any dtype and trailing shape; SerialComm returns the input."""
-    array = np.ascontiguousarray(array)
-    if comm.Get_size() == 1:
-        return array
-    send_counts = np.asarray(send_counts, dtype=np.int64)
-    recv_counts = np.empty_like(send_counts)
-    comm.Alltoall(send_counts, recv_counts)
-    out = np.empty((int(recv_counts.sum()), *array.shape[1:]), dtype=array.dtype)
-    recv_displ = np.concatenate([[0], np.cumsum(recv_counts)[:-1]]).astype(np.int64)
-    _alltoallv_into(comm, array, send_counts, out, recv_counts, recv_displ)
-    return out

@@ -1,12 +1,12 @@
 """Parallel drivers: compose the array kernels with a communicator passed in.
 
-Every function takes ``comm`` (an mpi4py communicator or ``SerialComm``) and each rank's local
+Every function takes ``comm`` (``parallel.Comm`` or ``SerialComm``) and each rank's local
 part of the data; results are the same on any number of ranks (bitwise for integer data and
 selections, within 1e-12 relative for floating sums).
 
 δH / H / D share one driver, ``distributed_logsum``: queries stay where they are (partitioned),
 the reference is either gathered on every rank (when it fits ``ref_memory`` bytes) or left
-sharded and passed around a ring with double-buffered Isend/Irecv, the next shard arriving
+sharded and passed around the ring (``comm.ring_pass``), the next shard arriving
 while the current one is folded into the running log-sum-exp state. Both paths fold the same
 pairs into the same state, so they agree to rounding.
 """
@@ -18,45 +18,10 @@ import math
 import numpy as np
 
 from ..faults import inject
-from .comm import mpi_op
-from .partition import partition, weighted_partition
+from ..parallel.partition import partition, weighted_partition
 
 #: Gather the whole reference on every rank when it needs at most this many bytes.
 DEFAULT_REF_MEMORY = 2 * 1024**3
-RING_TAG = 7301
-
-
-def allgather_rows(comm, local: np.ndarray) -> np.ndarray:
-    """Concatenate every rank's (n_r, d) float64 block in rank order, on every rank."""
-    local = np.ascontiguousarray(local, dtype=np.float64)
-    if comm.Get_size() == 1:
-        return local
-    d = local.shape[1] if local.ndim == 2 else 0
-    counts = np.array(comm.allgather(local.size), dtype=np.int64)
-    out = np.empty(int(counts.sum()), dtype=np.float64)
-    displs = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    comm.Allgatherv(local.ravel(), [out, counts, displs, _mpi_double()])
-    return out.reshape(-1, d)
-
-
-def gather_rows(comm, local: np.ndarray, root: int = 0):
-    """Concatenate every rank's rows in rank order on ``root`` (None elsewhere)."""
-    if comm.Get_size() == 1:
-        return np.asarray(local)
-    parts = comm.gather(np.asarray(local), root=root)
-    return np.concatenate(parts) if comm.Get_rank() == root else None
-
-
-def _mpi_double():
-    from mpi4py import MPI
-
-    return MPI.DOUBLE
-
-
-def global_rows(comm, n_local: int) -> tuple[int, int]:
-    """(offset of this rank's rows, total rows) for rows laid out in rank order."""
-    sizes = comm.allgather(int(n_local))
-    return int(sum(sizes[: comm.Get_rank()])), int(sum(sizes))
 
 
 def distributed_logsum(comm, y_local, x_local, h, *, ref_memory: int = DEFAULT_REF_MEMORY,
@@ -67,38 +32,14 @@ def distributed_logsum(comm, y_local, x_local, h, *, ref_memory: int = DEFAULT_R
     Returns (M_local, n_h) float64. ``stats`` (a dict) receives the path taken and the shape.
     """
     y_local = np.ascontiguousarray(y_local, dtype=np.float64)
-    widths = {w for n, w in comm.allgather(y_local.shape) if n > 0}
+    widths = {w for n, w in comm.gather_objects(y_local.shape) if n > 0}
     ref = ReferenceSet(comm, x_local, h, ref_memory=ref_memory, backend=backend, force_ring=force_ring)
     if widths - {ref.d}:
         raise ValueError(f"descriptor widths differ between the query and reference sets: "
                          f"{sorted(widths | {ref.d})}")
     if stats is not None:
-        stats.update(path=ref.path, n_ref=ref.n_ref, ranks=comm.Get_size())
+        stats.update(path=ref.path, n_ref=ref.n_ref, ranks=comm.size)
     return ref.logsum(y_local, threads)
-
-
-def _ring_fold(comm, be, st, xc_local, sizes, d, inv2h2, prune_d2):
-    """Pass the reference shards around the ring; fold each into ``st`` while the next arrives."""
-    size, rank = comm.Get_size(), comm.Get_rank()
-    right, left = (rank + 1) % size, (rank - 1) % size
-    cap = max(sizes) * d
-    bufs = [np.empty(max(cap, 1)), np.empty(max(cap, 1))]
-    cur = 0
-    n_cur = sizes[rank]
-    bufs[cur][: n_cur * d] = xc_local.ravel()
-    for step in range(size):
-        owner = (rank - step) % size
-        reqs = []
-        if step < size - 1:
-            n_next = sizes[(owner - 1) % size]
-            reqs.append(comm.Irecv(bufs[1 - cur][: n_next * d], source=left, tag=RING_TAG + step))
-            reqs.append(comm.Isend(bufs[cur][: n_cur * d], dest=right, tag=RING_TAG + step))
-        if n_cur:
-            be.fold(st, bufs[cur][: n_cur * d].reshape(n_cur, d), inv2h2, prune_d2)
-        if reqs:
-            comm.waitall(reqs)  # polls the stop channel
-            cur = 1 - cur
-            n_cur = n_next
 
 
 def distributed_delta_entropy(comm, y_local, x_local, h, **kw):
@@ -110,15 +51,15 @@ def distributed_delta_entropy(comm, y_local, x_local, h, **kw):
 def distributed_entropy_diversity(comm, x_local, h, **kw):
     """(H, D) of the set spread over all ranks (rows in rank order), each a float or (n_h,)."""
     L = distributed_logsum(comm, x_local, x_local, h, **kw)
-    n_total = comm.allreduce(int(L.shape[0]))
-    sum_L = np.asarray(comm.allreduce(L.sum(axis=0)))
+    n_total = comm.reduce_sum(int(L.shape[0]))
+    sum_L = np.asarray(comm.reduce_sum(L.sum(axis=0)))
     H = math.log(n_total) - sum_L / n_total
     # D = log Σ_i exp(−L_i): a global log-sum-exp from per-rank (max, scaled sum)
     neg = -L
     local_max = neg.max(axis=0) if neg.shape[0] else np.full(neg.shape[1], -np.inf)
-    gmax = np.asarray(comm.allreduce(local_max, op=mpi_op(comm, "max")))
+    gmax = np.asarray(comm.reduce_max(local_max))
     local_sum = np.exp(neg - gmax).sum(axis=0) if neg.shape[0] else np.zeros(neg.shape[1])
-    D = gmax + np.log(np.asarray(comm.allreduce(local_sum)))
+    D = gmax + np.log(np.asarray(comm.reduce_sum(local_sum)))
     if np.ndim(h) == 0:
         return float(H[0]), float(D[0])
     return H, D
@@ -126,11 +67,11 @@ def distributed_entropy_diversity(comm, x_local, h, **kw):
 
 def local_structure_range(comm, atom_counts) -> tuple[int, int]:
     """This rank's contiguous block of structures, balanced by atom count."""
-    return weighted_partition(np.asarray(atom_counts, dtype=np.float64), comm.Get_size(), comm.Get_rank())
+    return weighted_partition(np.asarray(atom_counts, dtype=np.float64), comm.size, comm.rank)
 
 
 def local_row_range(comm, n_rows: int) -> tuple[int, int]:
-    return partition(int(n_rows), comm.Get_size(), comm.Get_rank())
+    return partition(int(n_rows), comm.size, comm.rank)
 
 
 def distributed_descriptors(comm, frames, k, cutoff, *, multicomponent=False, species=None, threads=None,
@@ -149,7 +90,7 @@ def distributed_descriptors(comm, frames, k, cutoff, *, multicomponent=False, sp
         species = dataset_species(frames)
     x = descriptors_of(frames[lo:hi], k, cutoff, first_index=lo, multicomponent=multicomponent, species=species,
                        threads=threads, progress=progress)
-    inject("descriptors", comm.Get_rank())
+    inject("descriptors", comm.rank)
     return x, (lo, hi)
 
 
@@ -158,7 +99,7 @@ def write_store_distributed(comm, path, x_local, struct_range, offsets, *, extra
     """Each rank writes its shard (its rows in global order); rank 0 writes the master last."""
     from ..io.store import new_write_id, remove_orphan_shards, remove_unreferenced_shards, write_master, write_shard
 
-    rank = comm.Get_rank()
+    rank = comm.rank
     lo, hi = struct_range
     offsets = np.asarray(offsets, dtype=np.int64)
     row_start, row_stop = int(offsets[lo]), int(offsets[hi])
@@ -170,14 +111,14 @@ def write_store_distributed(comm, path, x_local, struct_range, offsets, *, extra
     rows.update(extra_rows or {})
     if rank == 0:
         remove_orphan_shards(path)  # what failed writes left; before any rank writes (the bcast orders it)
-    write_id = comm.bcast(new_write_id() if rank == 0 else None, root=0)
+    write_id = comm.broadcast(new_write_id() if rank == 0 else None, root=0)
     info = write_shard(path, rank, row_start, rows, write_id)
-    infos = comm.gather(info, root=0)
+    infos = comm.gather_to_root(info, root=0)
 
     if rank == 0:
         write_master(path, infos, offsets, attrs=attrs, per_structure=per_structure or {}, write_id=write_id)
         remove_unreferenced_shards(path, infos)  # only once the new master is in place
-    comm.Barrier()  # the store is complete on every rank's return
+    comm.wait_for_all()  # the store is complete on every rank's return
 
 
 class ReferenceSet:
@@ -195,7 +136,7 @@ class ReferenceSet:
         self.comm = comm
         self.hs, self.scalar = as_bandwidths(h)
         x_local = np.ascontiguousarray(x_local, dtype=np.float64)
-        shapes = comm.allgather(x_local.shape)
+        shapes = comm.gather_objects(x_local.shape)
         widths = {s[1] for s in shapes if s[0] > 0}
         if len(widths) > 1:
             raise ValueError(f"reference shards have different widths: {sorted(widths)}")
@@ -204,13 +145,14 @@ class ReferenceSet:
         if self.n_ref == 0:
             raise ValueError("the reference set is empty")
         self.d = widths.pop()
-        self.be = get_backend(backend)
-        total = np.asarray(comm.allreduce(x_local.sum(axis=0) if x_local.shape[0] else np.zeros(self.d)))
+        # the node rank picks the GPU (collective: every rank passes the same backend name)
+        self.be = get_backend(backend, local_rank=comm.node_rank() if backend in ("gpu", "auto") else 0)
+        total = np.asarray(comm.reduce_sum(x_local.sum(axis=0) if x_local.shape[0] else np.zeros(self.d)))
         self.center = total / self.n_ref
         self.inv2h2, self.prune_d2 = self.be.reference_params(self.hs, self.n_ref)
-        self.ring = comm.Get_size() > 1 and (force_ring or self.n_ref * self.d * 8 > ref_memory)
+        self.ring = comm.size > 1 and (force_ring or self.n_ref * self.d * 8 > ref_memory)
         xc = x_local - self.center
-        self.x = xc if (self.ring or comm.Get_size() == 1) else allgather_rows(comm, xc)
+        self.x = xc if (self.ring or comm.size == 1) else comm.gather_rows(xc)
 
     @property
     def path(self) -> str:
@@ -221,11 +163,12 @@ class ReferenceSet:
         from ..runtime import threads as thread_context
 
         y_local = np.ascontiguousarray(y_local, dtype=np.float64).reshape(-1, self.d)
-        inject("logsum", self.comm.Get_rank())
+        inject("logsum", self.comm.rank)
         with thread_context(threads):
             st = self.be.start(y_local - self.center, self.hs.size)
             if self.ring:
-                _ring_fold(self.comm, self.be, st, self.x, self.sizes, self.d, self.inv2h2, self.prune_d2)
+                self.comm.ring_pass(self.x.reshape(-1, self.d), self.sizes,
+                                    lambda block: self.be.fold(st, block, self.inv2h2, self.prune_d2))
             else:
                 self.be.fold(st, self.x, self.inv2h2, self.prune_d2)
             return self.be.finish(st, self.inv2h2)

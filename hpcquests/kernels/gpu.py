@@ -1,6 +1,6 @@
 """GPU (CuPy) twin of the CPU kernel sums, behind ``--backend gpu`` (see ``docs/gpu.md``).
 
-``GpuBackend`` implements the protocol of ``hpcquests.kernels.registry.CpuBackend``
+``GpuBackend`` implements the protocol of ``hpcquests.kernels.cpu_backend.CpuBackend``
 (``reference_params``, ``start``, ``fold``, ``finish``, ``prepare_reference``, ``logsum``) on an
 *array module* ``xp``: CuPy by default (imported when first needed, never when hpcquests is
 imported), or numpy, which runs the very same blocking and bookkeeping on the CPU and is what
@@ -55,7 +55,7 @@ from contextlib import nullcontext
 
 import numpy as np
 
-from .registry import QueryState
+from .cpu_backend import QueryState
 
 #: Stands in for +inf where a finite number is needed (as in ``hpcquests.kernels.cpu``).
 BIG = 1e300
@@ -164,7 +164,7 @@ def _blocks(n: int, b: int):
 
 
 class GpuBackend:
-    """Kernel sums on an array module (CuPy by default); protocol of ``registry.CpuBackend``.
+    """Kernel sums on an array module (CuPy by default); protocol of ``cpu_backend.CpuBackend``.
 
     Args:
         xp: array module: None (CuPy, imported on first use) or numpy (the CPU stand-in).
@@ -230,14 +230,14 @@ class GpuBackend:
             return np.errstate(all="ignore")
         if self.device is None:
             return nullcontext()
-        from .registry import use_device
+        from .devices import use_device
 
         return use_device(self.device)
 
     # -- protocol ----------------------------------------------------------------------------
     @staticmethod
     def reference_params(hs: np.ndarray, n_ref_total: int):
-        from .registry import CpuBackend
+        from .cpu_backend import CpuBackend
 
         return CpuBackend.reference_params(hs, n_ref_total)
 

@@ -324,8 +324,8 @@ def run_collectively(prog: str, comm, fn, *, on_success=None) -> int:
             traceback.print_exc()
     code, origin, text = comm.finish(code, message)
     if code != EXIT_OK:
-        if comm.Get_rank() == 0:
-            who = f"rank {origin}: " if comm.Get_size() > 1 else ""
+        if comm.rank == 0:
+            who = f"rank {origin}: " if comm.size > 1 else ""
             kind = "stopped" if code == EXIT_CHECKPOINTED else "error"
             tail = f" (exit {code})" if code == EXIT_CHECKPOINTED else ""
             print(f"{prog}: {kind}: {who}{text}{tail}", file=sys.stderr, flush=True)

@@ -1,10 +1,15 @@
-"""Communicator wrapper: a Dup of COMM_WORLD under a launcher, a serial stand-in otherwise."""
+"""The communicators: ``Comm`` (a Dup of COMM_WORLD under a launcher) and ``SerialComm`` (its
+stand-in for one process), with the same named operations. Applications and drivers call only
+these (broadcast, gather_objects, reduce_sum, gather_rows, exchange_rows, ring_pass,
+maxloc_vote, wait_for_all, poll, ...); mpi4py stays inside this package."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+
+import numpy as np
 
 _LAUNCHER_VARS = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS",
                   "HYDRA_CONTROL_FD", "MV2_COMM_WORLD_SIZE", "I_MPI_HYDRA_HOST_FILE")
@@ -19,54 +24,108 @@ def launched_by_mpi() -> bool:
         and "SLURM_PROCID" in os.environ
 
 
+#: Environment variables holding the node-local rank, most specific first: the MPI launchers'
+#: own variables come before SLURM_LOCALID, which ranks started by ``mpirun`` inside a batch
+#: script inherit from the batch step (0 for all of them).
+LOCAL_RANK_VARS = (
+    "OMPI_COMM_WORLD_LOCAL_RANK",  # Open MPI
+    "MPI_LOCALRANKID",             # MPICH / Intel MPI (hydra)
+    "PMI_LOCAL_RANK",              # PMI-based launchers
+    "MV2_COMM_WORLD_LOCAL_RANK",   # MVAPICH2
+    "PALS_LOCAL_RANKID",           # HPE Cray PALS (aprun successor)
+    "SLURM_LOCALID",               # srun
+    "JSM_NAMESPACE_LOCAL_RANK",    # IBM jsrun
+    "LOCAL_RANK",                  # torchrun and friends
+)
+
+
+def launcher_local_rank(environ=None) -> int:
+    """This process's node-local rank as the launcher's environment gives it (0 when none is
+    set). Used where no communicator spans the node: a serial run started several times per node."""
+    env = os.environ if environ is None else environ
+    for var in LOCAL_RANK_VARS:
+        value = env.get(var)
+        if value is None:
+            continue
+        try:
+            r = int(str(value).strip())
+        except ValueError:
+            continue
+        if r >= 0:
+            return r
+    return 0
+
+
 class SerialComm:
-    """The subset of mpi4py's lower-case communicator API hpcquests uses, for one process."""
+    """The communicator of a run on one process: every named operation of ``Comm``, for one rank
+    (reductions return their input, gathers a one-element list, exchanges their input), so
+    drivers are written once and a serial run never initialises MPI."""
 
     rank = 0
     size = 1
     is_serial = True
 
-    def Get_rank(self):
-        return 0
-
-    def Get_size(self):
-        return 1
-
-    def bcast(self, obj, root=0):
+    # -- objects
+    def broadcast(self, obj, root=0):
+        _check_root(root, 1)
         return obj
 
-    def allreduce(self, obj, op=None):
-        _check_op(op)
-        return obj
-
-    def reduce(self, obj, op=None, root=0):
-        _check_op(op)
-        return obj
-
-    def gather(self, obj, root=0):
+    def gather_to_root(self, obj, root=0):
+        _check_root(root, 1)
         return [obj]
 
-    def allgather(self, obj):
+    def gather_objects(self, obj):
         return [obj]
 
-    def scatter(self, objs, root=0):
-        return objs[0]
+    def reduce_sum(self, value):
+        return value
 
-    def barrier(self):
+    reduce_max = reduce_min = reduce_sum
+
+    def any_rank(self, flag) -> bool:
+        return bool(flag)
+
+    every_rank = any_rank
+
+    # -- arrays
+    def broadcast_array(self, array, root=0):
+        _check_root(root, 1)
+        return array
+
+    def sum_array(self, array):
+        return np.array(array, copy=True)
+
+    def gather_rows(self, local):
+        return np.ascontiguousarray(local, dtype=np.float64)
+
+    def gather_rows_to_root(self, local, root=0):
+        _check_root(root, 1)
+        return np.asarray(local)
+
+    def row_layout(self, n_local) -> tuple[int, int]:
+        return 0, int(n_local)
+
+    def exchange_counts(self, send_counts):
+        return np.array(send_counts, dtype=np.int64)
+
+    def exchange_rows(self, array, send_counts):
+        return np.ascontiguousarray(array)
+
+    def exchange_rows_into(self, array, send_counts, recv, recv_counts, recv_displ):
+        d, c = int(recv_displ[0]), int(recv_counts[0])
+        recv[d:d + c] = np.ascontiguousarray(array, dtype=recv.dtype)[:c]
+
+    def ring_pass(self, local, sizes, visit):
+        if len(local):
+            visit(local)
+
+    def maxloc_vote(self, value: float, index: int):
+        return _SettledVote(value, index)
+
+    def wait_for_all(self):
         return None
 
-    Barrier = barrier
-
-    def Dup(self):
-        return self
-
-    def Free(self):
-        return None
-
-    def Abort(self, errorcode=1):
-        raise SystemExit(errorcode)
-
-    # the stop channel's interface (see ``parallel.channel``): one rank, so only signals
+    # -- the stop channel's interface (see ``parallel.channel``): one rank, so only signals
     def poll(self):
         """Raise ``StopRequested`` if a preemption signal is pending (outside deferred blocks)."""
         from .channel import SIGNALS, StopRequested, signal_message
@@ -75,22 +134,50 @@ class SerialComm:
         if signum is not None:
             raise StopRequested(signal_message(signum))
 
-    def wait(self, req):
-        req.Wait()
-
     def finish(self, code, message=None):
         return int(code), 0, message
 
+    # -- the node and libraries
+    def node_rank(self) -> int:
+        return launcher_local_rank()
+
+    def node_size(self) -> int:
+        return 1
+
+    def self_handle(self):
+        """None: a library given it runs on its own process (MPI is not initialised here)."""
+        return None
+
+    def duplicate(self):
+        return self
+
+    def release(self):
+        return None
+
+
+class _SettledVote:
+    """A MAXLOC vote on one rank: decided at once."""
+
+    def __init__(self, value, index):
+        self._result = (float(value), int(index))
+
+    def test(self) -> bool:
+        return True
+
+    def result(self) -> tuple[float, int]:
+        return self._result
+
 
 class Comm:
-    """A real communicator whose blocking collectives cannot hang on a rank that has stopped.
+    """A real communicator that exposes only named operations, whose blocking collectives cannot
+    hang on a rank that has stopped.
 
-    Each blocking collective first meets the other ranks in a non-blocking barrier, polling
-    the ``StopChannel`` while it waits: when another rank has failed or been preempted, this
-    raises ``JobStopped`` / ``StopRequested`` instead of waiting forever. Once every rank has
-    arrived, the collective itself runs (it can no longer block on a departed rank).
-    Point-to-point requests are waited for with ``wait``/``waitall``, which poll too.
-    Everything else is mpi4py's, on the wrapped communicator ``raw``.
+    Each blocking operation first meets the other ranks in a non-blocking barrier, polling the
+    ``StopChannel`` while it waits: when another rank has failed or been preempted, this raises
+    ``JobStopped`` / ``StopRequested`` instead of waiting forever. Once every rank has arrived,
+    the collective itself runs (it can no longer block on a departed rank). Point-to-point
+    transfers (the ring) and the non-blocking MAXLOC vote are waited for while polling too.
+    The mpi4py communicator is private to this package.
     """
 
     is_serial = False
@@ -99,129 +186,222 @@ class Comm:
         from .channel import StopChannel
 
         MPI = _import_mpi()
-        self.raw = raw
-        self.MPI = MPI
+        self._raw = raw
+        self._MPI = MPI
         self.rank = raw.Get_rank()
         self.size = raw.Get_size()
-        self.channel = StopChannel(raw, MPI)
+        self._channel = StopChannel(raw, MPI)
 
-    # -- plain queries and non-blocking operations
-    def Get_rank(self):
-        return self.rank
+    def _meet(self):
+        self._channel.poll()
+        self._channel.wait(self._raw.Ibarrier())
 
-    def Get_size(self):
-        return self.size
+    def _wait(self, req):
+        self._channel.wait(req)
 
-    def Isend(self, *a, **kw):
-        return self.raw.Isend(*a, **kw)
+    # -- objects
+    def broadcast(self, obj, root=0):
+        """``obj`` of rank ``root``, on every rank (any picklable object)."""
+        _check_root(root, self.size)
+        self._meet()
+        return self._raw.bcast(obj, root=root)
 
-    def Irecv(self, *a, **kw):
-        return self.raw.Irecv(*a, **kw)
+    def gather_to_root(self, obj, root=0):
+        """Every rank's ``obj`` in rank order on ``root``; None elsewhere."""
+        _check_root(root, self.size)
+        self._meet()
+        return self._raw.gather(obj, root=root)
 
-    def Iallreduce(self, *a, **kw):
-        return self.raw.Iallreduce(*a, **kw)
+    def gather_objects(self, obj):
+        """Every rank's ``obj`` in rank order, on every rank."""
+        self._meet()
+        return self._raw.allgather(obj)
 
-    def Split_type(self, *a, **kw):
-        return self.raw.Split_type(*a, **kw)
+    def reduce_sum(self, value):
+        """Sum over ranks of a number or a numpy array (elementwise), on every rank."""
+        self._meet()
+        return self._raw.allreduce(value, op=self._MPI.SUM)
 
-    def Dup(self):
-        return Comm(self.raw.Dup())
+    def reduce_max(self, value):
+        """Maximum over ranks (elementwise for arrays; tuples compare as Python's ``max``)."""
+        return self._extreme(value, self._MPI.MAX, np.maximum)
 
-    def Free(self):
-        self.channel.close()
-        self.raw.Free()
+    def reduce_min(self, value):
+        """Minimum over ranks (elementwise for arrays)."""
+        return self._extreme(value, self._MPI.MIN, np.minimum)
 
-    def Abort(self, errorcode=1):
-        self.raw.Abort(errorcode)
+    def _extreme(self, value, op, ufunc):
+        self._meet()
+        if isinstance(value, np.ndarray):  # mpi4py's object MAX/MIN compare whole arrays: reduce here
+            parts = self._raw.allgather(value)
+            return ufunc.reduce(np.stack(parts), axis=0)
+        return self._raw.allreduce(value, op=op)
+
+    def any_rank(self, flag) -> bool:
+        """True on every rank when ``flag`` is true on at least one."""
+        return bool(self.reduce_max(int(bool(flag))))
+
+    def every_rank(self, flag) -> bool:
+        """True on every rank when ``flag`` is true on all."""
+        return bool(self.reduce_min(int(bool(flag))))
+
+    # -- arrays (buffers: no pickling)
+    def broadcast_array(self, array, root=0):
+        """Fill ``array`` (contiguous, the same shape and dtype on every rank) with rank
+        ``root``'s values, in place; returns it."""
+        _check_root(root, self.size)
+        self._meet()
+        self._raw.Bcast(array, root=root)
+        return array
+
+    def sum_array(self, array):
+        """Elementwise sum over ranks of a numeric array (a new array, on every rank)."""
+        array = np.ascontiguousarray(array)
+        out = np.empty_like(array)
+        self._meet()
+        self._raw.Allreduce(array, out, op=self._MPI.SUM)
+        return out
+
+    def gather_rows(self, local):
+        """Every rank's (n_r, d) float64 rows concatenated in rank order, on every rank."""
+        local = np.ascontiguousarray(local, dtype=np.float64)
+        d = local.shape[1] if local.ndim == 2 else 0
+        counts = np.array(self.gather_objects(local.size), dtype=np.int64)
+        out = np.empty(int(counts.sum()), dtype=np.float64)
+        displs = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        self._meet()
+        self._raw.Allgatherv(local.ravel(), [out, counts, displs, self._MPI.DOUBLE])
+        return out.reshape(-1, d)
+
+    def gather_rows_to_root(self, local, root=0):
+        """Every rank's rows concatenated in rank order on ``root`` (None elsewhere)."""
+        parts = self.gather_to_root(np.asarray(local), root=root)
+        return np.concatenate(parts) if self.rank == root else None
+
+    def row_layout(self, n_local) -> tuple[int, int]:
+        """(offset of this rank's rows, total rows) for rows laid out in rank order."""
+        sizes = self.gather_objects(int(n_local))
+        return int(sum(sizes[: self.rank])), int(sum(sizes))
+
+    def exchange_counts(self, send_counts):
+        """All-to-all of one count per destination: returns what each rank sends here."""
+        send_counts = np.ascontiguousarray(send_counts, dtype=np.int64)
+        recv = np.empty_like(send_counts)
+        self._meet()
+        self._raw.Alltoall(send_counts, recv)
+        return recv
+
+    def exchange_rows_into(self, array, send_counts, recv, recv_counts, recv_displ):
+        """Send rows ``array[sum(send_counts[:r]) : ...]`` to rank r; rows from rank r land at
+        ``recv[recv_displ[r] : recv_displ[r] + recv_counts[r]]``. Counts and displacements are
+        in rows (a contiguous row datatype), so they stay far below 2**31 on huge domains."""
+        from mpi4py.util.dtlib import from_numpy_dtype
+
+        array = np.ascontiguousarray(array, dtype=recv.dtype)
+        if recv.dtype == np.bool_:
+            array, recv = array.view(np.uint8), recv.view(np.uint8)
+        row = int(np.prod(recv.shape[1:])) if recv.ndim > 1 else 1
+        base = from_numpy_dtype(recv.dtype)
+        mpitype = base.Create_contiguous(row).Commit() if row > 1 else base
+        sd = np.concatenate([[0], np.cumsum(send_counts)[:-1]]).astype(np.int64)
+        try:
+            self._meet()
+            self._raw.Alltoallv([array.reshape(-1), (np.asarray(send_counts), sd), mpitype],
+                                [recv.reshape(-1), (np.asarray(recv_counts), np.asarray(recv_displ)), mpitype])
+        finally:
+            if row > 1:
+                mpitype.Free()
+
+    def exchange_rows(self, array, send_counts):
+        """Send rows ``array[sum(send_counts[:r]) : ...]`` to rank r; returns the received rows
+        in rank order (any dtype and trailing shape)."""
+        array = np.ascontiguousarray(array)
+        send_counts = np.asarray(send_counts, dtype=np.int64)
+        recv_counts = self.exchange_counts(send_counts)
+        out = np.empty((int(recv_counts.sum()), *array.shape[1:]), dtype=array.dtype)
+        recv_displ = np.concatenate([[0], np.cumsum(recv_counts)[:-1]]).astype(np.int64)
+        self.exchange_rows_into(array, send_counts, out, recv_counts, recv_displ)
+        return out
+
+    def ring_pass(self, local, sizes, visit):
+        """Pass every rank's (sizes[r], d) float64 block around the ring and call ``visit(block)``
+        for each (this rank's own first, then its left neighbour's, ...), the next block arriving
+        (double-buffered Isend/Irecv) while the current one is visited. Collective."""
+        size, rank = self.size, self.rank
+        right, left = (rank + 1) % size, (rank - 1) % size
+        local = np.ascontiguousarray(local, dtype=np.float64)
+        d = local.shape[1] if local.ndim == 2 else 1
+        cap = max(sizes) * d
+        bufs = [np.empty(max(cap, 1)), np.empty(max(cap, 1))]
+        cur = 0
+        n_cur = sizes[rank]
+        bufs[cur][: n_cur * d] = local.ravel()
+        for step in range(size):
+            owner = (rank - step) % size
+            reqs = []
+            if step < size - 1:
+                n_next = sizes[(owner - 1) % size]
+                reqs.append(self._raw.Irecv(bufs[1 - cur][: n_next * d], source=left, tag=RING_TAG + step))
+                reqs.append(self._raw.Isend(bufs[cur][: n_cur * d], dest=right, tag=RING_TAG + step))
+            if n_cur:
+                visit(bufs[cur][: n_cur * d].reshape(n_cur, d))
+            for req in reqs:
+                self._wait(req)  # polls the stop channel
+            if reqs:
+                cur = 1 - cur
+                n_cur = n_next
+
+    def maxloc_vote(self, value: float, index: int):
+        """A non-blocking MAXLOC vote (``MaxlocVote``) of this rank's (value, index)."""
+        return MaxlocVote(self, value, index)
+
+    def wait_for_all(self):
+        """Return once every rank has arrived (a barrier that polls the stop channel)."""
+        self._meet()
 
     # -- the stop channel
     def poll(self):
-        self.channel.poll()
-
-    def wait(self, req):
-        self.channel.wait(req)
-
-    def waitall(self, reqs):
-        for req in reqs:
-            self.channel.wait(req)
+        """Raise if another rank has stopped the job; announce this rank's pending signal."""
+        self._channel.poll()
 
     def finish(self, code, message=None):
-        return self.channel.finish(code, message)
+        return self._channel.finish(code, message)
 
-    def _meet(self):
-        self.channel.poll()
-        self.channel.wait(self.raw.Ibarrier())
+    # -- the node and libraries
+    def _node(self):
+        self._meet()  # Split_type is a collective
+        node = self._raw.Split_type(self._MPI.COMM_TYPE_SHARED)
+        try:
+            return node.Get_rank(), node.Get_size()
+        finally:
+            node.Free()
 
-    # -- blocking collectives, guarded
-    def allgather(self, obj):
-        self._meet()
-        return self.raw.allgather(obj)
+    def node_rank(self) -> int:
+        """Rank among this communicator's processes on this node (device = node rank % GPUs)."""
+        return self._node()[0]
 
-    def allreduce(self, obj, op=None):
-        self._meet()
-        return self.raw.allreduce(obj) if op is None else self.raw.allreduce(obj, op=op)
+    def node_size(self) -> int:
+        """Number of this communicator's ranks on this node (collective)."""
+        return self._node()[1]
 
-    def reduce(self, obj, op=None, root=0):
-        self._meet()
-        return self.raw.reduce(obj, root=root) if op is None else self.raw.reduce(obj, op=op, root=root)
+    def self_handle(self):
+        """``MPI.COMM_SELF``: for a library (LAMMPS) that runs one instance per rank."""
+        return self._MPI.COMM_SELF
 
-    def bcast(self, obj, root=0):
-        self._meet()
-        return self.raw.bcast(obj, root=root)
+    def duplicate(self):
+        return Comm(self._raw.Dup())
 
-    def gather(self, obj, root=0):
-        self._meet()
-        return self.raw.gather(obj, root=root)
-
-    def scatter(self, objs, root=0):
-        self._meet()
-        return self.raw.scatter(objs, root=root)
-
-    def Barrier(self):
-        self._meet()
-
-    barrier = Barrier
-
-    def Bcast(self, buf, root=0):
-        self._meet()
-        return self.raw.Bcast(buf, root=root)
-
-    def Allreduce(self, sendbuf, recvbuf, op=None):
-        self._meet()
-        return self.raw.Allreduce(sendbuf, recvbuf) if op is None else self.raw.Allreduce(sendbuf, recvbuf, op=op)
-
-    def Allgatherv(self, sendbuf, recvbuf):
-        self._meet()
-        return self.raw.Allgatherv(sendbuf, recvbuf)
-
-    def Alltoall(self, sendbuf, recvbuf):
-        self._meet()
-        return self.raw.Alltoall(sendbuf, recvbuf)
-
-    def Alltoallv(self, sendbuf, recvbuf):
-        self._meet()
-        return self.raw.Alltoallv(sendbuf, recvbuf)
+    def release(self):
+        self._channel.close()
+        self._raw.Free()
 
 
-_OP_NAMES = ("sum", "max", "min")
+RING_TAG = 7301
 
 
-def _check_op(op):
-    if isinstance(op, str) and op.lower() not in _OP_NAMES:
-        raise ValueError(f"op must be one of {_OP_NAMES} (or an MPI.Op), got {op!r}")
-
-
-def mpi_op(comm, name: str):
-    """The reduction operation ``name`` ("sum", "max" or "min") for ``comm.allreduce``:
-    ``MPI.SUM``/``MPI.MAX``/``MPI.MIN`` on a real communicator, the name itself on a
-    ``SerialComm`` (where any reduction of one value is that value)."""
-    _check_op(name)
-    if isinstance(name, str):
-        name = name.lower()
-    if getattr(comm, "is_serial", False) or not isinstance(name, str):
-        return name
-    MPI = _import_mpi()
-    return {"sum": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}[name]
+def _check_root(root, size):
+    if not 0 <= int(root) < int(size):
+        raise ValueError(f"root must be a rank in [0, {size}), got {root!r}")
 
 
 class MaxlocVote:
@@ -231,14 +411,12 @@ class MaxlocVote:
     ``test()`` polls, ``result()`` waits and returns (value, index). Indices must fit int32.
     """
 
-    def __init__(self, comm, value: float, index: int):
-        import numpy as np
-
-        MPI = _import_mpi()
+    def __init__(self, comm: Comm, value: float, index: int):
+        MPI = comm._MPI
         dt = np.dtype([("v", "f8"), ("i", "i4")], align=True)
         self._send = np.array([(float(value), int(index))], dtype=dt)
         self._recv = np.empty(1, dtype=dt)
-        self._req = comm.Iallreduce([self._send, MPI.DOUBLE_INT], [self._recv, MPI.DOUBLE_INT], op=MPI.MAXLOC)
+        self._req = comm._raw.Iallreduce([self._send, MPI.DOUBLE_INT], [self._recv, MPI.DOUBLE_INT], op=MPI.MAXLOC)
         self._comm = comm
 
     def test(self) -> bool:
@@ -248,7 +426,7 @@ class MaxlocVote:
         return done
 
     def result(self) -> tuple[float, int]:
-        self._comm.wait(self._req)
+        self._comm._wait(self._req)
         return float(self._recv["v"][0]), int(self._recv["i"][0])
 
 
@@ -262,10 +440,16 @@ def _import_mpi():
 
 
 def get_comm(comm=None):
-    """The communicator to use: ``comm`` if given, else a Dup of COMM_WORLD when launched with
-    more than one rank, else ``SerialComm()`` (MPI is then never initialised)."""
-    if comm is not None:
+    """The communicator to use: ``comm`` if it is one of ours; an mpi4py communicator wrapped
+    (``Comm``); else a Dup of COMM_WORLD when launched with more than one rank, else
+    ``SerialComm()`` (MPI is then never initialised)."""
+    if isinstance(comm, (Comm, SerialComm)):
         return comm
+    if comm is not None:
+        if all(callable(getattr(comm, m, None)) for m in ("Get_rank", "Get_size", "Dup", "Ibarrier")):
+            return SerialComm() if comm.Get_size() == 1 else Comm(comm.Dup())
+        raise TypeError(f"comm must be an hpcquests communicator (get_comm()) or an mpi4py communicator, "
+                        f"got {type(comm).__name__}")
     if not launched_by_mpi():
         return SerialComm()
     MPI = _import_mpi()
@@ -278,28 +462,6 @@ def get_comm(comm=None):
     except Exception:  # an MPI library that loads but cannot start: run serially
         return SerialComm()
     return Comm(raw)
-
-
-def _node_rank_and_size(comm) -> tuple[int, int]:
-    if getattr(comm, "is_serial", False) or comm.Get_size() == 1:
-        return 0, 1
-    MPI = _import_mpi()
-    comm.Barrier()  # guarded: Split_type is a collective
-    node = comm.Split_type(MPI.COMM_TYPE_SHARED)
-    try:
-        return node.Get_rank(), node.Get_size()
-    finally:
-        node.Free()
-
-
-def local_rank(comm) -> int:
-    """Rank among the processes of this node (for device = local rank % GPUs)."""
-    return _node_rank_and_size(comm)[0]
-
-
-def node_size(comm) -> int:
-    """Number of this communicator's ranks on this node."""
-    return _node_rank_and_size(comm)[1]
 
 
 def mpi_info() -> dict:

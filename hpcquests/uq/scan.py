@@ -5,7 +5,7 @@ Pipeline per frame (every rank takes part in every frame):
 1. rank 0 indexes the dump once (byte offsets of frames); each rank parses its own byte range of
    the frame's atom lines — no rank reads the whole frame — a block of ``--read-block`` bytes
    at a time;
-2. atoms move to spatial domains with a halo of the cutoff (``parallel.domains.DomainExchange``),
+2. atoms move to spatial domains with a halo of the cutoff (``distributed.domains.DomainExchange``),
    streamed in those blocks in two passes (counts, then data straight into preallocated receive
    arrays), so a rank never holds its whole share of the lines; descriptors of owned atoms are
    bitwise the serial ones;
@@ -44,7 +44,7 @@ READ_BLOCK = 32 << 20  # bytes of atom lines per read + exchange block (~750k li
 # --------------------------------------------------------------------------- arguments
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..cli import _ref_memory
+    from .._args import memory_size
 
     p = argparse.ArgumentParser(
         prog="python -m hpcquests.uq",
@@ -61,12 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=("auto", "cpu", "gpu"), default="cpu", help="kernel backend")
     p.add_argument("--chunk-atoms", type=int, default=262_144,
                    help="atoms per rank per chunk: bounds memory, and the checkpoint granularity")
-    p.add_argument("--read-block", type=_ref_memory, default=READ_BLOCK,
+    p.add_argument("--read-block", type=memory_size, default=READ_BLOCK,
                    help="bytes of atom lines a rank parses and sends to their domains at a time: bounds "
                         "the memory of reading a huge frame (default 32M; results do not depend on it)")
     p.add_argument("-k", type=int, default=32, help="nearest neighbours (default 32)")
     p.add_argument("--cutoff", type=float, default=5.0, help="cutoff in Å (default 5.0)")
-    p.add_argument("--ref-memory", type=_ref_memory, default="2G",
+    p.add_argument("--ref-memory", type=memory_size, default="2G",
                    help="gather the reference on every rank up to this size, else a ring (default 2G)")
     p.add_argument("--skip-bad-frames", action="store_true", help="skip truncated/malformed frames")
     p.add_argument("--frame-parallel-atoms", type=int, default=2_000_000,
@@ -87,7 +87,7 @@ def load_reference(comm, args, scan_species):
     from ..descriptors import check_species
     from ..faults import inject
     from ..io.store import is_store, open_store
-    from ..parallel.drivers import distributed_descriptors, local_row_range
+    from ..distributed.drivers import distributed_descriptors, local_row_range
 
     def kind():
         if not os.path.exists(args.ref):
@@ -105,7 +105,7 @@ def load_reference(comm, args, scan_species):
                 lo, hi = local_row_range(comm, store.n_env)
                 return store.read("descriptors", slice(lo, hi))
         x = read()
-        inject("uq.reference", comm.Get_rank())
+        inject("uq.reference", comm.rank)
         return x
     from ..io.structures import read_structures
 
@@ -113,7 +113,7 @@ def load_reference(comm, args, scan_species):
     check_species(scan_species, {s for a in frames for s in a.get_chemical_symbols()}, f"TRAJ {args.traj}",
                   f"REF {args.ref}")
     x, _ = distributed_descriptors(comm, frames, args.k, args.cutoff, threads=args.threads)
-    inject("uq.reference", comm.Get_rank())
+    inject("uq.reference", comm.rank)
     return x
 
 
@@ -127,7 +127,7 @@ class Checkpoint:
         self.shards = os.path.join(out_dir, RESULT_NAME + ".shards")
         self.comm = comm
         self.signature = signature
-        self.rank = comm.Get_rank()
+        self.rank = comm.rank
         # the run id: chunk files of any other scan never match this one's names
         self.run_id = hashlib.sha256(json.dumps(signature, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
@@ -152,7 +152,7 @@ class Checkpoint:
                 else:
                     _atomic_json(path, {"signature": self.signature})
         check()
-        self.comm.Barrier()
+        self.comm.wait_for_all()
 
     def chunk_file(self, frame: int, chunk: int) -> str:
         return os.path.join(self.shards, f"{self.run_id}-f{frame:06d}-r{self.rank:05d}-c{chunk:05d}.h5")
@@ -309,10 +309,10 @@ def scan(args, comm) -> dict:
     """Run the scan; returns the summary (rank 0) or {} (other ranks)."""
     lock = None
     try:
-        if comm.Get_rank() == 0:
+        if comm.rank == 0:
             _setup_out(args.out)
             lock = acquire_lock(args.out)
-        comm.Barrier()
+        comm.wait_for_all()
         return _scan_locked(args, comm)
     finally:
         release_lock(lock)
@@ -329,10 +329,10 @@ def _scan_locked(args, comm) -> dict:
     from ..io import lammps
     from ..io.structures import frame_selection
     from ..parallel import SerialComm
-    from ..parallel.drivers import ReferenceSet
+    from ..distributed.drivers import ReferenceSet
     from ..progress import Progress
 
-    rank, size = comm.Get_rank(), comm.Get_size()
+    rank, size = comm.rank, comm.size
     t_start = time.perf_counter()
     _CHUNKS_DONE[0] = 0
     if args.chunk_atoms < 1:
@@ -346,7 +346,7 @@ def _scan_locked(args, comm) -> dict:
             raise ValueError(f"TRAJ {args.traj}: no such file")
         return lammps.index_dump(args.traj, skip_bad_frames=args.skip_bad_frames)
 
-    indexed = comm.bcast(index(), root=0)
+    indexed = comm.broadcast(index(), root=0)
     good, bad = indexed if isinstance(indexed, tuple) else (indexed, [])
     # frames keep the file's numbers (skipped ones included) in every output and in --frames
     frames = {info.index: info for info in good}
@@ -361,7 +361,7 @@ def _scan_locked(args, comm) -> dict:
     mem = MemTrace(rank)
     mem("index")
     species = _part_species(args, frames[chosen[0]], size, rank, types, chosen[0])
-    species = set().union(*comm.allgather(species))
+    species = set().union(*comm.gather_objects(species))
     x_ref = load_reference(comm, args, species)
     ref = ReferenceSet(comm, x_ref, args.bandwidth, ref_memory=args.ref_memory, backend=args.backend)
     del x_ref
@@ -371,14 +371,14 @@ def _scan_locked(args, comm) -> dict:
     frame_parallel = (size > 1 and len(chosen) >= size and not ref.ring
                       and max(frames[f].n_atoms for f in chosen) <= args.frame_parallel_atoms)
     args.scan_mode = "frames over ranks" if frame_parallel else "domain decomposition per frame"
-    signature = comm.bcast(scan_signature(args, size, f"{args.scan_mode}, reference {ref.path}", args.ref, chosen)
+    signature = comm.broadcast(scan_signature(args, size, f"{args.scan_mode}, reference {ref.path}", args.ref, chosen)
                            if rank == 0 else None, root=0)
     ckpt = Checkpoint(args.out, signature, comm)
     ckpt.prepare()
     annotated_dir = os.path.join(args.out, "annotated")
     if rank == 0 and not args.no_annotated_dump:
         os.makedirs(annotated_dir, exist_ok=True)
-    comm.Barrier()
+    comm.wait_for_all()
     timings = {"read": 0.0, "exchange": 0.0, "descriptors": 0.0, "dH": 0.0, "write": 0.0}
     mine = chosen[rank::size] if frame_parallel else chosen
     frame_comm = SerialComm() if frame_parallel else comm
@@ -388,12 +388,12 @@ def _scan_locked(args, comm) -> dict:
         if os.path.exists(ckpt.frame_file(f)):  # whole frame done in an earlier run
             continue
         prog = Progress(f"frame {f} ({n_done + 1}/{len(mine)}), {info.n_atoms:,} atoms", 1, "chunks",
-                        enabled=frame_comm.Get_rank() == 0 and rank == 0 and not args.quiet, interval=0.0)
+                        enabled=frame_comm.rank == 0 and rank == 0 and not args.quiet, interval=0.0)
         stats = _scan_frame(args, frame_comm, info, f, types, ref, ckpt, comm, timings, prog, annotated_dir)
-        if frame_comm.Get_rank() == 0:
+        if frame_comm.rank == 0:
             _atomic_json(ckpt.frame_file(f), stats)
     inject("uq.frames-done", rank)
-    comm.Barrier()
+    comm.wait_for_all()
     frame_stats = []
     if rank == 0:
         for f in chosen:
@@ -405,7 +405,7 @@ def _scan_locked(args, comm) -> dict:
                 frame_stats.append(st)
         bad.sort(key=lambda b: b["frame"])
     done = [s["frame"] for s in frame_stats] if rank == 0 else None
-    summary = _finalize(args, comm, frames, comm.bcast(done, root=0), frame_stats, ckpt, bad, timings, ref,
+    summary = _finalize(args, comm, frames, comm.broadcast(done, root=0), frame_stats, ckpt, bad, timings, ref,
                         time.perf_counter() - t_start)
     return summary
 
@@ -468,13 +468,13 @@ def _read_and_exchange(args, comm, info, f, types, timings, mem):
     send straight into the receivers' preallocated arrays). Neither the rank's share of the
     frame nor the whole send set is ever held at once.
 
-    Returns (dom, part): the domain's point set (``parallel.domains.DomainExchange.finish``) with
+    Returns (dom, part): the domain's point set (``distributed.domains.DomainExchange.finish``) with
     the owned atoms' ``id`` and ``row`` (line in the frame), and ``part`` = this rank's
     ``byte_range`` and ``n`` lines with ``row_counts`` of every rank."""
     from ..io import lammps
-    from ..parallel.domains import DomainExchange
+    from ..distributed.domains import DomainExchange
 
-    rank, size = comm.Get_rank(), comm.Get_size()
+    rank, size = comm.rank, comm.size
     t = time.perf_counter()
     start, stop = lammps.byte_ranges(info, size)[rank]
     blocks = lammps.block_ranges(info, start, stop, _read_block_bytes(args), args.traj)
@@ -498,7 +498,7 @@ def _read_and_exchange(args, comm, info, f, types, timings, mem):
         n_local, bad = count_pass(), None
     except lammps.MalformedFrame as exc:
         n_local, bad = 0, str(exc)
-    gathered = comm.allgather((n_local, bad))
+    gathered = comm.gather_objects((n_local, bad))
     agree_malformed(comm, [b for _, b in gathered], args.skip_bad_frames)
     row_counts = [c for c, _ in gathered]
     row_start = int(sum(row_counts[:rank]))
@@ -534,15 +534,14 @@ def check_unique_ids(comm, ids, rows, traj, info, skip: bool = False):
     """MalformedFrame if an atom id appears twice in the frame (collective). ``ids``, ``rows``:
     this rank's atoms and their rows (lines) in the frame, any partition: ids are sent to the
     rank ``id % size`` and checked there, so no rank holds the frame's ids."""
-    from ..parallel.domains import alltoallv
 
-    size = comm.Get_size()
+    size = comm.size
     ids = np.asarray(ids, dtype=np.int64)
     pairs = np.stack([ids, np.asarray(rows, dtype=np.int64)], axis=1)
     if size > 1:
         dest = ids % size
         order = np.argsort(dest, kind="stable")
-        pairs = alltoallv(comm, pairs[order], np.bincount(dest, minlength=size))
+        pairs = comm.exchange_rows(pairs[order], np.bincount(dest, minlength=size))
     pairs = pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
     same = np.flatnonzero(pairs[1:, 0] == pairs[:-1, 0])
     dup = None
@@ -550,7 +549,7 @@ def check_unique_ids(comm, ids, rows, traj, info, skip: bool = False):
         i = int(same[0])
         dup = (int(pairs[i, 0]), int(pairs[i, 1]), int(pairs[i + 1, 1]))
     # the lowest duplicated id over all ranks: the same message on any rank count
-    found = comm.allgather(dup)
+    found = comm.gather_objects(dup)
     if any(d is not None for d in found):
         atom_id, r0, r1 = min(d for d in found if d is not None)
         msg = (f"{traj} frame {info.index}: atom id {atom_id} appears twice (lines {info.first_line + r0} and "
@@ -570,7 +569,7 @@ def agree_malformed(comm, found: list, skip: bool):
     if not bad:
         return
     rank, msg = bad[0]
-    if skip or comm.Get_rank() == rank:
+    if skip or comm.rank == rank:
         raise MalformedFrame(msg)
     raise JobStopped(rank, EXIT_BAD_INPUT, msg)
 
@@ -580,7 +579,7 @@ def _scan_chunk(args, world, binned, dom, info, f, c, q0, q1, ref, ckpt, timings
     from ..descriptors import MIN_DISTANCE
     from ..faults import inject
 
-    rank = world.Get_rank()  # fault points and the test signal name the world rank
+    rank = world.rank  # fault points and the test signal name the world rank
     t = time.perf_counter()
     x, nn, nn_atom = binned.descriptors(q0, q1, args.k)
     close = nn < MIN_DISTANCE
@@ -611,12 +610,11 @@ def _scan_chunk(args, world, binned, dom, info, f, c, q0, q1, ref, ckpt, timings
 def _scan_frame(args, comm, info, f, types, ref, ckpt, world, timings, prog, annotated_dir):
     from ..descriptors import BinnedPoints
     from ..parallel.channel import deferred_signals
-    from ..parallel.domains import alltoallv
     from .stats import frame_statistics
 
     from ..io.lammps import MalformedFrame
 
-    rank, size = comm.Get_rank(), comm.Get_size()
+    rank, size = comm.rank, comm.size
     mem = MemTrace(rank)
     mem("before frame")
     try:
@@ -636,7 +634,7 @@ def _scan_frame(args, comm, info, f, types, ref, ckpt, world, timings, prog, ann
     mem("binning")
     n_owned = dom["n_owned"]
     # the same chunk count on every rank: the ring path of the reference is collective
-    n_chunks = max(comm.allgather(-(-n_owned // args.chunk_atoms)))
+    n_chunks = comm.reduce_max(-(-n_owned // args.chunk_atoms))
     prog.total = n_chunks
     dh_owned = np.empty(n_owned)
     for c in range(n_chunks):
@@ -645,7 +643,7 @@ def _scan_frame(args, comm, info, f, types, ref, ckpt, world, timings, prog, ann
         path = ckpt.chunk_file(f, c)
         done_here = os.path.exists(path)
         # every rank must agree whether to compute (the ring is collective)
-        all_done = all(comm.allgather(done_here))
+        all_done = comm.every_rank(done_here)
         if all_done:
             dh_owned[q0:q1] = _read_chunk(path)["dH"]
             prog.update(c + 1)
@@ -665,8 +663,8 @@ def _scan_frame(args, comm, info, f, types, ref, ckpt, world, timings, prog, ann
         owner_of_row = np.searchsorted(np.cumsum(row_counts), dom["row"], side="right")
         order = np.argsort(owner_of_row, kind="stable")
         counts = np.bincount(owner_of_row, minlength=size)
-        back_rows = alltoallv(comm, dom["row"][order], counts)
-        back_dh = alltoallv(comm, dh_owned[order], counts)
+        back_rows = comm.exchange_rows(dom["row"][order], counts)
+        back_dh = comm.exchange_rows(dh_owned[order], counts)
         mine = np.empty(n_local)
         mine[back_rows - row_start] = back_dh
         _write_annotated(comm, args.traj, info, part, mine,
@@ -760,20 +758,20 @@ def _write_annotated(comm, traj, info, part, dh, path):
     n = len(dh)
     body_size = (stop - start) + n * DH_WIDTH
     # lines without a trailing newline at EOF get one
-    header = lammps.frame_header(traj, info, extra_columns=[DH_COLUMN]) if comm.Get_rank() == 0 else b""
+    header = lammps.frame_header(traj, info, extra_columns=[DH_COLUMN]) if comm.rank == 0 else b""
     with open(traj, "rb") as fh:
         fh.seek(max(stop - 1, 0))
         if stop > start and fh.read(1) != b"\n":
             body_size += 1
-    sizes = comm.allgather(body_size)
-    hdr_len = comm.bcast(len(header), root=0)
-    offset = hdr_len + sum(sizes[: comm.Get_rank()])
+    sizes = comm.gather_objects(body_size)
+    hdr_len = comm.broadcast(len(header), root=0)
+    offset = hdr_len + sum(sizes[: comm.rank])
     tmp = path + ".part"
-    if comm.Get_rank() == 0:
+    if comm.rank == 0:
         with open(tmp, "wb") as fh:
             fh.write(header)
             fh.truncate(hdr_len + sum(sizes))
-    comm.Barrier()
+    comm.wait_for_all()
     fd = os.open(tmp, os.O_WRONLY)
     try:
         with open(traj, "rb") as src:
@@ -799,8 +797,8 @@ def _write_annotated(comm, traj, info, part, dh, path):
         os.fsync(fd)  # every rank's lines are on disk before the file is put in place
     finally:
         os.close(fd)
-    comm.Barrier()
-    if comm.Get_rank() == 0:
+    comm.wait_for_all()
+    if comm.rank == 0:
         os.replace(tmp, path)
 
 
@@ -811,10 +809,10 @@ def _finalize(args, comm, frames, chosen, frame_stats, ckpt, bad, timings, ref, 
 
     import resource
 
-    rank = comm.Get_rank()
-    timings = {k: float(comm.allreduce(v, op=_max(comm))) for k, v in timings.items()}
+    rank = comm.rank
+    timings = {k: float(comm.reduce_max(v)) for k, v in timings.items()}
     MemTrace(rank)("finalize")
-    peak_rss = comm.allgather(max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, MemTrace.peak))
+    peak_rss = comm.gather_objects(max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, MemTrace.peak))
 
     def write():
         if rank != 0:
@@ -847,7 +845,7 @@ def _finalize(args, comm, frames, chosen, frame_stats, ckpt, bad, timings, ref, 
         frame_stats.sort(key=lambda s: s["frame"])
         summary = {"traj": args.traj, "ref": args.ref, "reference_environments": ref.n_ref,
                    "reference_path": ref.path, "bandwidth": args.bandwidth, "thresholds": args.threshold,
-                   "ranks": comm.Get_size(), "mode": args.scan_mode, "frames": frame_stats, "skipped_frames": bad,
+                   "ranks": comm.size, "mode": args.scan_mode, "frames": frame_stats, "skipped_frames": bad,
                    "atoms": int(sum(s.get("atoms", 0) for s in frame_stats)),
                    "timings_s": timings, "wall_s": wall, "peak_rss_mib_per_rank": peak_rss}
         write_histogram_png(os.path.join(args.out, "dH_hist.png"), frame_stats, args.threshold)
@@ -858,12 +856,6 @@ def _finalize(args, comm, frames, chosen, frame_stats, ckpt, bad, timings, ref, 
         return summary
 
     return write()
-
-
-def _max(comm):
-    from ..parallel import mpi_op
-
-    return mpi_op(comm, "max")
 
 
 def _concatenate_annotated(args, chosen):
@@ -902,7 +894,7 @@ def main(argv=None) -> int:
 
         def report():
             summary = result["summary"]
-            if comm.Get_rank() != 0:
+            if comm.rank != 0:
                 return
             if args.json:  # one JSON object on stdout, nothing else
                 print(json.dumps(summary, default=json_default))

@@ -17,16 +17,14 @@ QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 
 def frame_statistics(comm, dh_local: np.ndarray, thresholds) -> dict:
     """Statistics of one frame's δH spread over ranks (collective)."""
-    from ..parallel import mpi_op
-
     dh = np.asarray(dh_local, dtype=np.float64).ravel()
-    n = int(comm.allreduce(int(dh.size), op=mpi_op(comm, "sum")))
+    n = int(comm.reduce_sum(int(dh.size)))
     if n == 0:
         return {"atoms": 0}
-    lo = float(comm.allreduce(float(dh.min()) if dh.size else np.inf, op=mpi_op(comm, "min")))
-    hi = float(comm.allreduce(float(dh.max()) if dh.size else -np.inf, op=mpi_op(comm, "max")))
-    total = float(comm.allreduce(float(dh.sum()), op=mpi_op(comm, "sum")))
-    above = [int(comm.allreduce(int((dh > t).sum()), op=mpi_op(comm, "sum"))) for t in thresholds]
+    lo = float(comm.reduce_min(float(dh.min()) if dh.size else np.inf))
+    hi = float(comm.reduce_max(float(dh.max()) if dh.size else -np.inf))
+    total = float(comm.reduce_sum(float(dh.sum())))
+    above = [int(comm.reduce_sum(int((dh > t).sum()))) for t in thresholds]
     if not (np.isfinite(lo) and np.isfinite(hi)):
         raise ValueError(f"dH of this frame is not finite (min {lo}, max {hi})")
     # a frame whose values are all (nearly) equal — the perfect lattice at step 0 of a dump, a
@@ -35,7 +33,7 @@ def frame_statistics(comm, dh_local: np.ndarray, thresholds) -> dict:
     min_span = FINE_BINS * 64 * np.finfo(np.float64).eps * max(1.0, abs(lo), abs(hi))
     edges_hi = hi if hi - lo >= min_span else lo + min_span
     fine, _ = np.histogram(dh, bins=FINE_BINS, range=(lo, edges_hi))
-    fine = np.asarray(comm.allreduce(fine.astype(np.int64), op=mpi_op(comm, "sum")))
+    fine = np.asarray(comm.reduce_sum(fine.astype(np.int64)))
     width = (edges_hi - lo) / FINE_BINS
     cum = np.cumsum(fine)
     quantiles = {}

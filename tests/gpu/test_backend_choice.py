@@ -14,8 +14,10 @@ import pytest
 
 from hpcquests.kernels import registry
 from hpcquests.kernels.gpu import GpuBackend
-from hpcquests.kernels.registry import (CpuBackend, LOCAL_RANK_VARS, available_backends, get_backend,
-                                        get_local_rank, gpu_available, gpu_devices, select_device, use_device)
+from hpcquests.kernels.registry import (CpuBackend, available_backends, get_backend, gpu_available, gpu_devices,
+                                        select_device, use_device)
+from hpcquests.parallel.comm import LOCAL_RANK_VARS
+from hpcquests.parallel.comm import launcher_local_rank as get_local_rank
 
 
 class FakeRuntime:
@@ -107,9 +109,14 @@ def test_fake_devices_listed_and_bound_by_local_rank(monkeypatch, clean_env):
     devs = gpu_devices()
     assert [d["id"] for d in devs] == [0, 1]
     assert devs[1] == {"id": 1, "name": "Fake GPU 1", "memory_gib": 80.0, "compute_capability": "9.0"}
-    monkeypatch.setenv("SLURM_LOCALID", "3")
-    be = get_backend("gpu")
+    be = get_backend("gpu", local_rank=3)
     assert isinstance(be, GpuBackend) and be.name == "gpu" and be.device == 1
+    assert get_backend("gpu").device == 0  # no rank given: rank 0
+    # the serial API takes the launcher's node rank (the serial communicator's)
+    from hpcquests import metrics
+
+    monkeypatch.setenv("SLURM_LOCALID", "3")
+    assert metrics._node_rank("gpu") == 3 and metrics._node_rank("cpu") == 0
     assert isinstance(get_backend("auto"), GpuBackend)
     assert cp.cuda.runtime.current == 0  # choosing a device changes nothing globally
 

@@ -9,7 +9,7 @@ from hpcquests.compress.msc import msc
 from hpcquests.kernels import registry
 from hpcquests.kernels.gpu import GpuBackend
 from hpcquests.parallel.comm import SerialComm
-from hpcquests.parallel.drivers import ReferenceSet, distributed_entropy_diversity, distributed_logsum
+from hpcquests.distributed.drivers import ReferenceSet, distributed_entropy_diversity, distributed_logsum
 
 from .common import assert_close
 
@@ -22,12 +22,12 @@ def gpu_standin(monkeypatch):
     original = registry.get_backend
     made = []
 
-    def fake(name="cpu"):
+    def fake(name="cpu", local_rank=None):
         if name == "gpu":
             be = GpuBackend(xp=np, query_block=37, ref_block=211)
             made.append(be)
             return be
-        return original(name)
+        return original(name, local_rank)
 
     monkeypatch.setattr(registry, "get_backend", fake)
     return made

@@ -97,6 +97,14 @@ def test_entropy_same_on_any_rank_count(data, n):
         res = last_json(out)
         close(res["entropy"], hq.entropy(x))
         close(res["diversity"], hq.diversity(x))
+    # several bandwidths at once: H and D are arrays, reduced elementwise over ranks (1b2157d
+    # to 8ee10db failed here on 2+ ranks: mpi4py's object MAX compared whole arrays)
+    hs = np.array([0.015, 0.03])
+    out = hq_mpi(n, "entropy", d / "ref.extxyz", "--json", "-H", *hs, "-q")
+    assert out.returncode == 0, out.stderr
+    res = last_json(out)
+    close(res["entropy"], hq.entropy(x, hs))
+    close(res["diversity"], hq.diversity(x, hs))
 
 
 def test_bad_structure_on_one_rank_stops_all(data, tmp_path):

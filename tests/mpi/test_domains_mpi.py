@@ -14,10 +14,10 @@ import hpcquests as hq
 from hpcquests import testing
 from hpcquests.descriptors import point_set_descriptors
 from hpcquests.parallel import get_comm, partition
-from hpcquests.parallel.domains import DomainExchange, exchange_domains
+from hpcquests.distributed.domains import DomainExchange, exchange_domains
 
 comm = get_comm()
-rank, size = comm.Get_rank(), comm.Get_size()
+rank, size = comm.rank, comm.size
 frames = {
     "bcc": testing.perturbed_crystal("bcc", "Ta", size=(5, 5, 5), seed=1),
     "triclinic": testing.triclinic_crystal("Cu", size=(4, 4, 4), seed=2),
@@ -37,7 +37,7 @@ for name, atoms in frames.items():
     for b in blocks:
         ex.count(atoms.positions[mine[b]])
     ex.allocate({"index": np.int64})
-    assert ex.rounds == max(comm.allgather(len(blocks)))
+    assert ex.rounds == max(comm.gather_objects(len(blocks)))
     for i in range(ex.rounds):
         if i < len(blocks):
             b = blocks[i]
@@ -52,8 +52,8 @@ for name, atoms in frames.items():
     assert dom["shift"].dtype == np.int8
     x = np.empty((dom["n_owned"], 63))
     point_set_descriptors(dom["pts"], dom["atom"], dom["shift"], dom["n_owned"], 32, 5.0, out=x)
-    idx = comm.gather(dom["index"], root=0)
-    xs = comm.gather(x, root=0)
+    idx = comm.gather_to_root(dom["index"], root=0)
+    xs = comm.gather_to_root(x, root=0)
     if rank == 0:
         idx = np.concatenate(idx)
         xs = np.concatenate(xs)

@@ -16,17 +16,17 @@ import hpcquests as hq
 from hpcquests import testing
 
 comm = get_comm()
-rank, size = comm.Get_rank(), comm.Get_size()
+rank, size = comm.rank, comm.size
 data = np.arange(1000, dtype=np.float64) ** 1.5
 lo, hi = partition(len(data), size, rank)
-total = comm.allreduce(float(data[lo:hi].sum()))
+total = comm.reduce_sum(float(data[lo:hi].sum()))
 
 # a small distributed dH: queries partitioned, reference replicated, results gathered
 x = testing.random_descriptors(300, d=16, seed=1, scale=0.02)
 y = testing.random_descriptors(101, d=16, seed=2, scale=0.02)
 a, b = partition(len(y), size, rank)
 part = hq.delta_entropy(y[a:b], x, 0.02) if b > a else np.zeros(0)
-dh = np.concatenate(comm.allgather(part))
+dh = np.concatenate(comm.gather_objects(part))
 if rank == 0:
     print(json.dumps({"size": size, "total": total, "dh": dh.tolist()}))
 '''
@@ -40,9 +40,9 @@ comm = get_comm()
 
 
 def work():
-    if comm.Get_rank() == 1:
+    if comm.rank == 1:
         raise ValueError("structure 7, atom 3: bad input on rank one")
-    comm.Barrier()  # the others wait here: the stop channel wakes them
+    comm.wait_for_all()  # the others wait here: the stop channel wakes them
 
 
 sys.exit(run_collectively("smoke", comm, work))
@@ -89,9 +89,9 @@ import sys, time
 from hpcquests.parallel import get_comm
 comm = get_comm()
 print("started", flush=True)
-if comm.Get_rank() == 0:
+if comm.rank == 0:
     time.sleep(600)  # the other ranks wait in the barrier
-comm.barrier()
+comm.wait_for_all()
 '''
 
 

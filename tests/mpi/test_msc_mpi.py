@@ -17,7 +17,7 @@ SCRIPT = textwrap.dedent('''
     import json, sys
     import numpy as np
     from hpcquests.parallel import get_comm
-    from hpcquests.parallel.drivers import local_structure_range
+    from hpcquests.distributed.drivers import local_structure_range
     from hpcquests.compress.msc import distributed_msc
 
     conditional = sys.argv[1] == "conditional"
@@ -32,10 +32,10 @@ SCRIPT = textwrap.dedent('''
     x = np.concatenate(descs[lo:hi]) if hi > lo else np.zeros((0, 9))
     off = np.concatenate([[0], np.cumsum(sizes[lo:hi])]).astype(np.int64)
     res = distributed_msc(comm, x, off, lo, [5, 0.5, 1.0], reference=ref)
-    if comm.Get_rank() == 0:
+    if comm.rank == 0:
         print(json.dumps({"order": res.order, "scores": [float(v).hex() for v in res.scores],
                           "entropies": [float(v).hex() for v in res.entropies], "sizes": res.extra["sizes"],
-                          "ranks": comm.Get_size(), "pairs": res.kernel_pairs}))
+                          "ranks": comm.size, "pairs": res.kernel_pairs}))
 ''')
 
 

@@ -15,7 +15,7 @@ def test_batch_job_completes(slurm_cluster, tmp_path):
 
 
 def test_srun_pmi2_ranks(slurm_cluster, tmp_path):
-    code = "from hpcquests.parallel import get_comm; c = get_comm(); print('rank', c.Get_rank(), c.Get_size())"
+    code = "from hpcquests.parallel import get_comm; c = get_comm(); print('rank', c.rank, c.size)"
     script = tmp_path / "job.sh"
     script.write_text(f"#!/bin/bash\nexport OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1\n"
                       f"srun --mpi=pmi2 -n 2 {sys.executable} -c \"{code}\"\n")

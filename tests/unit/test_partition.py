@@ -47,7 +47,7 @@ def test_serial_comm_without_launcher(monkeypatch):
         monkeypatch.delenv(v, raising=False)
     comm = get_comm()
     assert isinstance(comm, SerialComm)
-    assert comm.allreduce(3) == 3 and comm.allgather(1) == [1] and comm.bcast("x") == "x"
+    assert comm.reduce_sum(3) == 3 and comm.gather_objects(1) == [1] and comm.broadcast("x") == "x"
     assert run_collectively("prog", comm, lambda: None) == 0
 
 
@@ -114,27 +114,54 @@ def test_weighted_partition_errors():
 
 
 def test_serial_comm_api():
-    from hpcquests.parallel import local_rank, mpi_op, node_size
-
+    """The serial stand-in has every named operation of ``Comm``, with one rank's answers."""
     comm = SerialComm()
-    assert (comm.rank, comm.size, comm.Get_rank(), comm.Get_size()) == (0, 1, 0, 1)
-    for op in (None, "sum", "max", "min", "MAX"):
-        assert comm.allreduce(2.5, op=op) == 2.5
-        assert mpi_op(comm, op or "sum") in ("sum", "max", "min")
-    with pytest.raises(ValueError, match="op"):
-        comm.allreduce(1, op="prod")
-    assert comm.gather("a") == ["a"] and comm.gather("a", root=0) == ["a"]
-    assert comm.allgather({"k": 1}) == [{"k": 1}]
-    assert comm.bcast([1, 2], root=0) == [1, 2]
-    assert comm.barrier() is None and comm.Barrier() is None
-    assert local_rank(comm) == 0 and node_size(comm) == 1
-    with pytest.raises(SystemExit):
-        comm.Abort(1)
+    assert (comm.rank, comm.size, comm.is_serial) == (0, 1, True)
+    for reduce in (comm.reduce_sum, comm.reduce_max, comm.reduce_min):
+        assert reduce(2.5) == 2.5
+    assert comm.reduce_max((1.0, -3)) == (1.0, -3)
+    assert comm.any_rank(1) is True and comm.every_rank(0) is False
+    assert comm.gather_to_root("a") == ["a"] and comm.gather_objects({"k": 1}) == [{"k": 1}]
+    assert comm.broadcast([1, 2], root=0) == [1, 2]
+    with pytest.raises(ValueError, match="root"):
+        comm.broadcast(1, root=1)
+    a = np.arange(6.0).reshape(3, 2)
+    assert comm.broadcast_array(a) is a
+    s = comm.sum_array(a)
+    assert s is not a and np.array_equal(s, a)
+    assert np.array_equal(comm.gather_rows(a), a) and np.array_equal(comm.gather_rows_to_root(a), a)
+    assert comm.row_layout(7) == (0, 7)
+    assert comm.exchange_counts([4]).tolist() == [4]
+    assert np.array_equal(comm.exchange_rows(a, [3]), a)
+    recv = np.zeros((5, 2))
+    comm.exchange_rows_into(a, [3], recv, [3], [1])
+    assert np.array_equal(recv[1:4], a) and not recv[0].any()
+    seen = []
+    comm.ring_pass(a, [3], seen.append)
+    assert len(seen) == 1 and seen[0] is a
+    vote = comm.maxloc_vote(2.0, 5)
+    assert vote.test() and vote.result() == (2.0, 5)
+    assert comm.wait_for_all() is None and comm.poll() is None
+    assert comm.node_rank() == 0 and comm.node_size() == 1 and comm.self_handle() is None
+    assert comm.duplicate() is comm and comm.release() is None
 
 
-def test_get_comm_passes_through_given_comm():
-    sentinel = object()
-    assert get_comm(sentinel) is sentinel
+def test_serial_comm_node_rank_comes_from_the_launcher(monkeypatch):
+    from hpcquests.parallel import launcher_local_rank
+
+    for v in ("OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "PMI_LOCAL_RANK", "MV2_COMM_WORLD_LOCAL_RANK",
+              "PALS_LOCAL_RANKID", "SLURM_LOCALID", "JSM_NAMESPACE_LOCAL_RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(v, raising=False)
+    assert SerialComm().node_rank() == 0
+    monkeypatch.setenv("SLURM_LOCALID", "3")
+    assert SerialComm().node_rank() == 3 == launcher_local_rank()
+
+
+def test_get_comm_passes_through_ours_and_refuses_other_objects():
+    comm = SerialComm()
+    assert get_comm(comm) is comm
+    with pytest.raises(TypeError, match="comm must be"):
+        get_comm(object())
 
 
 def _raise(exc):
