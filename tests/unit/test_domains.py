@@ -7,7 +7,7 @@ import pytest
 import hpcquests as hq
 from hpcquests import testing
 from hpcquests.descriptors import point_set_descriptors
-from hpcquests.parallel.domains import _image_points, grid_shape, plan_exchange
+from hpcquests.distributed.domains import _image_points, grid_shape, plan_exchange
 
 
 def domain_descriptors(atoms, shape, k=32, cutoff=5.0):
@@ -95,7 +95,7 @@ def test_streamed_exchange_equals_one_block(name, make):
     """DomainExchange fed in blocks (counts pass, then data pass into preallocated arrays) gives
     exactly the one-block exchange: same points, order, shifts (narrowed) and payload."""
     from hpcquests.parallel import SerialComm
-    from hpcquests.parallel.domains import DomainExchange, exchange_domains
+    from hpcquests.distributed.domains import DomainExchange, exchange_domains
 
     atoms = make()
     n = len(atoms)
@@ -126,7 +126,7 @@ def test_streamed_exchange_equals_one_block(name, make):
 
 def test_shift_dtype_and_far_unwrapped_atoms():
     from hpcquests.parallel import SerialComm
-    from hpcquests.parallel.domains import exchange_domains, shift_dtype
+    from hpcquests.distributed.domains import exchange_domains, shift_dtype
 
     assert shift_dtype(0) == np.int8 and shift_dtype(127) == np.int8
     assert shift_dtype(128) == np.int16 and shift_dtype(40_000) == np.int32 and shift_dtype(2**40) == np.int64
@@ -144,7 +144,7 @@ def test_shift_dtype_and_far_unwrapped_atoms():
 
 def test_exchange_counts_must_match():
     from hpcquests.parallel import SerialComm
-    from hpcquests.parallel.domains import DomainExchange
+    from hpcquests.distributed.domains import DomainExchange
 
     atoms = testing.perturbed_crystal("bcc", "Ta", size=(3, 3, 3), seed=2)
     ex = DomainExchange(SerialComm(), atoms.cell.array, atoms.pbc, 5.0)
