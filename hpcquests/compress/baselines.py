@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import math
 
-import numba as nb
 import numpy as np
 
 from ..metrics import DEFAULT_BANDWIDTH
@@ -166,33 +165,12 @@ def mean_fps_selection(descs, size, *, seed: int = 0, criterion: str = "maxmin",
 
 # --------------------------------------------------------------------------- FPS over structures
 
-@nb.njit(parallel=True, cache=True)
-def _mean_distances(xa, xan, x, xn, offsets, active):
-    """(N,) mean Euclidean distance between the rows of ``xa`` and each active structure's
-    rows of ``x`` (|a|² + |b|² − 2a·b, clamped at 0, then sqrt); inactive entries are 0."""
-    n = offsets.size - 1
-    out = np.zeros(n)
-    na = xa.shape[0]
-    for s in nb.prange(n):
-        if not active[s]:
-            continue
-        o0 = offsets[s]
-        o1 = offsets[s + 1]
-        g = xa @ x[o0:o1].T
-        acc = 0.0
-        for i in range(na):
-            for j in range(o1 - o0):
-                d = xan[i] + xn[o0 + j] - 2.0 * g[i, j]
-                acc += math.sqrt(d) if d > 0.0 else 0.0
-        out[s] = acc / (na * (o1 - o0))
-    return out
-
-
 def fps_selection(descs, size, *, seed: int = 0, entropies=None, h: float = DEFAULT_BANDWIDTH,
                   threads=None, **_) -> list[int]:
     """Max–min FPS over structures (mean pairwise environment distance), starting from the
     highest-entropy structure. ``entropies``: (N,) H(S_i) (computed with bandwidth h if None)."""
     from ..kernels.cpu import squared_norms
+    from ..kernels.distances import mean_distances
     from ..runtime import threads as thread_context
 
     x, offsets, n, size = _prepare(descs, size)
@@ -210,7 +188,7 @@ def fps_selection(descs, size, *, seed: int = 0, entropies=None, h: float = DEFA
     with thread_context(threads):
         while len(chosen) < size:
             a0, a1 = offsets[chosen[-1]], offsets[chosen[-1] + 1]
-            d = _mean_distances(np.ascontiguousarray(x[a0:a1]), xn[a0:a1], x, xn, offsets, active)
+            d = mean_distances(np.ascontiguousarray(x[a0:a1]), xn[a0:a1], x, xn, offsets, active)
             nearest = np.minimum(nearest, d)
             nxt = int(np.where(active, nearest, -np.inf).argmax())
             chosen.append(nxt)

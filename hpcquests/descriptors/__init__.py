@@ -82,7 +82,7 @@ def structure_descriptors(positions, cell, pbc, k: int, cutoff: float, *, struct
     of the whole result for million-atom structures). ``serial`` runs the kernel on the calling
     thread (default: for structures below SMALL_STRUCTURE atoms).
     """
-    from .neighbors import periodic_points
+    from ..kernels.neighbors import periodic_points
 
     positions = np.ascontiguousarray(positions, dtype=np.float64).reshape(-1, 3)
     cell = np.asarray(cell, dtype=np.float64).reshape(3, 3)
@@ -136,7 +136,7 @@ class BinnedPoints:
         return self
 
     def _build(self, arrays: dict, cutoff: float):
-        from .neighbors import bin_points
+        from ..kernels.neighbors import bin_points
 
         self.cutoff = float(cutoff)
         self.order, self.keys, self.starts, self.dims = bin_points(arrays["pts"], cutoff)
@@ -149,7 +149,7 @@ class BinnedPoints:
         """Descriptors (q_hi − q_lo, 2k−1) of the points with original index in [q_lo, q_hi).
 
         Returns (out, nn_dist, nn_atom): nearest-neighbour distance and atom (validation)."""
-        from .kernels import quests_descriptors_kernel, quests_descriptors_kernel_serial, sorting_network
+        from ..kernels.descriptors import quests_descriptors_kernel, quests_descriptors_kernel_serial, sorting_network
 
         n = q_hi - q_lo
         if out is None:

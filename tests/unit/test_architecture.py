@@ -134,3 +134,38 @@ def test_ast_check_fails_on_a_planted_raw_call(package_copy, call):
                                                              f"    return {call}")
     found = raw_mpi_uses(package_copy / "hpcquests")
     assert found and all(f.startswith("hpcquests/uq/stats.py:") for f in found), found
+
+
+def _is_jit(decorator: ast.AST) -> bool:
+    target = decorator.func if isinstance(decorator, ast.Call) else decorator
+    name = target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", "")
+    return name in ("njit", "jit", "vectorize", "guvectorize", "cfunc", "stencil")
+
+
+def jit_outside_kernels(package_dir: Path) -> list[str]:
+    """``file:line name`` of every numba-compiled function outside ``kernels/``."""
+    found = []
+    for path in sorted(package_dir.rglob("*.py")):
+        rel = path.relative_to(package_dir)
+        if rel.parts[0] == "kernels":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef) and any(_is_jit(d) for d in node.decorator_list):
+                found.append(f"{rel}:{node.lineno} {node.name}")
+    return found
+
+
+def test_numba_kernels_live_in_one_home():
+    assert jit_outside_kernels(ROOT / "hpcquests") == []
+    kernels = [p.name for p in (ROOT / "hpcquests" / "kernels").glob("*.py")
+               if any(_is_jit(d) for n in ast.walk(ast.parse(p.read_text())) if isinstance(n, ast.FunctionDef)
+                      for d in n.decorator_list)]
+    assert {"cpu.py", "descriptors.py", "neighbors.py", "greedy.py", "domains.py", "atom_lines.py"} <= set(kernels)
+
+
+def test_jit_check_fails_on_a_planted_kernel(package_copy):
+    _append(package_copy / "hpcquests" / "metrics.py", "import numba\n\n\n@numba.njit(cache=True)\ndef _planted(x):\n"
+                                                      "    return x + 1")
+    assert jit_outside_kernels(package_copy / "hpcquests") == ["metrics.py:" + str(
+        (package_copy / "hpcquests" / "metrics.py").read_text().splitlines().index("def _planted(x):") + 1)
+        + " _planted"]

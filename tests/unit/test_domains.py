@@ -7,7 +7,8 @@ import pytest
 import hpcquests as hq
 from hpcquests import testing
 from hpcquests.descriptors import point_set_descriptors
-from hpcquests.distributed.domains import _image_points, grid_shape, plan_exchange
+from hpcquests.distributed.domains import grid_shape, plan_exchange
+from hpcquests.kernels.domains import _image_points
 
 
 def domain_descriptors(atoms, shape, k=32, cutoff=5.0):
@@ -76,7 +77,7 @@ def test_grid_shape():
 
 def test_query_ranges_reassemble_full_result():
     from hpcquests.descriptors import BinnedPoints
-    from hpcquests.descriptors.neighbors import periodic_points
+    from hpcquests.kernels.neighbors import periodic_points
 
     atoms = testing.perturbed_crystal("bcc", "Ta", size=(6, 6, 6), seed=9)
     pts, atom, shift = periodic_points(atoms.positions, atoms.cell.array, atoms.pbc, 5.0)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy.special import logsumexp
 
-from hpcquests.descriptors.kernels import sorting_network
+from hpcquests.kernels.descriptors import sorting_network
 from hpcquests.kernels import cpu
 from hpcquests.runtime import threads
 
