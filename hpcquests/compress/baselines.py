@@ -56,7 +56,7 @@ def _mean_descriptors(x, offsets):
 
 # --------------------------------------------------------------------------- random
 
-def random_selection(descs, size, *, seed: int = 0, **_) -> list[int]:
+def random_selection(descs, size, *, seed: int = 0) -> list[int]:
     """``size`` distinct structures uniformly at random (seeded); prefixes are consistent."""
     n = len(descs)
     from .sizes import resolve_size
@@ -119,7 +119,7 @@ def kmeans_labels(points, k: int, *, seed: int = 0, max_iter: int = 100, tol: fl
     return labels, centres
 
 
-def kmeans_selection(descs, size, *, seed: int = 0, **_) -> list[int]:
+def kmeans_selection(descs, size, *, seed: int = 0) -> list[int]:
     """One seeded-random structure per k-means cluster of the mean descriptors, k = size."""
     x, offsets, n, size = _prepare(descs, size)
     means = _mean_descriptors(x, offsets)
@@ -138,7 +138,7 @@ def kmeans_selection(descs, size, *, seed: int = 0, **_) -> list[int]:
 
 # --------------------------------------------------------------------------- mean-FPS
 
-def mean_fps_selection(descs, size, *, seed: int = 0, criterion: str = "maxmin", **_) -> list[int]:
+def mean_fps_selection(descs, size, *, seed: int = 0, criterion: str = "maxmin") -> list[int]:
     """Farthest-point sampling on mean descriptors from a seeded random start.
 
     criterion: 'maxmin' (the reference's mean_fps: farthest from its nearest selected point)
@@ -166,7 +166,7 @@ def mean_fps_selection(descs, size, *, seed: int = 0, criterion: str = "maxmin",
 # --------------------------------------------------------------------------- FPS over structures
 
 def fps_selection(descs, size, *, seed: int = 0, entropies=None, h: float = DEFAULT_BANDWIDTH,
-                  threads=None, **_) -> list[int]:
+                  threads=None) -> list[int]:
     """Max–min FPS over structures (mean pairwise environment distance), starting from the
     highest-entropy structure. ``entropies``: (N,) H(S_i) (computed with bandwidth h if None)."""
     from ..kernels.cpu import squared_norms
@@ -252,7 +252,7 @@ def leave_one_out_delta_entropy(x, offsets, h: float = DEFAULT_BANDWIDTH, *, thr
 
 
 def ccs_selection(descs, size, *, seed: int = 0, scores=None, beta: float = 0.1, strata: int = 100,
-                  h: float = DEFAULT_BANDWIDTH, threads=None, **_) -> list[int]:
+                  h: float = DEFAULT_BANDWIDTH, threads=None) -> list[int]:
     """Coverage-centric coreset selection ([CCS] (docs/science.md)).
 
     scores: (N,) importance per structure (higher = harder); default: mean leave-one-out δH
@@ -299,7 +299,7 @@ def ccs_selection(descs, size, *, seed: int = 0, scores=None, beta: float = 0.1,
 
 # --------------------------------------------------------------------------- log-det (D-optimal)
 
-def logdet_selection(descs, size, *, seed: int = 0, ridge: float | None = None, chunk: int = 256, **_) -> list[int]:
+def logdet_selection(descs, size, *, seed: int = 0, ridge: float | None = None, chunk: int = 256) -> list[int]:
     """Greedy D-optimal selection: maximise log det(Σ_C + λI), Σ_C the covariance of all
     environments of the selected structures, λ = ``ridge`` or 1e-6·tr(Σ_full)/d.
     Deterministic (``seed`` unused); the first pick maximises log det(Σ_S + λI) alone."""
@@ -343,6 +343,8 @@ def logdet_selection(descs, size, *, seed: int = 0, ridge: float | None = None, 
     return chosen
 
 
+#: name -> selection function. Each takes (descs, size) and only the keyword options in its
+#: signature; an unknown option is a TypeError, never silently ignored.
 METHODS = {
     "random": random_selection,
     "kmeans": kmeans_selection,

@@ -250,15 +250,11 @@ def _greedy_loop(comm, state, target, conditional, ent_local, first_index, owner
     """The pick loop: local proposals, one MAXLOC allreduce, two broadcasts per step.
 
     Every rank makes its own best candidate's score exact (lazily), concurrently; the MAXLOC
-    allreduce then picks the winner. A rank's exact local best is work the serial lazy greedy
-    mostly does too (its top must be brought below the winner or made exact), so the exact
-    pairs stay within 1-4 % of the serial run (600 structures, thermal: 3.10e6 on 2 ranks
-    against 2.99e6). With look-ahead (``_may_speculate``) the vote is non-blocking and a rank
-    whose part is done extends its next candidates' cheap bounds until the others are done
-    (600 structures, 2 ranks: 0.23 s against 0.29 s without; 100k: 6.4 s against 8.0 s).
-    (Tried and dropped: the rank with the highest bound first makes its top exact and
-    broadcasts the value, then the others refresh only candidates that can reach it: the same
-    pairs, but the ranks take turns, and 2 ranks ran 15-20 % slower.)"""
+    vote then picks the winner. A rank's exact local best is work the serial lazy greedy mostly
+    does too (its top must be brought below the winner or made exact), so the exact pairs stay
+    close to the serial run's. With look-ahead (``_may_speculate``) the vote is non-blocking and
+    a rank whose part is done extends its next candidates' cheap bounds until the others are
+    done (figures: docs/benchmarks.md, "Compression")."""
     from ..faults import inject
 
     overlap = comm.size > 1 and n_total < 2**31 - 1 and state.use_bounds and _may_speculate(comm)
@@ -301,7 +297,7 @@ def _greedy_loop(comm, state, target, conditional, ent_local, first_index, owner
 def _may_speculate(comm) -> bool:
     """Look ahead while waiting only when every rank has a core of its own (collective): on an
     oversubscribed node a waiting rank's look-ahead takes the core from the rank the step waits
-    for (3 ranks on 2 cores, 600 structures: 1.4 s with, 0.8 s without)."""
+    for."""
     import os
 
     import numba

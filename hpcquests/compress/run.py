@@ -15,6 +15,7 @@ Slurm array skips such datasets on a rerun).
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import time
@@ -133,8 +134,7 @@ def compress_dataset(comm, path: str, out_dir: str, *, methods=("msc",), sizes=(
     entropies = None
     compile_s = {}
     if "msc" in methods:
-        # compile (or load from numba's cache) first: the first run of a session would otherwise
-        # report seconds of compilation as MSC's time (34 s against 0.37 s on a 600-structure set)
+        # compile (or load from numba's cache) first, so that MSC's time is the selection's only
         compile_s["msc"] = _warm_up_msc(x_local, local_offsets, h, threads)
         t0 = time.perf_counter()
         prog = progress_factory("msc", max(counts), "picks") if progress_factory else None
@@ -160,13 +160,10 @@ def compress_dataset(comm, path: str, out_dir: str, *, methods=("msc",), sizes=(
 
             for m in baseline_methods:
                 fn = _baseline(m)
-                opts = {"seed": seed, "threads": threads}
-                if m == "fps":
-                    opts["entropies"] = entropies
-                if m == "ccs":
-                    opts["h"] = h
-                    if scores is not None:
-                        opts["scores"] = scores
+                offered = {"seed": seed, "threads": threads, "entropies": entropies if m == "fps" else None,
+                           "h": h if m == "ccs" else None, "scores": scores if m == "ccs" else None}
+                accepted = inspect.signature(fn).parameters
+                opts = {k: v for k, v in offered.items() if k in accepted and (v is not None or k == "threads")}
                 if m in PREFIX_METHODS:  # one run at the largest size serves every size
                     t0 = time.perf_counter()
                     sel = [int(i) for i in fn(descs, max(counts), **opts)]

@@ -47,10 +47,8 @@ from .cpu import BIG, _masked_expsum, _row_to_d2, prune_limit
 COL_BLOCK = 2048
 #: Selected structures an environment's cheap bound is extended over before it is checked
 #: again (doubling while it stays above): smaller chunks evaluate fewer pairs but each call has
-#: a fixed cost (state, reference rescaling, loop set-up over r + 2 field streams): 600 x 54
-#: atoms, 1 thread: 2 → 5.9e7 pairs 0.66 s, 8 → 6.4e7 0.34 s, 16 → 7.1e7 0.27 s, 32 → 8.4e7 0.30 s.
-#: (Tried and dropped for the exact folds, before the cheap bounds: a centroid (Jensen) bound
-#: and a second bound-only sum over the newest structures, both cost more than they saved.)
+#: a fixed cost (state, reference rescaling, loop set-up over r + 2 field streams); the chunk
+#: sizes measured are in docs/benchmarks.md ("Compression").
 FOLD_CHUNK = 16
 #: Relative band within which stale bounds are refreshed before a value is accepted.
 TIE_BAND = 1e-10

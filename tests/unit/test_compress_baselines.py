@@ -162,3 +162,13 @@ def test_bad_input(descs, call, message):
     with pytest.raises(ValueError) as err:
         call(descs)
     assert message in str(err.value)
+
+
+def test_baselines_refuse_options_they_do_not_take():
+    """An option a method does not take is an error (a misspelt option must not be ignored)."""
+    from hpcquests.compress.baselines import METHODS
+
+    descs = [np.random.default_rng(i).random((4, 5)) for i in range(6)]
+    for name, fn in METHODS.items():
+        with pytest.raises(TypeError):
+            fn(descs, 2, seeed=1)
