@@ -353,7 +353,7 @@ def _gpu_info(comm):
 
 
 def cmd_compress(args):
-    from .compress.run import compress_dataset
+    from .compress.run import CompressConfig, run_compression
     from .compress.sizes import parse_size
     from .io.colabfit import parse_labels
     from .io.lammps import parse_types
@@ -370,13 +370,14 @@ def cmd_compress(args):
         except (OSError, ValueError) as exc:
             raise CliError(f"--scores {args.scores}: {exc}") from None
     h = args.bandwidth[0] if args.bandwidth else 0.015
-    rep = compress_dataset(comm, args.data, args.output, methods=args.method, sizes=sizes, h=h, k=args.k,
-                           cutoff=args.cutoff, eps=args.eps, seed=args.seed, reference=args.reference, scores=scores,
-                           threads=args.threads, write_structures=not args.no_structures,
-                           multicomponent=args.multicomponent, species=args.species,
-                           drop_duplicates=args.drop_duplicates, labels=parse_labels(args.labels),
-                           types=parse_types(args.types), command=_command_line(args),
-                           progress_factory=lambda label, total, unit: _progress(args, label, total, unit))
+    config = CompressConfig(args.data, args.output, methods=args.method, sizes=sizes, h=h, k=args.k,
+                            cutoff=args.cutoff, eps=args.eps, seed=args.seed, reference=args.reference, scores=scores,
+                            threads=args.threads, write_structures=not args.no_structures,
+                            multicomponent=args.multicomponent, species=args.species,
+                            drop_duplicates=args.drop_duplicates, labels=parse_labels(args.labels),
+                            types=parse_types(args.types), command=_command_line(args),
+                            progress_factory=lambda label, total, unit: _progress(args, label, total, unit))
+    rep = run_compression(config, comm).report
     dropped = (f" ({rep['duplicates']['dropped']} exact copies dropped, see {args.output}/duplicates.tsv)"
                if rep.get("duplicates") else "")
     lines = [f"{args.data}: {rep['n_structures']} structures{dropped}, {rep['full']['n_envs']} environments, "

@@ -1,6 +1,6 @@
 """Dataset-level compression (``hpcquests compress``) and collection aggregation (``hpcquests aggregate``).
 
-``compress_dataset`` reads a dataset (ColabFit Parquet export, extxyz, anything ASE reads) on
+``run_compression(CompressConfig(...), comm)`` (or ``compress_dataset``) reads a dataset (ColabFit Parquet export, extxyz, anything ASE reads) on
 every rank, computes descriptors distributed over the ranks (balanced by atom count), runs the
 requested methods for every size (greedy MSC distributed: one run serves every size; the
 baselines on rank 0, their selection broadcast), measures each selection (``report``), and
@@ -15,6 +15,7 @@ Slurm array skips such datasets on a rerun).
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 import os
@@ -53,204 +54,304 @@ def _baseline(name: str):
     raise ValueError(f"method {name!r} is not available in hpcquests.compress.baselines")
 
 
-def compress_dataset(comm, path: str, out_dir: str, *, methods=("msc",), sizes=(0.1,), h: float = DEFAULT_BANDWIDTH,
-                     k: int = 32, cutoff: float = 5.0, eps: float = DEFAULT_OVERLAP_EPS, seed: int = 0,
-                     reference=None, scores=None, threads=None, write_structures: bool = True,
-                     multicomponent: bool = False, species=None, drop_duplicates: bool = False,
-                     labels: dict | None = None, types: dict | None = None,
-                     command: str = "", progress_factory=None) -> dict:
-    """Compress one dataset with every method at every size; returns the report (every rank).
+@dataclasses.dataclass(frozen=True)
+class CompressConfig:
+    """What ``run_compression`` does: validated at construction, immutable.
 
-    Args:
-        comm: communicator (collective call). path: dataset. out_dir: output directory (created).
-        methods: names from ``METHOD_NAMES``. sizes: counts or fractions (see ``resolve_sizes``).
-        h: bandwidth; k, cutoff: descriptor parameters; eps: overlap threshold; seed: baselines'.
-        reference: optional path of a reference dataset for conditional MSC.
-        scores: optional per-structure importance scores for CCS ((N,) array).
-        threads: numba threads per rank. progress_factory: callable(label, total, unit) → progress.
-        drop_duplicates: remove exact copies (structures with bitwise identical environment
-            sets) before any method, keeping the first of each group; sizes then count the
-            remaining structures, selections keep the dataset's own indices, and the report
-            lists every dropped copy with the structure it copies.
+    data: dataset path. out_dir: output directory (created). methods: names from
+    ``METHOD_NAMES``. sizes: counts or fractions (see ``sizes.resolve_sizes``). h: bandwidth;
+    k, cutoff: descriptor parameters; eps: overlap threshold; seed: the random baselines'.
+    reference: optional dataset path for conditional MSC. scores: optional (N,) importance
+    scores for CCS. threads: numba threads per rank. drop_duplicates: remove exact copies
+    (bitwise identical environment sets) before any method, keeping the first of each group;
+    sizes then count the remaining structures, selections keep the dataset's own indices, and
+    the report lists every dropped copy. command: recorded in the report. progress_factory:
+    callable(label, total, unit) -> progress object (a hook; not part of the result).
     """
-    from ..faults import inject
-    from ..io.structures import read_dataset
-    from ..distributed.drivers import distributed_descriptors, local_structure_range
-    from .msc import distributed_msc
-    from .sizes import resolve_sizes
 
+    data: str
+    out_dir: str
+    methods: tuple = ("msc",)
+    sizes: tuple = (0.1,)
+    h: float = DEFAULT_BANDWIDTH
+    k: int = 32
+    cutoff: float = 5.0
+    eps: float = DEFAULT_OVERLAP_EPS
+    seed: int = 0
+    reference: str | None = None
+    scores: object = dataclasses.field(default=None, compare=False)
+    threads: int | None = None
+    write_structures: bool = True
+    multicomponent: bool = False
+    species: tuple | None = None
+    drop_duplicates: bool = False
+    labels: dict | None = None
+    types: dict | None = None
+    command: str = ""
+    progress_factory: object = dataclasses.field(default=None, compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "methods", tuple(check_methods(self.methods)))
+        object.__setattr__(self, "sizes", tuple(self.sizes))
+        if self.species is not None:
+            object.__setattr__(self, "species", tuple(self.species))
+
+    def progress(self, label, total, unit):
+        return self.progress_factory(label, total, unit) if self.progress_factory else None
+
+
+@dataclasses.dataclass
+class CompressResult:
+    """``report``: the report (every rank; ``report.json``'s content). ``selections``:
+    {(method, size): (dataset indices, seconds)}. ``entropies``: H(S) per structure or None."""
+
+    report: dict
+    selections: dict
+    entropies: object
+
+
+@dataclasses.dataclass
+class _Described:
+    """The dataset and this rank's descriptors (structures [lo, hi))."""
+
+    structures: list
+    ids: list
+    atom_counts: np.ndarray
+    x_local: np.ndarray
+    local_offsets: np.ndarray
+    lo: int
+    hi: int
+    species: object
+    seconds: float
+
+    @property
+    def n(self) -> int:
+        return len(self.structures)
+
+
+@dataclasses.dataclass
+class _Kept:
+    """The structures the methods run on (all unless copies are dropped); ``kept`` maps their
+    indices back to the dataset's."""
+
+    x_local: np.ndarray
+    local_offsets: np.ndarray
+    keep: np.ndarray
+    kept: np.ndarray
+    copies: dict
+    first: int
+    counts: list
+
+
+def compress_dataset(comm, path: str, out_dir: str, **options) -> dict:
+    """``run_compression(CompressConfig(path, out_dir, **options), comm).report``."""
+    return run_compression(CompressConfig(path, out_dir, **options), comm).report
+
+
+def run_compression(config: CompressConfig, comm) -> CompressResult:
+    """Compress one dataset with every method at every size (collective): describe, drop copies,
+    select, evaluate, write. Returns the result on every rank."""
     t_start = time.perf_counter()
-    methods = check_methods(methods)
-    rank = comm.rank
+    described = _describe(config, comm, t_start)
+    kept = _drop_copies(config, comm, described)
+    selections, entropies, compile_s = _select(config, comm, described, kept)
+    # back to the dataset's indices
+    selections = {key: ([int(kept.kept[i]) for i in sel], dt) for key, (sel, dt) in selections.items()}
+    if entropies is not None and kept.copies:
+        source = np.arange(described.n)
+        for i, j in kept.copies.items():
+            source[i] = j
+        entropies = np.asarray(entropies)[(np.cumsum(kept.keep) - 1)[source]]
+    report = _report(config, comm, described, kept, selections, compile_s)
+    if comm.rank == 0:
+        _write_outputs(config, described, selections, entropies, report, t_start)
+    report["wall_s"] = comm.broadcast(report["wall_s"], root=0)
+    return CompressResult(report, selections, entropies)
 
-    def load():
-        if not os.path.exists(path):
-            raise ValueError(f"dataset {path}: no such file or directory")
-        return read_dataset(path, labels=labels, types=types)
 
-    structures, ids = load()
+def _describe(config: CompressConfig, comm, t_start) -> _Described:
+    """Read the dataset (every rank) and compute this rank's descriptors."""
+    from ..distributed.drivers import distributed_descriptors, local_structure_range
+    from ..io.structures import read_dataset
+
+    if not os.path.exists(config.data):
+        raise ValueError(f"dataset {config.data}: no such file or directory")
+    structures, ids = read_dataset(config.data, labels=config.labels, types=config.types)
     structures = list(structures)
     n = len(structures)
     if n == 0:
-        raise ValueError(f"dataset {path} is empty (no structures)")
-    _prepare_dir(out_dir)
+        raise ValueError(f"dataset {config.data} is empty (no structures)")
+    _prepare_dir(config.out_dir)
 
-    if multicomponent and species is None:
+    species = config.species
+    if config.multicomponent and species is None:
         from ..descriptors import dataset_species
 
         species = dataset_species(structures)
-    prog = progress_factory("descriptors", n, "structures") if progress_factory else None
-    x_local, (lo, hi) = distributed_descriptors(comm, structures, k, cutoff, multicomponent=multicomponent,
-                                                species=species, threads=threads, progress=prog)
+    prog = config.progress("descriptors", n, "structures")
+    x_local, (lo, hi) = distributed_descriptors(comm, structures, config.k, config.cutoff,
+                                                multicomponent=config.multicomponent, species=species,
+                                                threads=config.threads, progress=prog)
     if prog is not None:
         prog.close()
     atom_counts = np.array([len(a) for a in structures], dtype=np.int64)
     local_offsets = np.zeros(hi - lo + 1, dtype=np.int64)
     np.cumsum(atom_counts[lo:hi], out=local_offsets[1:])
     assert (lo, hi) == local_structure_range(comm, atom_counts)
-    t_desc = time.perf_counter() - t_start
+    return _Described(structures, ids, atom_counts, x_local, local_offsets, lo, hi, species,
+                      time.perf_counter() - t_start)
 
-    # methods run on the kept structures (all of them unless copies are dropped); ``kept``
-    # maps their indices back to the dataset's
-    full_x_local, full_offsets = x_local, local_offsets
-    copies = exact_copies(comm, x_local, local_offsets, n) if drop_duplicates else {}
-    keep = np.ones(n, dtype=bool)
+
+def _drop_copies(config: CompressConfig, comm, d: _Described) -> _Kept:
+    from .sizes import resolve_sizes
+
+    copies = exact_copies(comm, d.x_local, d.local_offsets, d.n) if config.drop_duplicates else {}
+    keep = np.ones(d.n, dtype=bool)
     keep[list(copies)] = False
     kept = np.flatnonzero(keep)
+    x_local, local_offsets = d.x_local, d.local_offsets
     if copies:
-        x_local, local_offsets = _keep_structures(x_local, local_offsets, keep[lo:hi])
-    first_kept = int(keep[:lo].sum())
-    counts = resolve_sizes(list(sizes), int(kept.size))
+        x_local, local_offsets = _keep_structures(x_local, local_offsets, keep[d.lo:d.hi])
+    counts = resolve_sizes(list(config.sizes), int(kept.size))
+    return _Kept(x_local, local_offsets, keep, kept, copies, int(keep[:d.lo].sum()), counts)
 
-    ref_x = None
-    if reference is not None:
-        ref_structures, _ = read_dataset(reference, labels=labels, types=types)
-        ref_local, _ = distributed_descriptors(comm, list(ref_structures), k, cutoff, multicomponent=multicomponent,
-                                               species=species, threads=threads)
 
-        ref_x = comm.gather_rows(ref_local)
+def _reference_rows(config: CompressConfig, comm, species):
+    """The conditional-MSC reference's descriptors on every rank, or None."""
+    from ..distributed.drivers import distributed_descriptors
+    from ..io.structures import read_dataset
 
-    selections: dict[str, tuple[list, float]] = {}
+    if config.reference is None:
+        return None
+    ref_structures, _ = read_dataset(config.reference, labels=config.labels, types=config.types)
+    ref_local, _ = distributed_descriptors(comm, list(ref_structures), config.k, config.cutoff,
+                                           multicomponent=config.multicomponent, species=species,
+                                           threads=config.threads)
+    return comm.gather_rows(ref_local)
+
+
+def _select(config: CompressConfig, comm, d: _Described, kept: _Kept):
+    """{(method, size): (kept-structure indices, seconds)}, H(S) of the kept structures (or
+    None) and the kernels' compile seconds."""
+    from .msc import distributed_msc
+
+    ref_x = _reference_rows(config, comm, d.species)
+    selections: dict = {}
     entropies = None
     compile_s = {}
-    if "msc" in methods:
+    if "msc" in config.methods:
         # compile (or load from numba's cache) first, so that MSC's time is the selection's only
-        compile_s["msc"] = _warm_up_msc(x_local, local_offsets, h, threads)
+        compile_s["msc"] = _warm_up_msc(kept.x_local, kept.local_offsets, config.h, config.threads)
         t0 = time.perf_counter()
-        prog = progress_factory("msc", max(counts), "picks") if progress_factory else None
-        res = distributed_msc(comm, x_local, local_offsets, first_kept, counts, h=h, reference=ref_x,
-                              threads=threads, progress=prog)
+        prog = config.progress("msc", max(kept.counts), "picks")
+        res = distributed_msc(comm, kept.x_local, kept.local_offsets, kept.first, kept.counts, h=config.h,
+                              reference=ref_x, threads=config.threads, progress=prog)
         if prog is not None:
             prog.close()
         entropies = res.entropies
         dt = time.perf_counter() - t0
-        for c in counts:
+        for c in kept.counts:
             selections[("msc", c)] = (res.order[:c], dt)
-    baseline_methods = [m for m in methods if m != "msc"]
+    baseline_methods = [m for m in config.methods if m != "msc"]
     if baseline_methods:
-        descs = _gather_structures(comm, x_local, local_offsets, atom_counts[kept])
-        if entropies is None and any(m in ("fps",) for m in baseline_methods):
-            entropies = _structure_entropies(comm, x_local, local_offsets, h, threads)
+        descs = _gather_structures(comm, kept.x_local, kept.local_offsets, d.atom_counts[kept.kept])
+        if entropies is None and "fps" in baseline_methods:
+            entropies = _structure_entropies(comm, kept.x_local, kept.local_offsets, config.h, config.threads)
+        out = _run_baselines(config, baseline_methods, descs, kept.counts, entropies) if comm.rank == 0 else {}
+        selections.update(comm.broadcast(out, root=0))
+    return selections, entropies, compile_s
 
-        def run_baselines():
-            out = {}
-            if rank != 0:
-                return out
-            from .baselines import PREFIX_METHODS
 
-            for m in baseline_methods:
-                fn = _baseline(m)
-                offered = {"seed": seed, "threads": threads, "entropies": entropies if m == "fps" else None,
-                           "h": h if m == "ccs" else None, "scores": scores if m == "ccs" else None}
-                accepted = inspect.signature(fn).parameters
-                opts = {k: v for k, v in offered.items() if k in accepted and (v is not None or k == "threads")}
-                if m in PREFIX_METHODS:  # one run at the largest size serves every size
-                    t0 = time.perf_counter()
-                    sel = [int(i) for i in fn(descs, max(counts), **opts)]
-                    dt = time.perf_counter() - t0
-                    for c in counts:
-                        out[(m, c)] = (sel[:c], dt)
-                    continue
-                for c in counts:
-                    t0 = time.perf_counter()
-                    sel = [int(i) for i in fn(descs, c, **opts)]
-                    out[(m, c)] = (sel, time.perf_counter() - t0)
-            return out
+def _run_baselines(config: CompressConfig, methods, descs, counts, entropies) -> dict:
+    """The baselines on this rank (rank 0): {(method, size): (indices, seconds)}."""
+    from .baselines import PREFIX_METHODS
 
-        selections.update(comm.broadcast(run_baselines(), root=0))
-    # back to the dataset's indices
-    selections = {key: ([int(kept[i]) for i in sel], dt) for key, (sel, dt) in selections.items()}
-    if entropies is not None and copies:
-        source = np.arange(n)
-        for i, j in copies.items():
-            source[i] = j
-        entropies = np.asarray(entropies)[(np.cumsum(keep) - 1)[source]]
-    x_local, local_offsets = full_x_local, full_offsets
+    out = {}
+    for m in methods:
+        fn = _baseline(m)
+        offered = {"seed": config.seed, "threads": config.threads, "entropies": entropies if m == "fps" else None,
+                   "h": config.h if m == "ccs" else None, "scores": config.scores if m == "ccs" else None}
+        accepted = inspect.signature(fn).parameters
+        opts = {k: v for k, v in offered.items() if k in accepted and (v is not None or k == "threads")}
+        if m in PREFIX_METHODS:  # one run at the largest size serves every size
+            t0 = time.perf_counter()
+            sel = [int(i) for i in fn(descs, max(counts), **opts)]
+            dt = time.perf_counter() - t0
+            for c in counts:
+                out[(m, c)] = (sel[:c], dt)
+            continue
+        for c in counts:
+            t0 = time.perf_counter()
+            sel = [int(i) for i in fn(descs, c, **opts)]
+            out[(m, c)] = (sel, time.perf_counter() - t0)
+    return out
 
-    # metrics of every selection (collective), full set first
+
+def _report(config: CompressConfig, comm, d: _Described, kept: _Kept, selections, compile_s) -> dict:
+    """Metrics of the full set and of every selection (collective), as the report."""
     from .report import coverage, force_tail, selection_rows, set_metrics
 
-    full = set_metrics(comm, x_local, h, threads=threads)
-    forces = _force_norms(structures)
+    h, threads = config.h, config.threads
+    full = set_metrics(comm, d.x_local, h, threads=threads)
+    forces = _force_norms(d.structures)
     rows_out = []
-    for m in methods:
-        for c in counts:
+    for m in config.methods:
+        for c in kept.counts:
             sel, dt = selections[(m, c)]
-            x_sel_local = x_local[selection_rows(local_offsets, lo, sel)]
+            x_sel_local = d.x_local[selection_rows(d.local_offsets, d.lo, sel)]
             met = set_metrics(comm, x_sel_local, h, threads=threads)
-            ov = coverage(comm, x_local, x_sel_local, h, eps, threads=threads)
-            row = {"method": m, "size": int(c), "fraction": c / kept.size, **met, "overlap": ov, "time_s": dt}
+            ov = coverage(comm, d.x_local, x_sel_local, h, config.eps, threads=threads)
+            row = {"method": m, "size": int(c), "fraction": c / kept.kept.size, **met, "overlap": ov, "time_s": dt}
             if forces is not None:
                 row["force_tail"] = force_tail(np.concatenate(forces),
                                                np.concatenate([forces[i] for i in sel]))
             rows_out.append(row)
-
     duplicates = None
-    if drop_duplicates:
-        duplicates = {"dropped": len(copies), "copies": [{"index": int(i), "id": ids[i], "copy_of": int(j),
-                                                           "copy_of_id": ids[j]} for i, j in sorted(copies.items())]}
-    report = {"dataset": path, "n_structures": n, "duplicates": duplicates, "bandwidth": h, "k": k, "cutoff": cutoff,
-              "eps": eps,
-              "seed": seed, "ranks": comm.size, "methods": methods, "sizes": counts, "full": full,
-              "selections": rows_out, "descriptor_time_s": t_desc, "compile_s": compile_s, "command": command,
-              "reference": reference, "wall_s": None}
+    if config.drop_duplicates:
+        ids = d.ids
+        duplicates = {"dropped": len(kept.copies),
+                      "copies": [{"index": int(i), "id": ids[i], "copy_of": int(j), "copy_of_id": ids[j]}
+                                 for i, j in sorted(kept.copies.items())]}
+    return {"dataset": config.data, "n_structures": d.n, "duplicates": duplicates, "bandwidth": h, "k": config.k,
+            "cutoff": config.cutoff, "eps": config.eps, "seed": config.seed, "ranks": comm.size,
+            "methods": list(config.methods), "sizes": kept.counts, "full": full, "selections": rows_out,
+            "descriptor_time_s": d.seconds, "compile_s": compile_s, "command": config.command,
+            "reference": config.reference, "wall_s": None}
 
-    def write_outputs():
-        if rank != 0:
-            return
-        inject("compress.write", rank)
-        from ..io.colabfit import write_selection
-        from ..io.durable import remove_stale_temporaries
 
-        remove_stale_temporaries(out_dir, recursive=True)  # what a killed run left
-        from .report import markdown_report, plot_curves, write_json, write_text
+def _write_outputs(config: CompressConfig, d: _Described, selections, entropies, report, t_start):
+    """Selections, duplicates, entropies, report.md, the curves and, last, report.json (rank 0)."""
+    from ..faults import inject
+    from ..io.colabfit import write_selection
+    from ..io.durable import remove_stale_temporaries
+    from .report import markdown_report, plot_curves, write_json, write_text
 
-        for (m, c), (sel, _) in sorted(selections.items()):
-            d = os.path.join(out_dir, "selections", m, f"size_{c}")
-            os.makedirs(d, exist_ok=True)
-            if write_structures:
-                write_selection(d, structures, sel, [ids[i] for i in sel])
-            else:
-                write_text(os.path.join(d, "indices.txt"), "".join(f"{i}\n" for i in sel))
-        if duplicates is not None:
-            write_text(os.path.join(out_dir, "duplicates.tsv"),
-                       "index\tid\tcopy_of\tcopy_of_id\n" + "".join(
-                           f"{c['index']}\t{c['id']}\t{c['copy_of']}\t{c['copy_of_id']}\n"
-                           for c in duplicates["copies"]))
-        if entropies is not None:
-            write_text(os.path.join(out_dir, "structure_entropies.txt"),
-                       "".join(f"{i}\t{ids[i]}\t{v:.12g}\n" for i, v in enumerate(entropies)))
-        write_text(os.path.join(out_dir, "report.md"), markdown_report(report))
-        plot_curves(report, os.path.join(out_dir, "compress_curves.png"))
-        report["wall_s"] = time.perf_counter() - t_start
-        failed = os.path.join(out_dir, FAILED)
-        if os.path.exists(failed):
-            os.remove(failed)
-        write_json(os.path.join(out_dir, REPORT), report)  # last: marks the dataset done
-
-    write_outputs()
-    report["wall_s"] = comm.broadcast(report["wall_s"], root=0)
-    return report
+    out_dir, ids = config.out_dir, d.ids
+    inject("compress.write", 0)
+    remove_stale_temporaries(out_dir, recursive=True)  # what a killed run left
+    for (m, c), (sel, _) in sorted(selections.items()):
+        sd = os.path.join(out_dir, "selections", m, f"size_{c}")
+        os.makedirs(sd, exist_ok=True)
+        if config.write_structures:
+            write_selection(sd, d.structures, sel, [ids[i] for i in sel])
+        else:
+            write_text(os.path.join(sd, "indices.txt"), "".join(f"{i}\n" for i in sel))
+    duplicates = report["duplicates"]
+    if duplicates is not None:
+        write_text(os.path.join(out_dir, "duplicates.tsv"),
+                   "index\tid\tcopy_of\tcopy_of_id\n" + "".join(
+                       f"{c['index']}\t{c['id']}\t{c['copy_of']}\t{c['copy_of_id']}\n"
+                       for c in duplicates["copies"]))
+    if entropies is not None:
+        write_text(os.path.join(out_dir, "structure_entropies.txt"),
+                   "".join(f"{i}\t{ids[i]}\t{v:.12g}\n" for i, v in enumerate(entropies)))
+    write_text(os.path.join(out_dir, "report.md"), markdown_report(report))
+    plot_curves(report, os.path.join(out_dir, "compress_curves.png"))
+    report["wall_s"] = time.perf_counter() - t_start
+    failed = os.path.join(out_dir, FAILED)
+    if os.path.exists(failed):
+        os.remove(failed)
+    write_json(os.path.join(out_dir, REPORT), report)  # last: marks the dataset done
 
 
 def _warm_up_msc(x_local, local_offsets, h, threads) -> float:

@@ -129,3 +129,18 @@ def test_aggregate_reports_failed_and_missing(data, tmp_path, capsys):
 def test_console_script_help():
     out = subprocess.run([sys.executable, "-m", "hpcquests", "compress", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "--method" in out.stdout and "--size" in out.stdout
+
+
+def test_compress_config_is_validated_and_frozen(tmp_path):
+    import dataclasses
+
+    from hpcquests.compress.run import CompressConfig
+
+    cfg = CompressConfig("data.extxyz", str(tmp_path), methods=["MSC", "fps", "msc"], sizes=[0.1, 5])
+    assert cfg.methods == ("msc", "fps") and cfg.sizes == (0.1, 5)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.h = 0.03
+    with pytest.raises(ValueError, match="unknown method 'pca'"):
+        CompressConfig("data.extxyz", str(tmp_path), methods=["pca"])
+    with pytest.raises(TypeError):
+        CompressConfig("data.extxyz", str(tmp_path), metods=["msc"])
