@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -217,8 +218,9 @@ def distributed_msc(comm, x_local, local_offsets, first_index: int, size, *, h: 
     entropies = np.concatenate(comm.gather_objects(ent_local))
 
     if backend != "cpu":
-        return _eager_backend(comm, backend, y, local_offsets, first_index, entropies, owner_of, all_counts, centre,
-                              ref, sizes, target, inv2h2, prune_d2, threads, progress)
+        return _eager_backend(comm, backend, y, local_offsets, entropies,
+                              _PickPlan(target, n_total, first_index, owner_of, all_counts), centre, ref, sizes,
+                              threads, progress, inv2h2, prune_d2)
 
     axes, spectrum = principal_axes(comm, y)
     rank = bound_rank(spectrum, n_env_total, hs, y.shape[1])
@@ -232,66 +234,139 @@ def distributed_msc(comm, x_local, local_offsets, first_index: int, size, *, h: 
                        use_bounds=use_bounds)
     if ref_c is not None:
         state.append_selected(ref_c)
-    order, scores = [], []
-    conditional = ref is not None
-    with thread_context(threads):
-        _greedy_loop(comm, state, target, conditional, ent_local, first_index, owner_of, all_counts, n_total, inv2h2,
-                     prune_d2, order, scores, progress)
+    picker = _LazyPicker(state, ent_local, first_index, inv2h2, prune_d2, conditional=ref is not None)
+    plan = _PickPlan(target, n_total, first_index, owner_of, all_counts)
+    with thread_context(threads):  # (the look-ahead decision reads the thread count)
+        overlap = comm.size > 1 and n_total < 2**31 - 1 and state.use_bounds and _may_speculate(comm)
+        order, scores = _pick_loop(comm, picker, plan, overlap, progress)
     pairs = int(comm.reduce_sum(state.pairs))
     bound_pairs = int(comm.reduce_sum(state.bound_pairs))
-    eager = _eager_pair_count(order, all_counts, None if ref is None else ref.shape[0], conditional)
+    eager = _eager_pair_count(order, all_counts, None if ref is None else ref.shape[0], ref is not None)
     return GreedyResult(order, np.asarray(scores), entropies, pairs, eager,
                         extra={"sizes": sizes, "n_env_total": n_env_total, "bound_pairs": bound_pairs,
                                "bound_rank": rank if use_bounds else 0})
 
 
-def _greedy_loop(comm, state, target, conditional, ent_local, first_index, owner_of, all_counts, n_total, inv2h2,
-                 prune_d2, order, scores, progress):
-    """The pick loop: local proposals, one MAXLOC allreduce, two broadcasts per step.
+class _PickPlan(NamedTuple):
+    """What every rank knows of the candidates: ``target`` picks out of ``n_total`` structures;
+    this rank holds [first_index, first_index + n_local); ``owner_of[g]`` is structure g's rank,
+    ``all_counts[g]`` its environment count."""
 
-    Every rank makes its own best candidate's score exact (lazily), concurrently; the MAXLOC
-    vote then picks the winner. A rank's exact local best is work the serial lazy greedy mostly
-    does too (its top must be brought below the winner or made exact), so the exact pairs stay
-    close to the serial run's. With look-ahead (``_may_speculate``) the vote is non-blocking and
-    a rank whose part is done extends its next candidates' cheap bounds until the others are
-    done (figures: docs/benchmarks.md, "Compression")."""
+    target: int
+    n_total: int
+    first_index: int
+    owner_of: np.ndarray
+    all_counts: np.ndarray
+
+
+def _pick_loop(comm, picker, plan: _PickPlan, overlap: bool, progress):
+    """The one MSC pick loop, whatever computes the scores: each rank proposes its best live
+    candidate (``picker.propose``), one MAXLOC vote picks the winner (largest score, ties to the
+    lowest index), its owner hands over its rows (``picker.take``), every rank adds them
+    (``picker.add``). Returns (order, scores).
+
+    With ``overlap`` the vote is non-blocking and a rank whose part is done works ahead
+    (``picker.look_ahead``) until the others are done."""
     from ..faults import inject
 
-    overlap = comm.size > 1 and n_total < 2**31 - 1 and state.use_bounds and _may_speculate(comm)
     if overlap:
-        state.speculate(inv2h2)  # loads the compiled kernel now, not in the first wait
-    for step in range(target):
+        picker.look_ahead()  # loads the compiled kernel now, not in the first wait
+    order, scores = [], []
+    for step in range(plan.target):
         inject("msc.step", comm.rank)
-        if step == 0 and not conditional:
-            best = _best_of(ent_local, first_index, state.alive)
-        else:
-            best = state.local_best(inv2h2, prune_d2)
+        best = picker.propose(step)  # (value, -global index)
         if overlap:
-            # non-blocking vote; while the other ranks still work, lower bounds for later steps
-            vote = comm.maxloc_vote(best[0], min(-best[1], n_total))
+            vote = comm.maxloc_vote(best[0], min(-best[1], plan.n_total))
             while not vote.test():
-                if not state.speculate(inv2h2):
+                if not picker.look_ahead():
                     break
             value, g = vote.result()
         else:
             key = comm.reduce_max(best)  # (value, -index): the largest value, ties to the lowest index
             value, g = key[0], -key[1]
-        if g < 0 or g >= n_total:
+        if g < 0 or g >= plan.n_total:
             raise RuntimeError(f"MSC step {step}: no candidate left (internal error)")
-        owner = int(owner_of[g])
+        owner = int(plan.owner_of[g])
         if comm.rank == owner:
-            loc = g - first_index
-            state.remove(loc)
-            rows, brows = state.rows_of(loc)
+            buffers = picker.take(g - plan.first_index)
         else:
-            rows, brows = state.empty_rows(int(all_counts[g]))
-        comm.broadcast_array(rows, root=owner)
-        comm.broadcast_array(brows, root=owner)
-        state.append_selected(rows, brows)
+            buffers = picker.empty(int(plan.all_counts[g]))
+        for buf in buffers:
+            comm.broadcast_array(buf, root=owner)
+        picker.add(*buffers)
         order.append(int(g))
         scores.append(float(value))
         if progress is not None:
-            progress(step + 1, target)
+            progress(step + 1, plan.target)
+    return order, scores
+
+
+class _LazyPicker:
+    """Scores from the lazy greedy's state (``_LazyState``): cheap bounds, exact folds only where
+    a candidate can still win. A rank's exact local best is work the serial lazy greedy mostly
+    does too, so the exact pairs stay close to the serial run's; looking ahead extends the next
+    candidates' cheap bounds."""
+
+    def __init__(self, state, ent_local, first_index, inv2h2, prune_d2, *, conditional):
+        self.state, self.ent_local, self.first_index = state, ent_local, first_index
+        self.inv2h2, self.prune_d2, self.conditional = inv2h2, prune_d2, conditional
+
+    def propose(self, step):
+        if step == 0 and not self.conditional:
+            return _best_of(self.ent_local, self.first_index, self.state.alive)
+        return self.state.local_best(self.inv2h2, self.prune_d2)
+
+    def look_ahead(self) -> bool:
+        return self.state.speculate(self.inv2h2)
+
+    def take(self, loc):
+        self.state.remove(loc)
+        return self.state.rows_of(loc)
+
+    def empty(self, n_rows):
+        return self.state.empty_rows(n_rows)
+
+    def add(self, rows, brows):
+        self.state.append_selected(rows, brows)
+
+
+class _EagerPicker:
+    """Scores from a kernel backend (the GPU path): every live candidate's state is folded with
+    each pick; the scores come from one ``finish`` per step."""
+
+    def __init__(self, be, y, offsets, ent_local, first_index, inv2h2, prune_d2):
+        self.be, self.y, self.offsets = be, y, offsets
+        self.ent_local, self.first_index = ent_local, first_index
+        self.inv = np.array([inv2h2])
+        self.prune_d2 = prune_d2
+        self.alive = np.ones(offsets.size - 1, dtype=bool)
+        self.st = be.start(y, 1)
+        self.folded_any = False
+
+    def fold_reference(self, ref_c):
+        self.be.fold(self.st, ref_c, self.inv, self.prune_d2)
+        self.folded_any = True
+
+    def propose(self, step):
+        if not self.folded_any:
+            return _best_of(self.ent_local, self.first_index, self.alive)
+        L = self.be.finish(self.st, self.inv)[:, 0]
+        worst = np.minimum.reduceat(L, self.offsets[:-1]) if self.alive.size else np.zeros(0)
+        return _best_of(self.ent_local - worst, self.first_index, self.alive)
+
+    def look_ahead(self) -> bool:
+        return False
+
+    def take(self, loc):
+        self.alive[loc] = False
+        return (np.ascontiguousarray(self.y[self.offsets[loc]:self.offsets[loc + 1]]),)
+
+    def empty(self, n_rows):
+        return (np.empty((n_rows, self.y.shape[1])),)
+
+    def add(self, rows):
+        self.be.fold(self.st, rows, self.inv, self.prune_d2)
+        self.folded_any = True
 
 
 def _may_speculate(comm) -> bool:
@@ -527,50 +602,21 @@ class _LazyState:
         return (float(self.st_bound[c]), -(self.first + int(c)))
 
 
-def _eager_backend(comm, backend, y, offsets, first_index, entropies, owner_of, all_counts, centre, ref, sizes,
-                   target, inv2h2, prune_d2, threads, progress):
-    """Eager greedy through the kernel-backend protocol (the GPU path): every live candidate's
-    state is folded with each pick; scores come from one finish per step."""
+def _eager_backend(comm, backend, y, offsets, entropies, plan: _PickPlan, centre, ref, sizes, threads, progress,
+                   inv2h2, prune_d2):
+    """The greedy through the kernel-backend protocol (``_EagerPicker``), in the one pick loop."""
     from ..kernels.registry import get_backend
     from ..runtime import threads as thread_context
 
     be = get_backend(backend, local_rank=comm.node_rank() if backend in ("gpu", "auto") else 0) \
         if isinstance(backend, str) else backend
-    inv = np.array([inv2h2])
     n_local = offsets.size - 1
-    ent_local = entropies[first_index:first_index + n_local]
-    alive = np.ones(n_local, dtype=bool)
-    d = y.shape[1]
+    ent_local = entropies[plan.first_index:plan.first_index + n_local]
     with thread_context(threads):
-        st = be.start(y, 1)
-        folded_any = False
+        picker = _EagerPicker(be, y, offsets, ent_local, plan.first_index, inv2h2, prune_d2)
         if ref is not None:
-            be.fold(st, _centred_padded(ref, centre), inv, prune_d2)
-            folded_any = True
-        order, scores = [], []
-        for step in range(target):
-            if not folded_any:
-                best = _best_of(ent_local, first_index, alive)
-            else:
-                L = be.finish(st, inv)[:, 0]
-                worst = np.minimum.reduceat(L, offsets[:-1]) if n_local else np.zeros(0)
-                best = _best_of(ent_local - worst, first_index, alive)
-            key = comm.reduce_max(best)
-            value, g = key[0], -key[1]
-            owner = int(owner_of[g])
-            if comm.rank == owner:
-                loc = g - first_index
-                alive[loc] = False
-                rows = np.ascontiguousarray(y[offsets[loc]:offsets[loc + 1]])
-            else:
-                rows = np.empty((int(all_counts[g]), d))
-            comm.broadcast_array(rows, root=owner)
-            be.fold(st, rows, inv, prune_d2)
-            folded_any = True
-            order.append(int(g))
-            scores.append(float(value))
-            if progress is not None:
-                progress(step + 1, target)
-    eager = _eager_pair_count(order, all_counts, None if ref is None else ref.shape[0], ref is not None)
+            picker.fold_reference(_centred_padded(ref, centre))
+        order, scores = _pick_loop(comm, picker, plan, False, progress)
+    eager = _eager_pair_count(order, plan.all_counts, None if ref is None else ref.shape[0], ref is not None)
     return GreedyResult(order, np.asarray(scores), entropies, eager, eager,
-                        extra={"sizes": sizes, "n_env_total": int(all_counts.sum()), "backend": be.name})
+                        extra={"sizes": sizes, "n_env_total": int(plan.all_counts.sum()), "backend": be.name})
