@@ -44,7 +44,8 @@ def _uq_scan(out, store_path, small, threads) -> dict:
     from . import testing
     from .io import lammps
     from .parallel import SerialComm
-    from .uq.scan import build_parser, scan
+    from .uq.config import ScanConfig
+    from .uq.scan import scan
 
     size = (5, 5, 5) if small else (7, 7, 7)
     frames = [testing.defective_crystal(size=size, radius=r, seed=10 + i)
@@ -56,9 +57,8 @@ def _uq_scan(out, store_path, small, threads) -> dict:
         import shutil
 
         shutil.rmtree(uq_out)
-    args = build_parser().parse_args([traj, store_path, "--out", uq_out, "--types", "1=Ta", "-q"]
-                                     + (["--threads", str(threads)] if threads else []))
-    summary = scan(args, SerialComm())
+    summary = scan(ScanConfig(traj, store_path, out=uq_out, types="1=Ta", quiet=True, threads=threads or None),
+                   SerialComm())
     with h5py.File(os.path.join(uq_out, "dH.h5")) as f:
         fr_all, ids_all, dh_all = f["frame"][...], f["atom_id"][...], f["dH"][...]
     infos, _ = lammps.index_dump(traj)

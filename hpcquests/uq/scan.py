@@ -25,6 +25,7 @@ the same results as an uninterrupted run.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -34,11 +35,11 @@ import time
 import numpy as np
 
 from .._json import json_default
+from .config import READ_BLOCK, ScanConfig
 
 from ..parallel.channel import EXIT_BAD_INPUT, EXIT_CHECKPOINTED, StopRequested  # noqa: F401 (re-exported)
 
 RESULT_NAME = "dH.h5"
-READ_BLOCK = 32 << 20  # bytes of atom lines per read + exchange block (~750k lines of x y z dumps)
 
 
 # --------------------------------------------------------------------------- arguments
@@ -82,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # --------------------------------------------------------------------------- reference
 
-def load_reference(comm, args, scan_species):
+def load_reference(comm, config, scan_species):
     """This rank's share of the reference descriptors, checked against the scan's parameters."""
     from ..descriptors import check_species
     from ..faults import inject
@@ -90,18 +91,18 @@ def load_reference(comm, args, scan_species):
     from ..distributed.drivers import distributed_descriptors, local_row_range
 
     def kind():
-        if not os.path.exists(args.ref):
-            raise ValueError(f"REF {args.ref}: no such file")
-        return "store" if is_store(args.ref) else "structures"
+        if not os.path.exists(config.ref):
+            raise ValueError(f"REF {config.ref}: no such file")
+        return "store" if is_store(config.ref) else "structures"
 
     if kind() == "store":
         def read():
-            with open_store(args.ref) as store:
-                store.check_compatible(k=args.k, cutoff=args.cutoff)
+            with open_store(config.ref) as store:
+                store.check_compatible(k=config.k, cutoff=config.cutoff)
                 if store.attrs.get("descriptor_kind", "quests") != "quests":
-                    raise ValueError(f"REF {args.ref}: {store.attrs.get('descriptor_kind')} descriptors are not "
+                    raise ValueError(f"REF {config.ref}: {store.attrs.get('descriptor_kind')} descriptors are not "
                                      "supported by the UQ scan (plain QUESTS descriptors only)")
-                check_species(scan_species, store.species or (), f"TRAJ {args.traj}", f"REF {args.ref}")
+                check_species(scan_species, store.species or (), f"TRAJ {config.traj}", f"REF {config.ref}")
                 lo, hi = local_row_range(comm, store.n_env)
                 return store.read("descriptors", slice(lo, hi))
         x = read()
@@ -109,10 +110,10 @@ def load_reference(comm, args, scan_species):
         return x
     from ..io.structures import read_structures
 
-    frames = read_structures([args.ref])
-    check_species(scan_species, {s for a in frames for s in a.get_chemical_symbols()}, f"TRAJ {args.traj}",
-                  f"REF {args.ref}")
-    x, _ = distributed_descriptors(comm, frames, args.k, args.cutoff, threads=args.threads)
+    frames = read_structures([config.ref])
+    check_species(scan_species, {s for a in frames for s in a.get_chemical_symbols()}, f"TRAJ {config.traj}",
+                  f"REF {config.ref}")
+    x, _ = distributed_descriptors(comm, frames, config.k, config.cutoff, threads=config.threads)
     inject("uq.reference", comm.rank)
     return x
 
@@ -208,8 +209,6 @@ def _read_chunk(path) -> dict:
 
 # --------------------------------------------------------------------------- frames
 
-#: Options that cannot change any result: a checkpoint written with other values resumes.
-RESULT_NEUTRAL = ("read_block", "threads", "quiet", "json", "out")
 
 
 def ref_identity(path) -> dict:
@@ -228,14 +227,13 @@ def ref_identity(path) -> dict:
     return {"sha256": file_checksum(path)}
 
 
-def scan_signature(args, size: int, mode: str, ref_path: str, chosen) -> dict:
+def scan_signature(config, size: int, mode: str, ref_path: str, chosen) -> dict:
     """Everything that changes a scan's results: every option but ``RESULT_NEUTRAL``, the
     trajectory and reference identities, the rank count and the mode (as JSON reads it back)."""
-    options = {k: v for k, v in sorted(vars(args).items())
-               if k not in RESULT_NEUTRAL and k not in ("scan_mode",) and not k.startswith("_")}
-    sig = {"options": options, "traj": {"path": os.path.abspath(args.traj), "size": os.path.getsize(args.traj),
-                                        "mtime_ns": os.stat(args.traj).st_mtime_ns},
-           "ref": {"path": os.path.abspath(args.ref), **ref_identity(ref_path)},
+    options = config.signature_options()
+    sig = {"options": options, "traj": {"path": os.path.abspath(config.traj), "size": os.path.getsize(config.traj),
+                                        "mtime_ns": os.stat(config.traj).st_mtime_ns},
+           "ref": {"path": os.path.abspath(config.ref), **ref_identity(ref_path)},
            "ranks": size, "mode": mode, "frames": list(chosen)}
     return json.loads(json.dumps(sig, default=json_default))
 
@@ -305,15 +303,18 @@ def release_lock(path: str | None):
             pass
 
 
-def scan(args, comm) -> dict:
-    """Run the scan; returns the summary (rank 0) or {} (other ranks)."""
+def scan(config: ScanConfig, comm) -> dict:
+    """Run the scan (collective); returns the summary (rank 0) or {} (other ranks)."""
+    if not isinstance(config, ScanConfig):
+        raise TypeError(f"scan takes a ScanConfig (ScanConfig.from_namespace for parsed arguments), "
+                        f"got {type(config).__name__}")
     lock = None
     try:
         if comm.rank == 0:
-            _setup_out(args.out)
-            lock = acquire_lock(args.out)
+            _setup_out(config.out)
+            lock = acquire_lock(config.out)
         comm.wait_for_all()
-        return _scan_locked(args, comm)
+        return _scan_locked(config, comm)
     finally:
         release_lock(lock)
 
@@ -324,90 +325,127 @@ def _setup_out(out):
     check_output_dir(out, "--out", parents=False)  # a typo in the parent is an error, not a new tree
 
 
-def _scan_locked(args, comm) -> dict:
+@dataclasses.dataclass
+class _Run:
+    """One scan's state, shared by its stages: the configuration, the world communicator, the
+    reference, the checkpoint, the type map, the phase timings and the memory trace."""
+
+    config: ScanConfig
+    world: object
+    ref: object
+    ckpt: object
+    types: dict
+    mode: str
+    annotated_dir: str
+    mem: object
+    timings: dict = dataclasses.field(default_factory=lambda: dict.fromkeys(
+        ("read", "exchange", "descriptors", "dH", "write"), 0.0))
+
+    def chunk_done(self):
+        """After a chunk was computed and checkpointed: the configuration's hook."""
+        if self.config.on_chunk is not None:
+            self.config.on_chunk(self.world.rank)
+
+
+def _scan_locked(config: ScanConfig, comm) -> dict:
     from ..faults import inject
     from ..io import lammps
-    from ..io.structures import frame_selection
-    from ..parallel import SerialComm
-    from ..distributed.drivers import ReferenceSet
-    from ..progress import Progress
 
-    rank, size = comm.rank, comm.size
     t_start = time.perf_counter()
-    _CHUNKS_DONE[0] = 0
-    if args.chunk_atoms < 1:
-        raise ValueError(f"--chunk-atoms must be >= 1, got {args.chunk_atoms}")
-    types = lammps.parse_types(args.types)
-
-    def index():
-        if rank != 0:
-            return None
-        if not os.path.exists(args.traj):
-            raise ValueError(f"TRAJ {args.traj}: no such file")
-        return lammps.index_dump(args.traj, skip_bad_frames=args.skip_bad_frames)
-
-    indexed = comm.broadcast(index(), root=0)
-    good, bad = indexed if isinstance(indexed, tuple) else (indexed, [])
-    # frames keep the file's numbers (skipped ones included) in every output and in --frames
-    frames = {info.index: info for info in good}
-    n_file = max(frames) + 1 if not bad else max(max(frames), max(b["frame"] for b in bad)) + 1
-    selected = frame_selection(args.frames or ":", n_file, f"TRAJ {args.traj}", option="--frames")
-    chosen = [f for f in selected if f in frames]
-    if not chosen:
-        raise ValueError(f"TRAJ {args.traj}: no frames selected ({n_file} in file, --frames {args.frames})")
-    bad = [b for b in bad if b["frame"] in selected]
-
-    # the first chosen frame's species (streamed in blocks), to check against the reference
-    mem = MemTrace(rank)
-    mem("index")
-    species = _part_species(args, frames[chosen[0]], size, rank, types, chosen[0])
-    species = set().union(*comm.gather_objects(species))
-    x_ref = load_reference(comm, args, species)
-    ref = ReferenceSet(comm, x_ref, args.bandwidth, ref_memory=args.ref_memory, backend=args.backend)
-    del x_ref
-    mem("reference")
-    # many frames, small ones, a gathered reference: each rank scans whole frames on its own;
-    # otherwise every rank works on every frame (domain decomposition)
-    frame_parallel = (size > 1 and len(chosen) >= size and not ref.ring
-                      and max(frames[f].n_atoms for f in chosen) <= args.frame_parallel_atoms)
-    args.scan_mode = "frames over ranks" if frame_parallel else "domain decomposition per frame"
-    signature = comm.broadcast(scan_signature(args, size, f"{args.scan_mode}, reference {ref.path}", args.ref, chosen)
-                           if rank == 0 else None, root=0)
-    ckpt = Checkpoint(args.out, signature, comm)
-    ckpt.prepare()
-    annotated_dir = os.path.join(args.out, "annotated")
-    if rank == 0 and not args.no_annotated_dump:
-        os.makedirs(annotated_dir, exist_ok=True)
-    comm.wait_for_all()
-    timings = {"read": 0.0, "exchange": 0.0, "descriptors": 0.0, "dH": 0.0, "write": 0.0}
-    mine = chosen[rank::size] if frame_parallel else chosen
-    frame_comm = SerialComm() if frame_parallel else comm
-    for n_done, f in enumerate(mine):
-        info = frames[f]
-        comm.poll()  # a frame boundary: stops of the other ranks (and signals) act here
-        if os.path.exists(ckpt.frame_file(f)):  # whole frame done in an earlier run
-            continue
-        prog = Progress(f"frame {f} ({n_done + 1}/{len(mine)}), {info.n_atoms:,} atoms", 1, "chunks",
-                        enabled=frame_comm.rank == 0 and rank == 0 and not args.quiet, interval=0.0)
-        stats = _scan_frame(args, frame_comm, info, f, types, ref, ckpt, comm, timings, prog, annotated_dir)
-        if frame_comm.rank == 0:
-            _atomic_json(ckpt.frame_file(f), stats)
-    inject("uq.frames-done", rank)
+    types = lammps.parse_types(config.types)
+    frames, chosen, bad = _index_frames(config, comm)
+    run = _prepare(config, comm, frames, chosen, types)
+    _scan_frames(run, frames, chosen)
+    inject("uq.frames-done", comm.rank)
     comm.wait_for_all()
     frame_stats = []
-    if rank == 0:
+    if comm.rank == 0:
         for f in chosen:
-            with open(ckpt.frame_file(f)) as fh:
+            with open(run.ckpt.frame_file(f)) as fh:
                 st = json.load(fh)
             if "skipped" in st:
                 bad.append({"frame": f, "line": st.get("line"), "error": st["skipped"]})
             else:
                 frame_stats.append(st)
         bad.sort(key=lambda b: b["frame"])
-    done = [s["frame"] for s in frame_stats] if rank == 0 else None
-    summary = _finalize(args, comm, frames, comm.broadcast(done, root=0), frame_stats, ckpt, bad, timings, ref,
-                        time.perf_counter() - t_start)
-    return summary
+    done = [s["frame"] for s in frame_stats] if comm.rank == 0 else None
+    return _finalize(run, comm.broadcast(done, root=0), frame_stats, bad, time.perf_counter() - t_start)
+
+
+def _index_frames(config: ScanConfig, comm):
+    """({file frame number: FrameInfo}, the chosen frame numbers, the skipped frames) on every rank."""
+    from ..io import lammps
+    from ..io.structures import frame_selection
+
+    def index():
+        if comm.rank != 0:
+            return None
+        if not os.path.exists(config.traj):
+            raise ValueError(f"TRAJ {config.traj}: no such file")
+        return lammps.index_dump(config.traj, skip_bad_frames=config.skip_bad_frames)
+
+    indexed = comm.broadcast(index(), root=0)
+    good, bad = indexed if isinstance(indexed, tuple) else (indexed, [])
+    # frames keep the file's numbers (skipped ones included) in every output and in --frames
+    frames = {info.index: info for info in good}
+    n_file = max(frames) + 1 if not bad else max(max(frames), max(b["frame"] for b in bad)) + 1
+    selected = frame_selection(config.frames or ":", n_file, f"TRAJ {config.traj}", option="--frames")
+    chosen = [f for f in selected if f in frames]
+    if not chosen:
+        raise ValueError(f"TRAJ {config.traj}: no frames selected ({n_file} in file, --frames {config.frames})")
+    return frames, chosen, [b for b in bad if b["frame"] in selected]
+
+
+def _prepare(config: ScanConfig, comm, frames, chosen, types) -> _Run:
+    """The reference (checked against the first frame's species), the mode, the checkpoint."""
+    from ..distributed.drivers import ReferenceSet
+
+    rank, size = comm.rank, comm.size
+    mem = MemTrace(rank)
+    mem("index")
+    # the first chosen frame's species (streamed in blocks), to check against the reference
+    species = _part_species(config, frames[chosen[0]], size, rank, types, chosen[0])
+    species = set().union(*comm.gather_objects(species))
+    x_ref = load_reference(comm, config, species)
+    ref = ReferenceSet(comm, x_ref, config.bandwidth, ref_memory=config.ref_memory, backend=config.backend)
+    del x_ref
+    mem("reference")
+    # many frames, small ones, a gathered reference: each rank scans whole frames on its own;
+    # otherwise every rank works on every frame (domain decomposition)
+    frame_parallel = (size > 1 and len(chosen) >= size and not ref.ring
+                      and max(frames[f].n_atoms for f in chosen) <= config.frame_parallel_atoms)
+    mode = "frames over ranks" if frame_parallel else "domain decomposition per frame"
+    signature = comm.broadcast(scan_signature(config, size, f"{mode}, reference {ref.path}", config.ref, chosen)
+                               if rank == 0 else None, root=0)
+    ckpt = Checkpoint(config.out, signature, comm)
+    ckpt.prepare()
+    annotated_dir = os.path.join(config.out, "annotated")
+    if rank == 0 and not config.no_annotated_dump:
+        os.makedirs(annotated_dir, exist_ok=True)
+    comm.wait_for_all()
+    return _Run(config, comm, ref, ckpt, types, mode, annotated_dir, mem)
+
+
+def _scan_frames(run: _Run, frames, chosen):
+    """Every chosen frame not finished in an earlier run: whole frames over ranks, or each frame
+    by domain decomposition over all ranks."""
+    from ..parallel import SerialComm
+    from ..progress import Progress
+
+    comm = run.world
+    frame_parallel = run.mode == "frames over ranks"
+    mine = chosen[comm.rank::comm.size] if frame_parallel else chosen
+    frame_comm = SerialComm() if frame_parallel else comm
+    for n_done, f in enumerate(mine):
+        info = frames[f]
+        comm.poll()  # a frame boundary: stops of the other ranks (and signals) act here
+        if os.path.exists(run.ckpt.frame_file(f)):  # whole frame done in an earlier run
+            continue
+        prog = Progress(f"frame {f} ({n_done + 1}/{len(mine)}), {info.n_atoms:,} atoms", 1, "chunks",
+                        enabled=frame_comm.rank == 0 and comm.rank == 0 and not run.config.quiet, interval=0.0)
+        stats = _scan_frame(run, frame_comm, info, f, prog)
+        if frame_comm.rank == 0:
+            _atomic_json(run.ckpt.frame_file(f), stats)
 
 
 def _numbers(path, part, types, frame_no):
@@ -441,7 +479,7 @@ def _read_block(path, info, a, b, types, frame_no, row_start=None, validate=True
     return {"ids": part["ids"], "positions": part["positions"], "n": part["n"], "row_start": part["row_start"]}
 
 
-def _part_species(args, info, size, rank, types, frame_no) -> set:
+def _part_species(config, info, size, rank, types, frame_no) -> set:
     """Species in this rank's byte range of a frame, parsed a block at a time."""
     from ase.data import chemical_symbols
 
@@ -450,19 +488,15 @@ def _part_species(args, info, size, rank, types, frame_no) -> set:
     start, stop = lammps.byte_ranges(info, size)[rank]
     found = set()
     try:
-        for part in lammps.iter_atom_blocks(args.traj, info, start, stop, block_bytes=_read_block_bytes(args)):
-            found.update(np.unique(_numbers(args.traj, part, types, frame_no)).tolist())
+        for part in lammps.iter_atom_blocks(config.traj, info, start, stop, block_bytes=config.read_block):
+            found.update(np.unique(_numbers(config.traj, part, types, frame_no)).tolist())
     except lammps.MalformedFrame:
-        if not args.skip_bad_frames:
+        if not config.skip_bad_frames:
             raise  # (with --skip-bad-frames the frame is skipped when it is scanned)
     return {chemical_symbols[z] for z in found}
 
 
-def _read_block_bytes(args) -> int:
-    return max(1, int(getattr(args, "read_block", READ_BLOCK) or READ_BLOCK))
-
-
-def _read_and_exchange(args, comm, info, f, types, timings, mem):
+def _read_and_exchange(run, comm, info, f, mem):
     """This rank's byte range of frame ``f``, parsed and sent to the spatial domains in blocks
     of lines (``--read-block``), in two passes: counts (parse, plan), then data (parse again,
     send straight into the receivers' preallocated arrays). Neither the rank's share of the
@@ -471,21 +505,22 @@ def _read_and_exchange(args, comm, info, f, types, timings, mem):
     Returns (dom, part): the domain's point set (``distributed.domains.DomainExchange.finish``) with
     the owned atoms' ``id`` and ``row`` (line in the frame), and ``part`` = this rank's
     ``byte_range`` and ``n`` lines with ``row_counts`` of every rank."""
+    config, types, timings = run.config, run.types, run.timings
     from ..io import lammps
     from ..distributed.domains import DomainExchange
 
     rank, size = comm.rank, comm.size
     t = time.perf_counter()
     start, stop = lammps.byte_ranges(info, size)[rank]
-    blocks = lammps.block_ranges(info, start, stop, _read_block_bytes(args), args.traj)
-    ex = DomainExchange(comm, info.cell, info.pbc, args.cutoff)
+    blocks = lammps.block_ranges(info, start, stop, config.read_block, config.traj)
+    ex = DomainExchange(comm, info.cell, info.pbc, config.cutoff)
     t_parse = [0.0]
 
     def count_pass():
         n, row = 0, None
         for a, b in blocks:
             t0 = time.perf_counter()
-            part = _read_block(args.traj, info, a, b, types, f, row_start=row)
+            part = _read_block(config.traj, info, a, b, types, f, row_start=row)
             t_parse[0] += time.perf_counter() - t0
             row = None if part["row_start"] is None else part["row_start"] + part["n"]
             n += part["n"]
@@ -499,7 +534,7 @@ def _read_and_exchange(args, comm, info, f, types, timings, mem):
     except lammps.MalformedFrame as exc:
         n_local, bad = 0, str(exc)
     gathered = comm.gather_objects((n_local, bad))
-    agree_malformed(comm, [b for _, b in gathered], args.skip_bad_frames)
+    agree_malformed(comm, [b for _, b in gathered], config.skip_bad_frames)
     row_counts = [c for c, _ in gathered]
     row_start = int(sum(row_counts[:rank]))
     has_id = "id" in info.columns
@@ -509,7 +544,7 @@ def _read_and_exchange(args, comm, info, f, types, timings, mem):
     for i in range(ex.rounds):
         if i < len(blocks):
             t0 = time.perf_counter()
-            part = _read_block(args.traj, info, *blocks[i], types, f, row, False)
+            part = _read_block(config.traj, info, *blocks[i], types, f, row, False)
             t_parse[0] += time.perf_counter() - t0
             rows = np.arange(row, row + part["n"], dtype=np.int64)
             row += part["n"]
@@ -574,28 +609,29 @@ def agree_malformed(comm, found: list, skip: bool):
     raise JobStopped(rank, EXIT_BAD_INPUT, msg)
 
 
-def _scan_chunk(args, world, binned, dom, info, f, c, q0, q1, ref, ckpt, timings, dh_owned):
+def _scan_chunk(run, binned, dom, info, f, c, q0, q1, dh_owned):
     """Descriptors and δH of owned atoms q0:q1 of frame f, written as checkpoint chunk c."""
+    config, world, ref, ckpt, timings = run.config, run.world, run.ref, run.ckpt, run.timings
     from ..descriptors import MIN_DISTANCE
     from ..faults import inject
 
     rank = world.rank  # fault points and the test signal name the world rank
     t = time.perf_counter()
-    x, nn, nn_atom = binned.descriptors(q0, q1, args.k)
+    x, nn, nn_atom = binned.descriptors(q0, q1, config.k)
     close = nn < MIN_DISTANCE
     if close.any():
         i = int(np.argmax(close))
-        raise ValueError(f"TRAJ {args.traj} frame {f}: atom id {int(dom['id'][q0 + i])} has a neighbour "
+        raise ValueError(f"TRAJ {config.traj} frame {f}: atom id {int(dom['id'][q0 + i])} has a neighbour "
                          f"{nn[i]:.4g} Å away (< {MIN_DISTANCE} Å): overlapping atoms")
     bad = ~np.isfinite(x).all(axis=1)
     if bad.any():  # two of an atom's neighbours coincide (its own nearest is far enough)
         i = int(np.argmax(bad))
-        raise ValueError(f"TRAJ {args.traj} frame {f}: atom id {int(dom['id'][q0 + i])} has two coinciding "
+        raise ValueError(f"TRAJ {config.traj} frame {f}: atom id {int(dom['id'][q0 + i])} has two coinciding "
                          f"neighbours: overlapping atoms")
     inject("uq.chunk", rank)
     timings["descriptors"] += time.perf_counter() - t
     t = time.perf_counter()
-    dh = ref.delta_entropy(x, args.threads)
+    dh = ref.delta_entropy(x, config.threads)
     timings["dH"] += time.perf_counter() - t
     t = time.perf_counter()
     _write_chunk(ckpt.chunk_file(f, c), {
@@ -603,11 +639,12 @@ def _scan_chunk(args, world, binned, dom, info, f, c, q0, q1, ref, ckpt, timings
         "timestep": np.full(q1 - q0, info.timestep, dtype=np.int64), "row": dom["row"][q0:q1]})
     ckpt.log_computed(f, c)
     timings["write"] += time.perf_counter() - t
-    _test_signal_hook(rank)
+    run.chunk_done()
     dh_owned[q0:q1] = dh
 
 
-def _scan_frame(args, comm, info, f, types, ref, ckpt, world, timings, prog, annotated_dir):
+def _scan_frame(run, comm, info, f, prog):
+    config, world, timings, ckpt = run.config, run.world, run.timings, run.ckpt
     from ..descriptors import BinnedPoints
     from ..parallel.channel import deferred_signals
     from .stats import frame_statistics
@@ -619,27 +656,27 @@ def _scan_frame(args, comm, info, f, types, ref, ckpt, world, timings, prog, ann
     mem("before frame")
     try:
         # memory per rank ~ its domain + halo, never the frame nor its whole share of the lines
-        dom, part = _read_and_exchange(args, comm, info, f, types, timings, mem)
+        dom, part = _read_and_exchange(run, comm, info, f, mem)
         if "id" in info.columns:  # (frame, atom id) is the key of every result row
-            check_unique_ids(comm, dom["id"][:dom["n_owned"]], dom["row"], args.traj, info, args.skip_bad_frames)
+            check_unique_ids(comm, dom["id"][:dom["n_owned"]], dom["row"], config.traj, info, config.skip_bad_frames)
     except MalformedFrame as exc:  # agreed by every rank of ``comm``
-        if not args.skip_bad_frames:
+        if not config.skip_bad_frames:
             raise
         return {"frame": int(f), "timestep": int(info.timestep), "skipped": str(exc), "line": int(info.header_line)}
     n_local, row_counts, row_start = part["n"], part["row_counts"], part["row_start"]
     mem("read + exchange: data pass")
     t = time.perf_counter()
-    binned = BinnedPoints.taking(dom, args.cutoff)  # pops pts/atom/shift from dom
+    binned = BinnedPoints.taking(dom, config.cutoff)  # pops pts/atom/shift from dom
     timings["exchange"] += time.perf_counter() - t
     mem("binning")
     n_owned = dom["n_owned"]
     # the same chunk count on every rank: the ring path of the reference is collective
-    n_chunks = comm.reduce_max(-(-n_owned // args.chunk_atoms))
+    n_chunks = comm.reduce_max(-(-n_owned // config.chunk_atoms))
     prog.total = n_chunks
     dh_owned = np.empty(n_owned)
     for c in range(n_chunks):
-        q0 = min(c * args.chunk_atoms, n_owned)
-        q1 = min(q0 + args.chunk_atoms, n_owned)
+        q0 = min(c * config.chunk_atoms, n_owned)
+        q1 = min(q0 + config.chunk_atoms, n_owned)
         path = ckpt.chunk_file(f, c)
         done_here = os.path.exists(path)
         # every rank must agree whether to compute (the ring is collective)
@@ -649,15 +686,15 @@ def _scan_frame(args, comm, info, f, types, ref, ckpt, world, timings, prog, ann
             prog.update(c + 1)
             continue
         with deferred_signals():  # a signal now waits until this chunk is checkpointed
-            _scan_chunk(args, world, binned, dom, info, f, c, q0, q1, ref, ckpt, timings, dh_owned)
+            _scan_chunk(run, binned, dom, info, f, c, q0, q1, dh_owned)
         prog.update(c + 1)
         world.poll()  # a chunk boundary: act on a signal, or on another rank's stop
     binned = None  # the point set: not needed any more
     dom.pop("id")
     mem("chunks (descriptors, dH, shards)")
-    stats = frame_statistics(comm, dh_owned, args.threshold)
+    stats = frame_statistics(comm, dh_owned, config.threshold)
     stats.update(frame=int(f), timestep=int(info.timestep))
-    if not args.no_annotated_dump:
+    if not config.no_annotated_dump:
         t = time.perf_counter()
         # δH back to the rank that read each row, then written in file order
         owner_of_row = np.searchsorted(np.cumsum(row_counts), dom["row"], side="right")
@@ -667,14 +704,13 @@ def _scan_frame(args, comm, info, f, types, ref, ckpt, world, timings, prog, ann
         back_dh = comm.exchange_rows(dh_owned[order], counts)
         mine = np.empty(n_local)
         mine[back_rows - row_start] = back_dh
-        _write_annotated(comm, args.traj, info, part, mine,
-                   os.path.join(annotated_dir, f"frame-{f:06d}.lammpstrj"))
+        _write_annotated(comm, config.traj, info, part, mine,
+                   os.path.join(run.annotated_dir, f"frame-{f:06d}.lammpstrj"))
         timings["write"] += time.perf_counter() - t
     mem("annotated dump")
     return stats
 
 
-_CHUNKS_DONE = [0]
 
 
 def _vm_status():
@@ -714,17 +750,6 @@ class MemTrace:
                 fh.write("5")
         except OSError:
             pass
-
-
-def _test_signal_hook(rank):
-    """HPCQUESTS_TEST_SIGNAL_AFTER=N: rank 0 sends itself SIGUSR2 after N computed chunks, so
-    tests exercise the real handler and the collective stop deterministically."""
-    import signal
-
-    n = os.environ.get("HPCQUESTS_TEST_SIGNAL_AFTER")
-    _CHUNKS_DONE[0] += 1
-    if n is not None and rank == 0 and _CHUNKS_DONE[0] == int(n):
-        os.kill(os.getpid(), signal.SIGUSR2)
 
 
 #: The δH column of the annotated dump: OVITO (3.17) lower-cases non-standard column names, so
@@ -802,9 +827,10 @@ def _write_annotated(comm, traj, info, part, dh, path):
         os.replace(tmp, path)
 
 
-def _finalize(args, comm, frames, chosen, frame_stats, ckpt, bad, timings, ref, wall):
+def _finalize(run, chosen, frame_stats, bad, wall):
     """Result store master, dH_hist.png, annotated dump, then summary.json (rank 0 writes).
     ``chosen``: the scanned frames (file numbers), skipped ones excluded."""
+    config, comm, ckpt, ref, timings = run.config, run.world, run.ckpt, run.ref, run.timings
     from .stats import write_histogram_png
 
     import resource
@@ -837,38 +863,38 @@ def _finalize(args, comm, frames, chosen, frame_stats, ckpt, bad, timings, ref, 
                           "datasets": shapes, "size": os.path.getsize(path), "data": data, "meta": meta})
             row += m
         offsets = np.concatenate([[0], np.cumsum([per_frame.get(fr, 0) for fr in chosen])]).astype(np.int64)
-        attrs = store_attrs(k=args.k, cutoff=args.cutoff, species=[], descriptor_kind="uq-result",
-                            sources=[{"path": os.path.abspath(args.traj)}, {"path": os.path.abspath(args.ref)}],
-                            command="python -m hpcquests.uq " + " ".join(sys.argv[1:]), bandwidth=args.bandwidth,
+        attrs = store_attrs(k=config.k, cutoff=config.cutoff, species=[], descriptor_kind="uq-result",
+                            sources=[{"path": os.path.abspath(config.traj)}, {"path": os.path.abspath(config.ref)}],
+                            command="python -m hpcquests.uq " + " ".join(sys.argv[1:]), bandwidth=config.bandwidth,
                             frames=list(chosen))
-        write_master(os.path.join(args.out, RESULT_NAME), infos, offsets, attrs=attrs)
+        write_master(os.path.join(config.out, RESULT_NAME), infos, offsets, attrs=attrs)
         frame_stats.sort(key=lambda s: s["frame"])
-        summary = {"traj": args.traj, "ref": args.ref, "reference_environments": ref.n_ref,
-                   "reference_path": ref.path, "bandwidth": args.bandwidth, "thresholds": args.threshold,
-                   "ranks": comm.size, "mode": args.scan_mode, "frames": frame_stats, "skipped_frames": bad,
+        summary = {"traj": config.traj, "ref": config.ref, "reference_environments": ref.n_ref,
+                   "reference_path": ref.path, "bandwidth": config.bandwidth, "thresholds": config.threshold,
+                   "ranks": comm.size, "mode": run.mode, "frames": frame_stats, "skipped_frames": bad,
                    "atoms": int(sum(s.get("atoms", 0) for s in frame_stats)),
                    "timings_s": timings, "wall_s": wall, "peak_rss_mib_per_rank": peak_rss}
-        write_histogram_png(os.path.join(args.out, "dH_hist.png"), frame_stats, args.threshold)
-        if not args.no_annotated_dump:
-            _concatenate_annotated(args, chosen)
+        write_histogram_png(os.path.join(config.out, "dH_hist.png"), frame_stats, config.threshold)
+        if not config.no_annotated_dump:
+            _concatenate_annotated(config, chosen)
         # last: a directory with summary.json is a finished scan
-        _atomic_json(os.path.join(args.out, "summary.json"), summary)
+        _atomic_json(os.path.join(config.out, "summary.json"), summary)
         return summary
 
     return write()
 
 
-def _concatenate_annotated(args, chosen):
+def _concatenate_annotated(config, chosen):
     import shutil
 
     from ..io.atomic import atomic_path
 
-    stem = os.path.splitext(os.path.basename(args.traj))[0]
-    target = os.path.join(args.out, f"{stem}_dH.lammpstrj")
+    stem = os.path.splitext(os.path.basename(config.traj))[0]
+    target = os.path.join(config.out, f"{stem}_dH.lammpstrj")
     with atomic_path(target) as tmp:
         with open(tmp, "wb") as out:
             for f in chosen:
-                with open(os.path.join(args.out, "annotated", f"frame-{f:06d}.lammpstrj"), "rb") as src:
+                with open(os.path.join(config.out, "annotated", f"frame-{f:06d}.lammpstrj"), "rb") as src:
                     shutil.copyfileobj(src, out, 16 << 20)
 
 
@@ -890,7 +916,8 @@ def main(argv=None) -> int:
         result = {}
 
         def run():
-            result["summary"] = scan(args, comm)
+            config = ScanConfig.from_namespace(args, on_chunk=_signal_after_chunks_hook())
+            result["summary"] = scan(config, comm)
 
         def report():
             summary = result["summary"]
@@ -909,3 +936,22 @@ def main(argv=None) -> int:
                           f"{s['mean']:.3f}, max {s['max']:.3f}, {above}")
 
         return run_collectively("hpcquests.uq", comm, run, on_success=report)
+
+
+def _signal_after_chunks_hook():
+    """HPCQUESTS_TEST_SIGNAL_AFTER=N (a test hook of the entry point, for tests that run the scan
+    in a subprocess): world rank 0 sends itself SIGUSR2 after its N-th computed chunk, so the real
+    handler and the collective stop are exercised at a known point. None when unset."""
+    n = os.environ.get("HPCQUESTS_TEST_SIGNAL_AFTER")
+    if n is None:
+        return None
+    import signal
+
+    done = [0]
+
+    def hook(rank):
+        done[0] += 1
+        if rank == 0 and done[0] == int(n):
+            os.kill(os.getpid(), signal.SIGUSR2)
+
+    return hook

@@ -208,3 +208,36 @@ def test_module_entry_point(data, tmp_path):
     assert "1 frame(s)" in out.stdout
     summary = json.loads((tmp_path / "m" / "summary.json").read_text())
     assert [f["frame"] for f in summary["frames"]] == [1]
+
+
+def test_scan_pipeline_api_with_an_injected_hook(data, tmp_path):
+    """``scan(ScanConfig, comm)``: the configuration is validated and frozen, the per-chunk hook is
+    called after every computed chunk, result-neutral options leave the checkpoint signature alone,
+    and the result equals the command line's."""
+    import dataclasses
+
+    from hpcquests.parallel import SerialComm
+    from hpcquests.uq.config import ScanConfig
+    from hpcquests.uq.scan import scan, scan_signature
+
+    d, x = data
+    seen = []
+    cfg = ScanConfig(str(d / "orth.lammpstrj"), str(d / "ref.h5"), out=str(tmp_path / "api"), types="1=Ta",
+                     chunk_atoms=100, quiet=True, on_chunk=seen.append)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.k = 8
+    with pytest.raises(ValueError, match="--chunk-atoms must be >= 1"):
+        dataclasses.replace(cfg, chunk_atoms=0)
+    with pytest.raises(TypeError, match="ScanConfig"):
+        scan(vars(cfg), SerialComm())
+    summary = scan(cfg, SerialComm())
+    n_atoms = summary["atoms"]
+    assert seen == [0] * sum(-(-s["atoms"] // 100) for s in summary["frames"]) and n_atoms > 0
+    assert run(d / "orth.lammpstrj", d / "ref.h5", "--types", "1=Ta", "--chunk-atoms", 100, "-q",
+               "--out", tmp_path / "cli") == 0
+    assert result(tmp_path / "api") == result(tmp_path / "cli")
+    neutral = dataclasses.replace(cfg, out=str(tmp_path / "elsewhere"), threads=1, read_block=4096, quiet=False,
+                                  on_chunk=None)
+    sig = [scan_signature(c, 1, "m", str(d / "ref.h5"), [0, 1]) for c in (cfg, neutral)]
+    assert sig[0] == sig[1]
+    assert scan_signature(dataclasses.replace(cfg, k=16), 1, "m", str(d / "ref.h5"), [0, 1]) != sig[0]
