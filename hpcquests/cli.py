@@ -466,20 +466,7 @@ def _common(p, *, descriptors=True, bandwidth=False):
                             "much memory (default 2G), else pass shards around a ring; 0 forces the ring")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
-
-    parser = argparse.ArgumentParser(
-        prog="hpcquests", description=textwrap.fill(" ".join(__doc__.split("\n\n")[0].split()), 96),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="inputs: a descriptor store (.h5), a ColabFit Parquet export (.parquet or its directory), a LAMMPS\n"
-               "dump (--types 1=Ta), or any structure file ASE reads (extxyz, POSCAR, CIF, ...).\n"
-               "UQ scans of MD trajectories: python -m hpcquests.uq --help. Exit status: 0 ok, 2 bad input,\n"
-               "74 file system error, 75 preempted (rerun resumes), 1 internal error. Docs: docs/ in the repository.")
-    parser.add_argument("--version", action="version", version=f"hpcquests {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-
+def _add_descriptors(sub):
     p = sub.add_parser("descriptors", help="compute descriptors of structure files into a store")
     p.add_argument("inputs", nargs="+", metavar="IN", help="structure files (extxyz, POSCAR, ...)")
     p.add_argument("-o", "--output", required=True, help="store to write (.h5)")
@@ -487,11 +474,15 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=cmd_descriptors)
 
+
+def _add_entropy(sub):
     p = sub.add_parser("entropy", help="entropy H, diversity D and efficiency of a dataset")
     p.add_argument("input", metavar="IN", help="store or structure file")
     _common(p, bandwidth=True)
     p.set_defaults(func=cmd_entropy)
 
+
+def _add_dh(sub):
     p = sub.add_parser("dh", help="differential entropy dH of TEST environments against REF")
     p.add_argument("test", metavar="TEST", help="the environments to score: store or structure file")
     p.add_argument("ref", metavar="REF", help="the reference (training set): store or structure file")
@@ -499,6 +490,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, bandwidth=True)
     p.set_defaults(func=cmd_dh)
 
+
+def _add_overlap(sub):
     p = sub.add_parser("overlap", help="fraction of A's environments covered by B (dH < eps)")
     p.add_argument("a", metavar="A", help="the set whose coverage is measured: store or structure file")
     p.add_argument("b", metavar="B", help="the covering set: store or structure file")
@@ -506,6 +499,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, bandwidth=True)
     p.set_defaults(func=cmd_overlap)
 
+
+def _add_bandwidth(sub):
     p = sub.add_parser("bandwidth", help="bandwidth h from the volume per atom")
     p.add_argument("input", nargs="?", metavar="IN", help="periodic structure file")
     p.add_argument("--volume", type=float, default=None, help="volume per atom, Å³/atom")
@@ -514,10 +509,14 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, descriptors=False)
     p.set_defaults(func=cmd_bandwidth)
 
+
+def _add_info(sub):
     p = sub.add_parser("info", help="versions, threads, MPI and GPU availability")
     _common(p, descriptors=False)
     p.set_defaults(func=cmd_info)
 
+
+def _add_compress(sub):
     p = sub.add_parser("compress", help="select the most informative structures (MSC and baselines)")
     p.add_argument("data", metavar="DATA", help="dataset: ColabFit Parquet export (dir or .parquet), extxyz, "
                                                "or any file ASE reads")
@@ -538,6 +537,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=cmd_compress)
 
+
+def _add_aggregate(sub):
     p = sub.add_parser("aggregate", help="collect compress reports of a collection into one table")
     p.add_argument("dirs", nargs="+", metavar="DIR", help="compress output directories (or a file listing them)")
     p.add_argument("-o", "--output", required=True, help="directory for collection.csv/.md/.png")
@@ -546,6 +547,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, descriptors=False)
     p.set_defaults(func=cmd_aggregate)
 
+
+def _add_store(sub):
     p = sub.add_parser("store", help="check a descriptor store (verify) or repair a renamed copy (relink)")
     p.add_argument("action", choices=["verify", "relink"],
                    help="verify: read every dataset, checking every chunk's checksum; relink: make a renamed copy "
@@ -554,11 +557,34 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, descriptors=False)
     p.set_defaults(func=cmd_store)
 
+
+def _add_demo(sub):
     p = sub.add_parser("demo", help="end-to-end example on generated data (no download)")
     p.add_argument("--out", default=None, help="directory for the demo's files (default: a temporary one)")
     p.add_argument("--small", action="store_true", help="a smaller, faster demo")
     _common(p, descriptors=False)
     p.set_defaults(func=cmd_demo, k=32, cutoff=5.0)
+
+
+#: the subcommands, in the order ``hpcquests --help`` lists them
+SUBCOMMANDS = (_add_descriptors, _add_entropy, _add_dh, _add_overlap, _add_bandwidth, _add_info, _add_compress, _add_aggregate, _add_store, _add_demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="hpcquests", description=textwrap.fill(" ".join(__doc__.split("\n\n")[0].split()), 96),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="inputs: a descriptor store (.h5), a ColabFit Parquet export (.parquet or its directory), a LAMMPS\n"
+               "dump (--types 1=Ta), or any structure file ASE reads (extxyz, POSCAR, CIF, ...).\n"
+               "UQ scans of MD trajectories: python -m hpcquests.uq --help. Exit status: 0 ok, 2 bad input,\n"
+               "74 file system error, 75 preempted (rerun resumes), 1 internal error. Docs: docs/ in the repository.")
+    parser.add_argument("--version", action="version", version=f"hpcquests {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for add in SUBCOMMANDS:
+        add(sub)
     return parser
 
 

@@ -167,21 +167,7 @@ def distributed_msc(comm, x_local, local_offsets, first_index: int, size, *, h: 
     # _prepared = (centre, d): x_local is already centred on it and zero-padded (``msc``)
     _check_offsets(x_local, local_offsets, first_index, _prepared is None)
     width = x_local.shape[1] if x_local.ndim == 2 else -1
-    layout = comm.gather_objects((int(first_index), int(n_local), width if _prepared is None else _prepared[1]))
-    n_total = sum(c for _, c, _ in layout)
-    widths = {w for _, c, w in layout if c > 0}
-    if n_total == 0:
-        raise ValueError("the dataset is empty (no structures)")
-    if len(widths) != 1:
-        raise ValueError(f"structures have different descriptor widths across ranks: {sorted(widths)}")
-    d = widths.pop()
-    starts = [f for f, _, _ in layout]
-    expected = 0
-    for f, c, _ in layout:
-        if f != expected:
-            raise ValueError("ranks must hold consecutive blocks of structures in rank order "
-                             f"(rank block starts {starts})")
-        expected += c
+    layout, n_total, d = _global_layout(comm, first_index, n_local, width if _prepared is None else _prepared[1])
     sizes = _size_list(size, n_total)
     target = max(sizes)
     hs = float(h)
@@ -195,20 +181,8 @@ def distributed_msc(comm, x_local, local_offsets, first_index: int, size, *, h: 
     n_env_total = int(all_counts.sum())
     owner_of = np.repeat(np.arange(len(layout)), [c for _, c, _ in layout])
 
-    # a common centre, independent of the rank count: the mean of structure 0's environments
-    owner0 = int(owner_of[0])
-    if _prepared is None:
-        centre = comm.broadcast(x_local[: local_offsets[1]].mean(axis=0) if comm.rank == owner0 else None,
-                                root=owner0)
-    else:
-        centre = _prepared[0]
-    ref = None
-    if reference is not None:
-        from ..metrics import as_descriptors
-
-        ref = as_descriptors(reference, "reference")
-        if ref.shape[1] != d:
-            raise ValueError(f"reference has {ref.shape[1]} features, the structures have {d}")
+    centre = _common_centre(comm, x_local, local_offsets, int(owner_of[0])) if _prepared is None else _prepared[0]
+    ref = None if reference is None else _checked_reference(reference, d)
     prune_d2 = 2.0 * hs * hs * prune_exponent(n_env_total + (0 if ref is None else ref.shape[0]))
 
     y = _centred_padded(x_local, centre) if _prepared is None else x_local
@@ -220,7 +194,7 @@ def distributed_msc(comm, x_local, local_offsets, first_index: int, size, *, h: 
     if backend != "cpu":
         return _eager_backend(comm, backend, y, local_offsets, entropies,
                               _PickPlan(target, n_total, first_index, owner_of, all_counts), centre, ref, sizes,
-                              threads, progress, inv2h2, prune_d2)
+                              threads, progress, (inv2h2, prune_d2))
 
     axes, spectrum = principal_axes(comm, y)
     rank = bound_rank(spectrum, n_env_total, hs, y.shape[1])
@@ -384,6 +358,43 @@ def _may_speculate(comm) -> bool:
         return mode == "on"
     busy = comm.node_size() * max(1, numba.get_num_threads())
     return comm.every_rank(busy <= (os.cpu_count() or 1))
+
+
+def _common_centre(comm, x_local, local_offsets, owner0):
+    """A centre independent of the rank count: the mean of structure 0's environments (held by
+    rank ``owner0``), on every rank."""
+    mean = x_local[: local_offsets[1]].mean(axis=0) if comm.rank == owner0 else None
+    return comm.broadcast(mean, root=owner0)
+
+
+def _global_layout(comm, first_index, n_local, width):
+    """Every rank's (first index, structure count, width) in rank order, the structure count
+    and the common width (collective). ValueError for an empty dataset, different widths, or
+    blocks that are not consecutive in rank order."""
+    layout = comm.gather_objects((int(first_index), int(n_local), width))
+    n_total = sum(c for _, c, _ in layout)
+    widths = {w for _, c, w in layout if c > 0}
+    if n_total == 0:
+        raise ValueError("the dataset is empty (no structures)")
+    if len(widths) != 1:
+        raise ValueError(f"structures have different descriptor widths across ranks: {sorted(widths)}")
+    starts = [f for f, _, _ in layout]
+    expected = 0
+    for f, c, _ in layout:
+        if f != expected:
+            raise ValueError("ranks must hold consecutive blocks of structures in rank order "
+                             f"(rank block starts {starts})")
+        expected += c
+    return layout, n_total, widths.pop()
+
+
+def _checked_reference(reference, d):
+    from ..metrics import as_descriptors
+
+    ref = as_descriptors(reference, "reference")
+    if ref.shape[1] != d:
+        raise ValueError(f"reference has {ref.shape[1]} features, the structures have {d}")
+    return ref
 
 
 def _check_offsets(x_local, offsets, first_index, check_values=True):
@@ -603,13 +614,14 @@ class _LazyState:
 
 
 def _eager_backend(comm, backend, y, offsets, entropies, plan: _PickPlan, centre, ref, sizes, threads, progress,
-                   inv2h2, prune_d2):
+                   kernel):
     """The greedy through the kernel-backend protocol (``_EagerPicker``), in the one pick loop."""
     from ..kernels.registry import get_backend
     from ..runtime import threads as thread_context
 
     be = get_backend(backend, local_rank=comm.node_rank() if backend in ("gpu", "auto") else 0) \
         if isinstance(backend, str) else backend
+    inv2h2, prune_d2 = kernel  # 1/(2h²) and the pruning distance²
     n_local = offsets.size - 1
     ent_local = entropies[plan.first_index:plan.first_index + n_local]
     with thread_context(threads):

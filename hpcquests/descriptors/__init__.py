@@ -162,8 +162,8 @@ class BinnedPoints:
         if serial is None:
             serial = n < SMALL_STRUCTURE
         kernel = quests_descriptors_kernel_serial if serial else quests_descriptors_kernel
-        kernel(self.pts, self.atom, self.shift, q_lo, q_hi, self.order, self.keys, self.starts, self.dims, k,
-               self.cutoff, sorting_network(k), out, nn_dist, nn_atom, n_nbrs)
+        points = (self.pts, self.atom, self.shift, self.order, self.keys, self.starts, self.dims)  # BinnedSet
+        kernel(points, q_lo, q_hi, k, self.cutoff, sorting_network(k), (out, nn_dist, nn_atom, n_nbrs))
         return out, nn_dist, nn_atom
 
 

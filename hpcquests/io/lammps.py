@@ -520,17 +520,9 @@ def read_atom_bytes(path, info: FrameInfo, start: int | None = None, stop: int |
         if row_start is None and (a == lo or ("id" not in cols) or err_row >= 0):
             row_start = 0 if a == lo else _count_newlines(mm, lo, a)
         if err_row >= 0:
-            line_no = info.first_line + row_start + err_row
-            if code == _E_NUMBER:
-                what = f"malformed number in column {err_col + 1} ({cols[err_col]})"
-            elif code == _E_TOO_MANY:
-                what = f"more than {len(cols)} values"
-            elif code == _E_TOO_FEW:
-                what = f"{err_col} values where {len(cols)} are expected"
-            else:
-                what = f"unknown element in column {err_col + 1} ({cols[err_col]})"
-            raise MalformedFrame(f"{path} frame {info.index}: {what}: {_row_text(mm, a, err_row)!r} "
-                                 f"(line {line_no}; columns: {' '.join(cols)})")
+            raise MalformedFrame(f"{path} frame {info.index}: {_parse_error(code, err_col, cols)}: "
+                                 f"{_row_text(mm, a, err_row)!r} (line {info.first_line + row_start + err_row}; "
+                                 f"columns: {' '.join(cols)})")
         parsed = {c: vals[k] for k, c in enumerate(wanted)}
         pos_cols = np.stack([parsed[c] for c in pos_set[:3]]) if n_rows else np.zeros((3, 0))
         finite = np.isfinite(pos_cols).all(axis=0)
@@ -556,6 +548,17 @@ def read_atom_bytes(path, info: FrameInfo, start: int | None = None, stop: int |
         for c in needed - set(columns):
             parsed.pop(c, None)
     return out
+
+
+def _parse_error(code, err_col, cols) -> str:
+    """What the atom-line parser's error ``code`` at column ``err_col`` means, in words."""
+    if code == _E_NUMBER:
+        return f"malformed number in column {err_col + 1} ({cols[err_col]})"
+    if code == _E_TOO_MANY:
+        return f"more than {len(cols)} values"
+    if code == _E_TOO_FEW:
+        return f"{err_col} values where {len(cols)} are expected"
+    return f"unknown element in column {err_col + 1} ({cols[err_col]})"
 
 
 def frame_positions(columns: dict, info: FrameInfo, path="dump") -> np.ndarray:

@@ -243,8 +243,8 @@ def store_attrs(*, k, cutoff, species=(), descriptor_kind="quests", sources=(), 
 
 
 def write_store(path, descriptors, offsets, *, k, cutoff, species=(), descriptor_kind="quests",
-                structure_index=None, atom_index=None, extra: dict | None = None, sources=(), command=None,
-                rows_per_shard: int | None = None, bandwidth: float | None = None) -> str:
+                extra: dict | None = None, sources=(), command=None, rows_per_shard: int | None = None,
+                bandwidth: float | None = None) -> str:
     """Serial convenience writer: split the rows into shards, write them, then the master.
 
     Args:
@@ -252,7 +252,8 @@ def write_store(path, descriptors, offsets, *, k, cutoff, species=(), descriptor
         descriptors: (n_env, d) float64, or None for a store without descriptors (e.g. δH only).
         offsets: (n_struct + 1,) int64 row offsets of each structure.
         extra: more datasets; per-row ones (length n_env) go to the shards, per-structure ones
-            (``energy``) to the master.
+            (``energy``) to the master. ``structure_index`` and ``atom_index`` default to each
+            row's structure and its atom in it.
         rows_per_shard: rows per shard file (default: one shard).
         bandwidth: optional kernel bandwidth recorded as an attribute.
 
@@ -263,6 +264,9 @@ def write_store(path, descriptors, offsets, *, k, cutoff, species=(), descriptor
         raise ValueError("offsets must start at 0 and be non-decreasing")
     n_env = int(offsets[-1])
     counts = np.diff(offsets)
+    extra = dict(extra or {})
+    structure_index = extra.pop("structure_index", None)
+    atom_index = extra.pop("atom_index", None)
     if structure_index is None:
         structure_index = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
     if atom_index is None:
@@ -274,7 +278,7 @@ def write_store(path, descriptors, offsets, *, k, cutoff, species=(), descriptor
         if rows["descriptors"].ndim != 2:
             raise ValueError(f"descriptors must be 2-D (n_env, d), got shape {rows['descriptors'].shape}")
     per_structure = {}
-    for name, a in (extra or {}).items():
+    for name, a in extra.items():
         a = np.asarray(a)
         if name in PER_STRUCTURE:
             if a.shape[0] != len(counts):
@@ -592,19 +596,10 @@ class DescriptorStore:
         self._plans[key] = plan
         return plan
 
-    def _read_span(self, name, ds, start, stop):
-        """Rows [start, stop) of ``name`` and whether their values were checked too: chunks read
-        with ``preadv`` into the result, their checksums verified and (descriptors) their values
-        checked while in cache, spread over a few threads (all release the GIL)."""
-        from ..kernels.checksum import first_nonfinite_row, hdf5_fletcher32_words
-
-        spans = self._sources.get(name)
-        hdf5 = (lambda: (self._read_hdf5(name, ds, slice(start, stop)), False))
-        if not spans or stop <= start or ds.dtype.kind == "i":  # integers: small; HDF5 verifies, -1 checked after
-            return hdf5()
-        finite = _must_be_finite(name, ds.dtype, ds.ndim)
-        out = np.empty((stop - start, *ds.shape[1:]), dtype=ds.dtype)
-        flat = out.reshape(-1).view(np.uint8)
+    def _span_tasks(self, name, ds, start, stop, spans):
+        """The chunks holding rows [start, stop): (file, plan, chunk row, global row, lo, hi) per
+        chunk; None when a source is not chunked as this reader expects (HDF5 reads it then).
+        ValueError when no source provides some rows (HDF5 would serve the fill value)."""
         tasks = []
         covered = start
         for v0, v1, file, dset in spans:
@@ -616,15 +611,31 @@ class DescriptorStore:
             covered = max(covered, hi)
             plan = self._chunk_plan(file, dset, ds.dtype, ds.shape[1:])
             if plan is None or plan["n"] != v1 - v0:
-                return hdf5()
+                return None
             rows = plan["rows"]
             for c0 in range((lo - v0) // rows * rows, hi - v0, rows):
                 tasks.append((file, plan, c0, v0 + c0, lo, hi))
-        if covered < stop:  # HDF5 would serve the fill value there
+        if covered < stop:
             raise ValueError(_bad_value(self.path, name, f"row {covered}", "no data: no shard provides it (the "
                                         "master's layout has a gap)"))
+        return tasks
+
+    def _read_span(self, name, ds, start, stop):
+        """Rows [start, stop) of ``name`` and whether their values were checked too: chunks read
+        with ``preadv`` into the result, their checksums verified and (descriptors) their values
+        checked while in cache, spread over a few threads (all release the GIL)."""
+        from ..kernels.checksum import first_nonfinite_row, hdf5_fletcher32_words
+
+        spans = self._sources.get(name)
+        hdf5 = (lambda: (self._read_hdf5(name, ds, slice(start, stop)), False))
+        if not spans or stop <= start or ds.dtype.kind == "i":  # integers: small; HDF5 verifies, -1 checked after
+            return hdf5()
+        finite = _must_be_finite(name, ds.dtype, ds.ndim)
+        tasks = self._span_tasks(name, ds, start, stop, spans)
         if not tasks:
             return hdf5()
+        out = np.empty((stop - start, *ds.shape[1:]), dtype=ds.dtype)
+        flat = out.reshape(-1).view(np.uint8)
         fds = {}
         try:
             for file, plan, *_ in tasks:

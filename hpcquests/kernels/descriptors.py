@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections import namedtuple
 
 import numba as nb
 import numpy as np
@@ -78,10 +79,20 @@ def _network_sort_columns(M, network, ncol):
 
 # error_model="numpy": a zero distance (coincident atoms) gives inf instead of raising from
 # inside the kernel; the callers' nearest-neighbour check then names the overlapping atoms
+#: A binned open-boundary point set in cell order (see ``quests_descriptors_kernel``).
+BinnedSet = namedtuple("BinnedSet", "pts atom shift order keys starts dims")
+#: Per-query outputs: descriptors (n, 2k−1), nearest distance, its atom, neighbour count.
+DescriptorOutput = namedtuple("DescriptorOutput", "out nn_dist nn_atom n_nbrs")
+#: Per-thread work arrays of ``_descriptor_one`` (sizes from k).
+_Scratch = namedtuple("_Scratch", "b_dk b_atom b_shift b_idx vec r w M colsum")
+
+
 @nb.njit(cache=True, error_model="numpy")
-def _descriptor_one(q, cand, n_cand, pts, atom, shift, k, cutoff, network,
-                    b_dk, b_atom, b_shift, b_idx, vec, r, w, M, colsum, out_row):
+def _descriptor_one(q, cand, n_cand, points, k, cutoff, network, scratch, out_row):
     """Descriptor of point q from its candidate points. Returns (n_neighbours, r_min, atom_min)."""
+    pts, atom, shift = points.pts, points.atom, points.shift
+    b_dk, b_atom, b_shift, b_idx = scratch.b_dk, scratch.b_atom, scratch.b_shift, scratch.b_idx
+    vec, r, w, M, colsum = scratch.vec, scratch.r, scratch.w, scratch.M, scratch.colsum
     rc2 = cutoff * cutoff
     qx = pts[q, 0]
     qy = pts[q, 1]
@@ -179,10 +190,10 @@ def _descriptor_one(q, cand, n_cand, pts, atom, shift, k, cutoff, network,
 
 
 @nb.njit(cache=True, nogil=True)
-def _cell_descriptors(u, pts, atom, shift, q_lo, q_hi, order, keys, starts, dims, k, cutoff,
-                      network, out, nn_dist, nn_atom, n_nbrs):
+def _cell_descriptors(u, points, q_lo, q_hi, k, cutoff, network, res):
     """Descriptors of the query points (original index in [q_lo, q_hi)) in occupied cell ``u``;
-    results go to row (index − q_lo) (see quests_descriptors_kernel)."""
+    results go to row (index − q_lo) of ``res`` (see quests_descriptors_kernel)."""
+    order, keys, starts, dims = points.order, points.keys, points.starts, points.dims
     n_cells = keys.shape[0]
     dx = dims[0]
     dy = dims[1]
@@ -230,52 +241,50 @@ def _cell_descriptors(u, pts, atom, shift, q_lo, q_hi, order, keys, starts, dims
         for t in range(lo_idx[c], hi_idx[c]):
             cand[p] = t
             p += 1
-    b_dk = np.empty(k, dtype=np.int64)
-    b_atom = np.empty(k, dtype=np.int64)
-    b_shift = np.empty((k, 3), dtype=np.int64)
-    b_idx = np.empty(k, dtype=np.int64)
-    vec = np.empty((3, k))
-    r = np.empty(k)
-    w = np.empty(k)
-    M = np.empty((k, k))
-    colsum = np.empty(k)
+    scratch = _Scratch(np.empty(k, dtype=np.int64), np.empty(k, dtype=np.int64), np.empty((k, 3), dtype=np.int64),
+                       np.empty(k, dtype=np.int64), np.empty((3, k)), np.empty(k), np.empty(k), np.empty((k, k)),
+                       np.empty(k))
     for t in range(s0, s1):
         q = order[t] - q_lo
         if q < 0 or order[t] >= q_hi:
             continue
-        m, rmin, amin = _descriptor_one(t, cand, n_cand, pts, atom, shift, k, cutoff, network,
-                                        b_dk, b_atom, b_shift, b_idx, vec, r, w, M, colsum, out[q])
-        nn_dist[q] = rmin
-        nn_atom[q] = amin
-        n_nbrs[q] = m
+        m, rmin, amin = _descriptor_one(t, cand, n_cand, points, k, cutoff, network, scratch, res.out[q])
+        res.nn_dist[q] = rmin
+        res.nn_atom[q] = amin
+        res.n_nbrs[q] = m
 
 
 @nb.njit(parallel=True, cache=True)
-def quests_descriptors_kernel(pts, atom, shift, q_lo, q_hi, order, keys, starts, dims, k, cutoff,
-                              network, out, nn_dist, nn_atom, n_nbrs):
+def quests_descriptors_kernel(points, q_lo, q_hi, k, cutoff, network, res):
     """QUESTS descriptors of the query points of a binned open-boundary point set, threads over cells.
 
     Args:
-        pts: (P, 3) float64 positions, Å; atom: (P,) int64 atom indices; shift: (P, 3) int64
-            image shifts, all already permuted into cell order (``pts_sorted = pts[order]``, so
-            a cell's candidates are contiguous in memory); order: (P,) original point index of
-            each sorted point; the points with original index in [q_lo, q_hi) are the queries
-            (row index − q_lo of the outputs);
-            keys/starts/dims: the cell list from ``bin_points``.
-        out: (q_hi − q_lo, 2k-1) float64, written; nn_dist/nn_atom/n_nbrs: (q_hi − q_lo,) nearest
-            neighbour distance, its atom, and the neighbour count, written (for validation).
+        points: the fields of ``BinnedSet`` as a plain tuple (numba types those on its fast
+            dispatch path; they are named inside): pts (P, 3) float64 positions, Å; atom (P,) int64 atom indices;
+            shift (P, 3) integer image shifts, all already permuted into cell order
+            (``pts_sorted = pts[order]``, so a cell's candidates are contiguous in memory); order
+            (P,) original point index of each sorted point; keys/starts/dims: the cell list from
+            ``bin_points``. The points with original index in [q_lo, q_hi) are the queries (row
+            index − q_lo of the outputs).
+        k: neighbours; cutoff: Å; network: ``sorting_network(k)``.
+        res: the fields of ``DescriptorOutput`` as a tuple: out (q_hi − q_lo, 2k-1) float64, written; nn_dist/nn_atom/
+            n_nbrs (q_hi − q_lo,): nearest neighbour distance, its atom, and the neighbour count,
+            written (for validation).
     """
+    # the prange body sees arrays only (numba's parfor lowering cannot take tuples of arrays in)
+    pts, atom, shift, order, keys, starts, dims = points
+    out, nn_dist, nn_atom, n_nbrs = res
     for u in nb.prange(keys.shape[0]):
-        _cell_descriptors(u, pts, atom, shift, q_lo, q_hi, order, keys, starts, dims, k, cutoff,
-                          network, out, nn_dist, nn_atom, n_nbrs)
+        _cell_descriptors(u, BinnedSet(pts, atom, shift, order, keys, starts, dims), q_lo, q_hi, k, cutoff, network,
+                          DescriptorOutput(out, nn_dist, nn_atom, n_nbrs))
 
 
 @nb.njit(cache=True, nogil=True)
-def quests_descriptors_kernel_serial(pts, atom, shift, q_lo, q_hi, order, keys, starts, dims, k, cutoff,
-                                     network, out, nn_dist, nn_atom, n_nbrs):
+def quests_descriptors_kernel_serial(points, q_lo, q_hi, k, cutoff, network, res):
     """The same on the calling thread, GIL released: for small structures, which are run
     concurrently over structures instead (a parallel region per tiny structure costs more
     than it saves)."""
-    for u in range(keys.shape[0]):
-        _cell_descriptors(u, pts, atom, shift, q_lo, q_hi, order, keys, starts, dims, k, cutoff,
-                          network, out, nn_dist, nn_atom, n_nbrs)
+    points = BinnedSet(points[0], points[1], points[2], points[3], points[4], points[5], points[6])
+    res = DescriptorOutput(res[0], res[1], res[2], res[3])
+    for u in range(points.keys.shape[0]):
+        _cell_descriptors(u, points, q_lo, q_hi, k, cutoff, network, res)
