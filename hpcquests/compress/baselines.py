@@ -197,7 +197,10 @@ def fps_selection(descs, size, *, seed: int = 0, entropies=None, h: float = DEFA
 
 
 def structure_entropies(x, offsets, h: float = DEFAULT_BANDWIDTH, *, threads=None) -> np.ndarray:
-    """(N,) H(S_i) of every structure, as MSC uses them."""
+    """(N,) H(S_i) of every structure on its own (nats): the one routine for the baselines and the
+    compression report. Pairs are pruned at the largest structure's size. MSC computes the same
+    quantity on its centred, padded copy with the dataset-wide pruning of its scores, so the two
+    agree to rounding (not bitwise)."""
     from ..kernels.cpu import prune_exponent
     from ..kernels.greedy import structure_entropies as kernel
     from ..runtime import threads as thread_context

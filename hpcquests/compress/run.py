@@ -422,16 +422,12 @@ def _gather_structures(comm, x_local, local_offsets, atom_counts):
 
 
 def _structure_entropies(comm, x_local, local_offsets, h, threads):
-    """H(S) of every structure (each rank its own, gathered), as MSC computes them."""
-    from ..kernels.cpu import prune_exponent
-    from ..kernels.greedy import structure_entropies
-    from ..runtime import threads as thread_context
+    """H(S) of every structure (each rank its own, gathered): ``baselines.structure_entropies``."""
+    from .baselines import structure_entropies
 
     local = np.zeros(0)
     if x_local.shape[0]:
-        with thread_context(threads):
-            local = structure_entropies(np.ascontiguousarray(x_local), local_offsets, 1.0 / (2 * h * h),
-                                        2 * h * h * prune_exponent(int(np.diff(local_offsets).max())))
+        local = structure_entropies(x_local, local_offsets, h, threads=threads)
     return np.concatenate(comm.gather_objects(local))
 
 
