@@ -7,9 +7,7 @@ import json
 import os
 import subprocess
 import sys
-import time
 
-import numpy as np
 import pytest
 
 import hpcquests as hq

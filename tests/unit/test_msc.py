@@ -6,7 +6,6 @@ from scipy.special import logsumexp
 
 import hpcquests as hq
 from hpcquests import testing
-from hpcquests.compress import msc as msc_mod
 from hpcquests.compress.msc import msc
 from hpcquests.kernels.registry import CpuBackend
 

@@ -19,7 +19,6 @@ import hpcquests as hq
 from hpcquests import testing
 from hpcquests.cli import main as cli_main
 from hpcquests.io import chunks as chunks_mod
-from hpcquests.io import store as store_mod
 from hpcquests.io.store import open_store, relink_store, verify_store, write_store
 from hpcquests.kernels.checksum import first_nonfinite_row, hdf5_fletcher32
 from hpcquests.uq.scan import main as uq_main
