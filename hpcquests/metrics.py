@@ -68,14 +68,13 @@ def kernel_logsum(y, x, h=DEFAULT_BANDWIDTH, *, threads: int | None = None, back
         threads: numba threads (None: all); backend: kernel backend name (see
             ``hpcquests.kernels.registry``); progress: optional callable(done_rows, total_rows).
     """
-    from .kernels.registry import get_backend
     from .runtime import threads as thread_context
 
     y = as_descriptors(y, "y")
     x = as_descriptors(x, "x")
     _check_widths(y, x)
     hs, _ = as_bandwidths(h)
-    be = get_backend(backend, local_rank=_node_rank(backend))
+    be = backend_on(backend)
     with thread_context(threads):
         center = x.mean(axis=0)
         xc = x - center
@@ -167,11 +166,21 @@ def get_bandwidth(volume):
     return float(out) if out.ndim == 0 else out
 
 
-def _node_rank(backend) -> int:
-    """The node-local rank that picks a GPU for the serial API (the launcher's, as for any
-    serial run); 0 when no device is involved."""
-    if isinstance(backend, str) and backend in ("gpu", "auto"):
-        from .parallel import SerialComm
+def backend_on(backend, comm=None):
+    """The kernel backend ``backend`` (a name or a backend object) for this process. A GPU is
+    chosen by the node-local rank of ``comm`` (collective then: every rank passes the same
+    name); without a communicator, the launcher's (as for any serial run)."""
+    from .kernels.registry import get_backend
 
-        return SerialComm().node_rank()
+    return get_backend(backend, local_rank=_node_rank(backend, comm))
+
+
+def _node_rank(backend, comm=None) -> int:
+    """The node-local rank that picks the GPU; 0 when no device is involved."""
+    if isinstance(backend, str) and backend in ("gpu", "auto"):
+        if comm is None:
+            from .parallel import SerialComm
+
+            comm = SerialComm()
+        return comm.node_rank()
     return 0

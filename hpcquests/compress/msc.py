@@ -616,11 +616,10 @@ class _LazyState:
 def _eager_backend(comm, backend, y, offsets, entropies, plan: _PickPlan, centre, ref, sizes, threads, progress,
                    kernel):
     """The greedy through the kernel-backend protocol (``_EagerPicker``), in the one pick loop."""
-    from ..kernels.registry import get_backend
+    from ..metrics import backend_on
     from ..runtime import threads as thread_context
 
-    be = get_backend(backend, local_rank=comm.node_rank() if backend in ("gpu", "auto") else 0) \
-        if isinstance(backend, str) else backend
+    be = backend_on(backend, comm)
     inv2h2, prune_d2 = kernel  # 1/(2h²) and the pruning distance²
     n_local = offsets.size - 1
     ent_local = entropies[plan.first_index:plan.first_index + n_local]

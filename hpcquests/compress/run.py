@@ -174,8 +174,6 @@ def _describe(config: CompressConfig, comm, t_start) -> _Described:
     from ..distributed.drivers import distributed_descriptors, local_structure_range
     from ..io.structures import read_dataset
 
-    if not os.path.exists(config.data):
-        raise ValueError(f"dataset {config.data}: no such file or directory")
     structures, ids = read_dataset(config.data, labels=config.labels, types=config.types)
     structures = list(structures)
     n = len(structures)

@@ -130,8 +130,7 @@ class ReferenceSet:
 
     def __init__(self, comm, x_local, h, *, ref_memory: int = DEFAULT_REF_MEMORY, backend: str = "cpu",
                  force_ring: bool = False):
-        from ..kernels.registry import get_backend
-        from ..metrics import as_bandwidths
+        from ..metrics import as_bandwidths, backend_on
 
         self.comm = comm
         self.hs, self.scalar = as_bandwidths(h)
@@ -145,8 +144,7 @@ class ReferenceSet:
         if self.n_ref == 0:
             raise ValueError("the reference set is empty")
         self.d = widths.pop()
-        # the node rank picks the GPU (collective: every rank passes the same backend name)
-        self.be = get_backend(backend, local_rank=comm.node_rank() if backend in ("gpu", "auto") else 0)
+        self.be = backend_on(backend, comm)
         total = np.asarray(comm.reduce_sum(x_local.sum(axis=0) if x_local.shape[0] else np.zeros(self.d)))
         self.center = total / self.n_ref
         self.inv2h2, self.prune_d2 = self.be.reference_params(self.hs, self.n_ref)

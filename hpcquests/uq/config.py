@@ -60,6 +60,12 @@ class ScanConfig:
         object.__setattr__(self, "read_block", max(1, int(self.read_block or READ_BLOCK)))
 
     @classmethod
+    def defaults(cls) -> dict:
+        """The default of every option (the command line's defaults too)."""
+        return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING
+                and f.compare}
+
+    @classmethod
     def from_namespace(cls, ns, **hooks) -> "ScanConfig":
         """From the parsed command line (``build_parser().parse_args``)."""
         names = {f.name for f in dataclasses.fields(cls)}

@@ -35,7 +35,7 @@ import time
 import numpy as np
 
 from .._json import json_default
-from .config import READ_BLOCK, ScanConfig
+from .config import ScanConfig
 
 from ..parallel.channel import EXIT_BAD_INPUT, EXIT_CHECKPOINTED, StopRequested  # noqa: F401 (re-exported)
 
@@ -53,31 +53,33 @@ def build_parser() -> argparse.ArgumentParser:
                     "(descriptor store or structure file). Same code serial, under mpiexec and srun.")
     p.add_argument("traj", metavar="TRAJ", help="LAMMPS text dump (*.lammpstrj)")
     p.add_argument("ref", metavar="REF", help="descriptor store (.h5) or any ASE-readable structure file")
-    p.add_argument("--out", default="uq-out", help="output directory (default uq-out)")
-    p.add_argument("--bandwidth", "-H", type=float, default=0.015, help="kernel bandwidth h (default 0.015)")
-    p.add_argument("--threshold", type=float, nargs="+", default=[0.0],
+    p.add_argument("--out", help="output directory (default uq-out)")
+    p.add_argument("--bandwidth", "-H", type=float, help="kernel bandwidth h (default 0.015)")
+    p.add_argument("--threshold", type=float, nargs="+",
                    help="report the fraction of atoms with dH above each value (default 0)")
-    p.add_argument("--frames", default=None, help="frame selection START:STOP:STEP (default all)")
-    p.add_argument("--types", default=None, help="LAMMPS type to element map, e.g. 1=Ta,2=W")
-    p.add_argument("--backend", choices=("auto", "cpu", "gpu"), default="cpu", help="kernel backend")
-    p.add_argument("--chunk-atoms", type=int, default=262_144,
+    p.add_argument("--frames", help="frame selection START:STOP:STEP (default all)")
+    p.add_argument("--types", help="LAMMPS type to element map, e.g. 1=Ta,2=W")
+    p.add_argument("--backend", choices=("auto", "cpu", "gpu"), help="kernel backend")
+    p.add_argument("--chunk-atoms", type=int,
                    help="atoms per rank per chunk: bounds memory, and the checkpoint granularity")
-    p.add_argument("--read-block", type=memory_size, default=READ_BLOCK,
+    p.add_argument("--read-block", type=memory_size,
                    help="bytes of atom lines a rank parses and sends to their domains at a time: bounds "
                         "the memory of reading a huge frame (default 32M; results do not depend on it)")
-    p.add_argument("-k", type=int, default=32, help="nearest neighbours (default 32)")
-    p.add_argument("--cutoff", type=float, default=5.0, help="cutoff in Å (default 5.0)")
-    p.add_argument("--ref-memory", type=memory_size, default="2G",
+    p.add_argument("-k", type=int, help="nearest neighbours (default 32)")
+    p.add_argument("--cutoff", type=float, help="cutoff in Å (default 5.0)")
+    p.add_argument("--ref-memory", type=memory_size,
                    help="gather the reference on every rank up to this size, else a ring (default 2G)")
     p.add_argument("--skip-bad-frames", action="store_true", help="skip truncated/malformed frames")
-    p.add_argument("--frame-parallel-atoms", type=int, default=2_000_000,
+    p.add_argument("--frame-parallel-atoms", type=int,
                    help="with at least as many frames as ranks, frames of at most this many atoms are "
                         "spread over ranks whole; larger ones are split by domains (default 2,000,000)")
     p.add_argument("--no-annotated-dump", action="store_true", help="do not write the annotated dump")
-    p.add_argument("--threads", type=int, default=None, help="numba threads per rank")
+    p.add_argument("--threads", type=int, help="numba threads per rank")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines (results and errors are still "
                                                                "printed)")
+    # the defaults are the configuration's (one place)
+    p.set_defaults(**ScanConfig.defaults())
     return p
 
 
