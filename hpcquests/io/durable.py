@@ -94,6 +94,10 @@ def _committed(path, flags: int):
         _fault("rename", tmp)
         os.replace(tmp, path)
         done = True
+    except OSError as exc:
+        if exc.filename is None:  # os.write/fsync name no file: say which one the user asked for
+            raise OSError(exc.errno, exc.strerror, path) from exc
+        raise
     finally:
         if fd is not None:
             os.close(fd)

@@ -769,7 +769,10 @@ def _pwrite_all(fd, data: bytes, offset: int, path: str) -> None:
 
     view = memoryview(data)
     while view:
-        n = os.pwrite(fd, view, offset)
+        try:
+            n = os.pwrite(fd, view, offset)
+        except OSError as exc:  # (pwrite names no file)
+            raise OSError(exc.errno, exc.strerror, path) from exc
         if n <= 0:
             raise OSError(errno.EIO, "pwrite wrote nothing", path)
         view = view[n:]
