@@ -504,6 +504,8 @@ class _LazyState:
     """This rank's candidates (per-environment states, a heap of scores) and the selected set C."""
 
     def __init__(self, y, yn, offsets, entropies, first_index, *, lazy, axes, rank, use_bounds=True):
+        from ..kernels.greedy import new_state
+
         self.off = offsets
         self.axes, self.r = axes, int(rank)
         self.env = (y, yn, bound_fields(y, yn, axes, self.r))
@@ -511,9 +513,8 @@ class _LazyState:
         self.first = int(first_index)
         n = offsets.size - 1
         n_env = y.shape[0]
-        # exact log-sum-exp state (m, s, folds) and lower-bound state (mb, sb, folds, δH bound)
-        self.st = (np.full(n_env, np.inf), np.zeros(n_env), np.zeros(n_env, dtype=np.int64),
-                   np.full(n_env, np.inf), np.zeros(n_env), np.zeros(n_env, dtype=np.int64), np.full(n_env, np.inf))
+        # exact log-sum-exp state, lower-bound state and δH bound per environment (kernels.greedy)
+        self.st = new_state(n_env)
         self.st_folded = np.zeros(n, dtype=np.int64)
         self.st_bound = np.full(n, np.inf)
         self.alive = np.ones(n, dtype=bool)
@@ -533,6 +534,10 @@ class _LazyState:
         from ..kernels.greedy import LANES  # spare columns: the row stride stays off a power of two
 
         return np.zeros((self.r + 2, cap + LANES), dtype=np.float32)
+
+    @property
+    def structs(self):
+        return (self.ent, self.st_bound, self.st_folded)
 
     @property
     def sel(self):
@@ -601,11 +606,10 @@ class _LazyState:
         if not self.lazy and self.n_heap:
             # eager: every live structure, every environment, every step (the test oracle)
             self.pairs += int(refresh_all(self.heap[: self.n_heap].copy(), self.off, self.env, self.st, self.sel,
-                                          self.n_sel, inv2h2, prune_d2, self.ent, self.st_bound, self.st_folded))
+                                          self.n_sel, inv2h2, prune_d2, self.structs))
             heap_build(self.heap, self.n_heap, self.st_bound)
         c, exact, bound = lazy_best(self.heap, self.n_heap, self.off, self.env, self.st, self.sel, self.n_sel, inv2h2,
-                                    prune_d2, self.ent, self.st_bound, self.st_folded, self.scratch,
-                                    self.use_bounds)
+                                    prune_d2, self.structs, self.scratch, self.use_bounds)
         self.pairs += int(exact)
         self.bound_pairs += int(bound)
         if c < 0:

@@ -56,6 +56,23 @@ TIE_BAND = 1e-10
 #: (≤ 2e-4 relative for a 2048-row block) and the exact sums' pruning and exp (≤ 5e-14).
 BOUND_SAFETY = 1.0 - 1e-3
 
+# Per-environment state, two 2-D arrays (one row per field, one column per environment), so
+# the per-environment kernels take two arrays instead of seven:
+#: ``fst`` (5, n_env) float64: M exact running minimum d², S exact sum (against M), MB, SB the
+#: lower-bound state, UB the δH upper bound (exact once the environment is folded exactly).
+M, S, MB, SB, UB = 0, 1, 2, 3, 4
+#: ``ist`` (2, n_env) int64: F selected structures folded exactly, G covered by the bound.
+F, G = 0, 1
+
+
+def new_state(n_env: int):
+    """(fst, ist) of ``n_env`` environments that have seen no selected structure."""
+    fst = np.zeros((5, n_env))
+    fst[M] = np.inf
+    fst[MB] = np.inf
+    fst[UB] = np.inf
+    return fst, np.zeros((2, n_env), dtype=np.int64)
+
 
 @nb.njit(cache=True, fastmath=True)
 def _dots(yv, x, r0, nr, out):
@@ -90,37 +107,38 @@ def _dots(yv, x, r0, nr, out):
 
 
 @nb.njit(cache=True)
-def _fold_env(e, y, yn, m, s, x, xn, c0, c1, inv2h2, prune, row, buf):
-    """Fold reference rows x[c0:c1] into environment e's state; returns pairs evaluated."""
+def _fold_env(e, y, yn, fst, x, xn, c0, c1, inv2h2, prune, row):
+    """Fold reference rows x[c0:c1] into environment e's exact state (fst[M], fst[S]); returns
+    pairs evaluated."""
     for r0 in range(c0, c1, COL_BLOCK):
         nr = min(COL_BLOCK, c1 - r0)
         _dots(y[e], x, r0, nr, row)
         rmin = _row_to_d2(yn[e], xn, r0, row, nr)
-        m_old = m[e]
+        m_old = fst[M, e]
         if rmin < m_old:
             if m_old < np.inf:
-                s[e] *= math.exp(-(m_old - rmin) * inv2h2)
-            m[e] = rmin
-        mi = m[e]
+                fst[S, e] *= math.exp(-(m_old - rmin) * inv2h2)
+            fst[M, e] = rmin
+        mi = fst[M, e]
         # dense masked sum: blocks are one selected structure (tens of rows), and in compact
         # datasets nearly every term survives the pruning test anyway
-        s[e] += _masked_expsum(row, nr, mi, prune_limit(mi, prune), inv2h2)
+        fst[S, e] += _masked_expsum(row, nr, mi, prune_limit(mi, prune), inv2h2)
     return c1 - c0
 
 
 @nb.njit(cache=True)
-def _exact_env(e, upto, y, yn, m, s, f, mb, sb, g, ub, sel_x, sel_xn, sel_off, inv2h2, prune, row, buf):
-    """Fold selected structures f[e]..upto-1 exactly into environment e, one at a time in
+def _exact_env(e, upto, y, yn, fst, ist, sel_x, sel_xn, sel_off, inv2h2, prune, row):
+    """Fold selected structures ist[F, e]..upto-1 exactly into environment e, one at a time in
     selection order; the bound state becomes the exact one. Returns pairs evaluated."""
     pairs = 0
-    for t in range(f[e], upto):
-        pairs += _fold_env(e, y, yn, m, s, sel_x, sel_xn, sel_off[t], sel_off[t + 1], inv2h2, prune, row, buf)
-    if upto > f[e]:
-        f[e] = upto
-        mb[e] = m[e]
-        sb[e] = s[e]
-        g[e] = upto
-        ub[e] = m[e] * inv2h2 - math.log(s[e])
+    for t in range(ist[F, e], upto):
+        pairs += _fold_env(e, y, yn, fst, sel_x, sel_xn, sel_off[t], sel_off[t + 1], inv2h2, prune, row)
+    if upto > ist[F, e]:
+        ist[F, e] = upto
+        ist[G, e] = upto
+        fst[MB, e] = fst[M, e]
+        fst[SB, e] = fst[S, e]
+        fst[UB, e] = fst[M, e] * inv2h2 - math.log(fst[S, e])
     return pairs
 
 
@@ -200,63 +218,69 @@ def _float32_below(v):
 
 
 @nb.njit(cache=True)
-def _bound_env(e, upto, yb, mb, sb, g, ub, sel_bt, sel_off, inv2h2, row):
-    """Extend environment e's lower-bound sum over selected structures g[e]..upto-1 (one
-    vectorised float32 pass over their rows); ub[e] becomes the matching upper bound of δH.
-    The bound state (mb, sb) is float64 with mb kept float32-representable, so the float32
+def _bound_env(e, upto, yb, fst, ist, sel_bt, sel_off, inv2h2, row):
+    """Extend environment e's lower-bound sum over selected structures ist[G, e]..upto-1 (one
+    vectorised float32 pass over their rows); fst[UB, e] becomes the matching upper bound of
+    δH. The bound state (MB, SB) is float64 with MB kept float32-representable, so the float32
     terms are taken against exactly the same reference. Returns pairs."""
-    r0 = sel_off[g[e]]
+    r0 = sel_off[ist[G, e]]
     r1 = sel_off[upto]
     a32 = np.float32(inv2h2)
-    if mb[e] < np.inf:
-        m32 = _float32_below(mb[e])
-        if m32 < mb[e]:
-            sb[e] *= math.exp(-(mb[e] - m32) * inv2h2)
-            mb[e] = m32
+    mb = fst[MB, e]
+    sb = fst[SB, e]
+    if mb < np.inf:
+        m32 = _float32_below(mb)
+        if m32 < mb:
+            sb *= math.exp(-(mb - m32) * inv2h2)
+            mb = m32
     for c0 in range(r0, r1, COL_BLOCK):
         nr = min(COL_BLOCK, r1 - c0)
         rmin = np.float64(_bound_d2(yb, e, sel_bt, c0, nr, row))
-        if rmin < mb[e]:
-            if mb[e] < np.inf:
-                sb[e] *= math.exp(-(mb[e] - rmin) * inv2h2)
-            mb[e] = rmin
+        if rmin < mb:
+            if mb < np.inf:
+                sb *= math.exp(-(mb - rmin) * inv2h2)
+            mb = rmin
         # the factor covers float32 rounding in the terms and their sum, and the pruning and
         # polynomial exp of the exact sums the bound must stay below
-        sb[e] += np.float64(_lower_expsum(row, nr, np.float32(mb[e]), a32)) * BOUND_SAFETY
-    if upto > g[e]:
-        g[e] = upto
-        ub[e] = mb[e] * inv2h2 - math.log(sb[e]) if sb[e] > 0.0 else np.inf
+        sb += np.float64(_lower_expsum(row, nr, np.float32(mb), a32)) * BOUND_SAFETY
+    fst[MB, e] = mb
+    fst[SB, e] = sb
+    if upto > ist[G, e]:
+        ist[G, e] = upto
+        fst[UB, e] = mb * inv2h2 - math.log(sb) if sb > 0.0 else np.inf
     return r1 - r0
 
 
 @nb.njit(cache=True)
-def _top_env(ub, a, b):
+def _top_env(fst, a, b):
+    """The environment of a..b-1 with the highest δH bound (the first on ties)."""
     top = a
     for e in range(a + 1, b):
-        if ub[e] > ub[top]:
+        if fst[UB, e] > fst[UB, top]:
             top = e
     return top
 
 
 @nb.njit(cache=True)
-def _extend_bound(e, offset, limit, n_sel, yb, mb, sb, g, ub, sel_bt, sel_off, inv2h2, row32):
+def _extend_bound(e, offset, limit, n_sel, yb, fst, ist, sel_bt, sel_off, inv2h2, row32):
     """Extend environment e's bound over the selected structures it has not seen, FOLD_CHUNK
-    of them first and twice as many each time, until ``ub[e] + offset`` falls below ``limit``
-    or it covers all."""
+    of them first and twice as many each time, until ``fst[UB, e] + offset`` falls below
+    ``limit`` or it covers all."""
     pairs = 0
     chunk = FOLD_CHUNK
-    while g[e] < n_sel:
-        pairs += _bound_env(e, min(n_sel, g[e] + chunk), yb, mb, sb, g, ub, sel_bt, sel_off, inv2h2, row32)
-        if ub[e] + offset < limit:
+    while ist[G, e] < n_sel:
+        pairs += _bound_env(e, min(n_sel, ist[G, e] + chunk), yb, fst, ist, sel_bt, sel_off, inv2h2, row32)
+        if fst[UB, e] + offset < limit:
             break
         chunk *= 2
     return pairs
 
 
 @nb.njit(cache=True)
-def _structure_step(c, limit, env_off, y, yn, yb, m, s, f, mb, sb, g, ub, sel_x, sel_xn, sel_bt, sel_off, n_sel,
-                    inv2h2, prune, entropies, st_bound, st_folded, row, buf, row32, pairs, use_bounds):
-    """One unit of lazy work on structure c; adds the (exact, bound) pairs evaluated to ``pairs``.
+def _structure_step(c, limit, n_sel, env_off, env, st, sel, structs, work, inv2h2, prune, use_bounds):
+    """One unit of lazy work on structure c; adds the (exact, bound) pairs evaluated to
+    ``work[2]``. Arguments as in ``lazy_best``; ``work`` is (row (COL_BLOCK,) float64, row32
+    (COL_BLOCK,) float32, pairs (2,) int64).
 
     c can only stay above ``limit`` (the best other structure's score bound) through
     environments whose δH bound is at least limit − H(c), and each of them must fall below it
@@ -269,6 +293,11 @@ def _structure_step(c, limit, env_off, y, yn, yb, m, s, f, mb, sb, g, ub, sel_x,
     down to the runner-up's. Without ``use_bounds`` every environment that must move is folded
     exactly (the bound state is then the exact one).
     """
+    y, yn, yb = env
+    fst, ist = st
+    sel_x, sel_xn, sel_bt, sel_off = sel
+    entropies, st_bound, st_folded = structs
+    row, row32, pairs = work
     a = env_off[c]
     b = env_off[c + 1]
     hc = entropies[c]
@@ -278,55 +307,62 @@ def _structure_step(c, limit, env_off, y, yn, yb, m, s, f, mb, sb, g, ub, sel_x,
     # forever without its bound moving
     if limit > -np.inf:
         for e in range(a, b):
-            if ub[e] + hc >= limit and g[e] < n_sel:
+            if fst[UB, e] + hc >= limit and ist[G, e] < n_sel:
                 if use_bounds:
-                    pairs[1] += _extend_bound(e, hc, limit, n_sel, yb, mb, sb, g, ub, sel_bt, sel_off, inv2h2,
-                                              row32)
+                    pairs[1] += _extend_bound(e, hc, limit, n_sel, yb, fst, ist, sel_bt, sel_off, inv2h2, row32)
                 else:
-                    pairs[0] += _exact_env(e, n_sel, y, yn, m, s, f, mb, sb, g, ub, sel_x, sel_xn, sel_off, inv2h2,
-                                           prune, row, buf)
+                    pairs[0] += _exact_env(e, n_sel, y, yn, fst, ist, sel_x, sel_xn, sel_off, inv2h2, prune, row)
     top = a
     second = -np.inf
     for e in range(a + 1, b):
-        v = ub[e]
-        if v > ub[top]:
-            second = ub[top]
+        v = fst[UB, e]
+        if v > fst[UB, top]:
+            second = fst[UB, top]
             top = e
         elif v > second:
             second = v
-    if ub[top] + hc >= limit:
-        if use_bounds and g[top] < n_sel:  # only with no limit
-            pairs[1] += _extend_bound(top, 0.0, second, n_sel, yb, mb, sb, g, ub, sel_bt, sel_off, inv2h2, row32)
-        elif f[top] < n_sel:
-            pairs[0] += _exact_env(top, n_sel, y, yn, m, s, f, mb, sb, g, ub, sel_x, sel_xn, sel_off, inv2h2,
-                                   prune, row, buf)
-        else:
-            v = ub[top]
-            band = v - TIE_BAND * max(1.0, abs(v))
-            work = False
-            for e in range(a, b):
-                if f[e] < n_sel and ub[e] >= band:
-                    work = True
-                    if use_bounds and g[e] < n_sel:
-                        pairs[1] += _bound_env(e, n_sel, yb, mb, sb, g, ub, sel_bt, sel_off, inv2h2, row32)
-                    if ub[e] >= band:
-                        pairs[0] += _exact_env(e, n_sel, y, yn, m, s, f, mb, sb, g, ub, sel_x, sel_xn, sel_off,
-                                               inv2h2, prune, row, buf)
-            if not work:
-                st_folded[c] = n_sel
-    st_bound[c] = ub[_top_env(ub, a, b)] + entropies[c]
+    if fst[UB, top] + hc >= limit:
+        if use_bounds and ist[G, top] < n_sel:  # only with no limit
+            pairs[1] += _extend_bound(top, 0.0, second, n_sel, yb, fst, ist, sel_bt, sel_off, inv2h2, row32)
+        elif ist[F, top] < n_sel:
+            pairs[0] += _exact_env(top, n_sel, y, yn, fst, ist, sel_x, sel_xn, sel_off, inv2h2, prune, row)
+        elif not _exact_band(a, b, n_sel, env, st, sel, inv2h2, prune, work, use_bounds):
+            st_folded[c] = n_sel
+    st_bound[c] = fst[UB, _top_env(fst, a, b)] + entropies[c]
 
 
 @nb.njit(cache=True)
-def _refresh_full(c, env_off, env, st, sel, n_sel, inv2h2, prune, entropies, st_bound, st_folded, row, buf):
+def _exact_band(a, b, n_sel, env, st, sel, inv2h2, prune, work, use_bounds):
+    """With the top environment of a..b-1 exact: make exact every other one whose bound lies
+    within the tie band of it (bound first). Returns whether any was worked on."""
+    y, yn, yb = env
+    fst, ist = st
+    sel_x, sel_xn, sel_bt, sel_off = sel
+    row, row32, pairs = work
+    v = fst[UB, _top_env(fst, a, b)]
+    band = v - TIE_BAND * max(1.0, abs(v))
+    work_done = False
+    for e in range(a, b):
+        if ist[F, e] < n_sel and fst[UB, e] >= band:
+            work_done = True
+            if use_bounds and ist[G, e] < n_sel:
+                pairs[1] += _bound_env(e, n_sel, yb, fst, ist, sel_bt, sel_off, inv2h2, row32)
+            if fst[UB, e] >= band:
+                pairs[0] += _exact_env(e, n_sel, y, yn, fst, ist, sel_x, sel_xn, sel_off, inv2h2, prune, row)
+    return work_done
+
+
+@nb.njit(cache=True)
+def _refresh_full(c, n_sel, env_off, env, st, sel, structs, inv2h2, prune, row):
     """Eager: fold every environment of structure c exactly up to n_sel; exact score. Returns pairs."""
     y, yn, yb = env
-    m, s, f, mb, sb, g, ub = st
+    fst, ist = st
     sel_x, sel_xn, sel_bt, sel_off = sel
+    entropies, st_bound, st_folded = structs
     pairs = 0
     for e in range(env_off[c], env_off[c + 1]):
-        pairs += _exact_env(e, n_sel, y, yn, m, s, f, mb, sb, g, ub, sel_x, sel_xn, sel_off, inv2h2, prune, row, buf)
-    st_bound[c] = ub[_top_env(ub, env_off[c], env_off[c + 1])] + entropies[c]
+        pairs += _exact_env(e, n_sel, y, yn, fst, ist, sel_x, sel_xn, sel_off, inv2h2, prune, row)
+    st_bound[c] = fst[UB, _top_env(fst, env_off[c], env_off[c + 1])] + entropies[c]
     st_folded[c] = n_sel
     return pairs
 
@@ -392,8 +428,7 @@ def _collect_band(heap, n, bound, band, out, stack):
 
 
 @nb.njit(cache=True)
-def lazy_best(heap, n, env_off, env, st, sel, n_sel, inv2h2, prune_d2, entropies, st_bound, st_folded, scratch,
-              use_bounds=True):
+def lazy_best(heap, n, env_off, env, st, sel, n_sel, inv2h2, prune_d2, structs, scratch, use_bounds=True):
     """The best live structure of this rank (heap top) with an exact, up-to-date score.
 
     Args:
@@ -402,12 +437,13 @@ def lazy_best(heap, n, env_off, env, st, sel, n_sel, inv2h2, prune_d2, entropies
         env: local environments (y (n_env, d) float64 centred, yn (n_env,) |y|², yb (n_env,
             r + 2) float32 bound fields: leading principal components, their |·|² plus slack,
             trailing-component norm).
-        st: per-environment state (m, s exact log-sum-exp state, f exact fold count, mb, sb the
-            lower-bound state, g bound fold count, ub the δH upper bound), all (n_env,).
+        st: per-environment state (fst (5, n_env) float64, ist (2, n_env) int64; rows M, S,
+            MB, SB, UB and F, G: see ``new_state``).
         sel: the selected environments (sel_x (rows, d), sel_xn (rows,), sel_bt (r + 2,
             rows + LANES) the bound fields transposed, sel_off (n_sel + 1,) row offsets per
             selected structure).
-        entropies, st_bound, st_folded: (n_local,) H(S), score bounds, exact fold counts.
+        structs: (entropies, st_bound, st_folded), each (n_local,): H(S), score bounds, exact
+            fold counts.
         scratch: (2·n_local,) int64 work space.
         use_bounds: lower bounds with the cheap float32 bounds first (False: exact folds only,
             for data whose float32 bound fields would overflow).
@@ -415,22 +451,19 @@ def lazy_best(heap, n, env_off, env, st, sel, n_sel, inv2h2, prune_d2, entropies
     Returns:
         (local index or -1 when none is left, exact pairs evaluated, bound pairs evaluated).
     """
-    y, yn, yb = env
-    m, s, f, mb, sb, g, ub = st
-    sel_x, sel_xn, sel_bt, sel_off = sel
+    st_bound = structs[1]
+    st_folded = structs[2]
     prune = min(prune_d2, BIG)
-    row = np.empty(COL_BLOCK)
-    buf = np.empty(COL_BLOCK)
-    row32 = np.empty(COL_BLOCK, dtype=np.float32)
+    work = (np.empty(COL_BLOCK), np.empty(COL_BLOCK, dtype=np.float32), np.zeros(2, dtype=np.int64))
+    pairs = work[2]
     half = scratch.shape[0] // 2
     pos = scratch[:half]
     stack = scratch[half:]
-    pairs = np.zeros(2, dtype=np.int64)
     # every pass either folds or bounds at least one more (environment, selected structure)
     # pair, finishes a structure, or strictly lowers the top score bound (which only a fold can
     # raise again): a pass budget far above that count turns a future logic error into an
     # error instead of a hung job
-    budget = 64 + 4 * (y.shape[0] * (2 * n_sel + 2) + 2 * n)
+    budget = 64 + 4 * (env[0].shape[0] * (2 * n_sel + 2) + 2 * n)
     while n > 0:
         budget -= 1
         if budget < 0:
@@ -442,8 +475,7 @@ def lazy_best(heap, n, env_off, env, st, sel, n_sel, inv2h2, prune_d2, entropies
                 limit = st_bound[heap[1]]
             if n > 2 and st_bound[heap[2]] > limit:
                 limit = st_bound[heap[2]]
-            _structure_step(c, limit, env_off, y, yn, yb, m, s, f, mb, sb, g, ub, sel_x, sel_xn, sel_bt, sel_off,
-                            n_sel, inv2h2, prune, entropies, st_bound, st_folded, row, buf, row32, pairs, use_bounds)
+            _structure_step(c, limit, n_sel, env_off, env, st, sel, structs, work, inv2h2, prune, use_bounds)
             _sift_down(heap, n, 0, st_bound)
             continue
         v = st_bound[c]
@@ -454,9 +486,7 @@ def lazy_best(heap, n, env_off, env, st, sel, n_sel, inv2h2, prune_d2, entropies
             p = pos[k]
             q = heap[p]
             if st_folded[q] < n_sel:
-                _structure_step(q, -np.inf, env_off, y, yn, yb, m, s, f, mb, sb, g, ub, sel_x, sel_xn, sel_bt,
-                                sel_off, n_sel, inv2h2, prune, entropies, st_bound, st_folded, row, buf, row32, pairs,
-                                use_bounds)
+                _structure_step(q, -np.inf, n_sel, env_off, env, st, sel, structs, work, inv2h2, prune, use_bounds)
                 _sift_down(heap, n, p, st_bound)
                 stale += 1
         if stale == 0:
@@ -471,33 +501,33 @@ def speculate(heap, n, env_off, env, st, sel, n_sel, inv2h2, entropies, st_bound
     top environment's cheap bound lags behind C extends it over all of C. The lazy greedy needs
     that work in later steps anyway (nearly every structure near the top is worked on every
     step), and doing it early changes no value. Returns the pairs evaluated (0: nothing to do)."""
-    y, yn, yb = env
-    m, s, f, mb, sb, g, ub = st
-    sel_x, sel_xn, sel_bt, sel_off = sel
+    yb = env[2]
+    fst, ist = st
+    sel_bt = sel[2]
+    sel_off = sel[3]
     row32 = np.empty(COL_BLOCK, dtype=np.float32)
     for p in range(1, min(n, scan)):
         c = heap[p]
         a = env_off[c]
         b = env_off[c + 1]
-        top = _top_env(ub, a, b)
-        if g[top] < n_sel:
-            pairs = _bound_env(top, n_sel, yb, mb, sb, g, ub, sel_bt, sel_off, inv2h2, row32)
-            st_bound[c] = ub[_top_env(ub, a, b)] + entropies[c]
+        top = _top_env(fst, a, b)
+        if ist[G, top] < n_sel:
+            pairs = _bound_env(top, n_sel, yb, fst, ist, sel_bt, sel_off, inv2h2, row32)
+            st_bound[c] = fst[UB, _top_env(fst, a, b)] + entropies[c]
             _sift_down(heap, n, p, st_bound)
             return pairs
     return 0
 
 
 @nb.njit(parallel=True, cache=True)
-def refresh_all(cands, env_off, env, st, sel, n_sel, inv2h2, prune_d2, entropies, st_bound, st_folded):
-    """Eager refresh of every environment of the structures ``cands`` (parallel); returns pairs."""
+def refresh_all(cands, env_off, env, st, sel, n_sel, inv2h2, prune_d2, structs):
+    """Eager refresh of every environment of the structures ``cands`` (parallel); returns pairs.
+    Arguments as in ``lazy_best``."""
     prune = min(prune_d2, BIG)
     pairs = np.zeros(cands.shape[0], dtype=np.int64)
     for k in nb.prange(cands.shape[0]):
         row = np.empty(COL_BLOCK)
-        buf = np.empty(COL_BLOCK)
-        pairs[k] = _refresh_full(cands[k], env_off, env, st, sel, n_sel, inv2h2, prune, entropies, st_bound,
-                                 st_folded, row, buf)
+        pairs[k] = _refresh_full(cands[k], n_sel, env_off, env, st, sel, structs, inv2h2, prune, row)
     return pairs.sum()
 
 
@@ -527,13 +557,12 @@ def structure_entropies(y, env_off, inv2h2, prune_d2):
         yns = np.empty(na)
         for i in range(na):
             yns[i] = np.dot(ys[i], ys[i])
-        m = np.full(na, np.inf)
-        s = np.zeros(na)
+        fst = np.zeros((2, na))
+        fst[M] = np.inf
         row = np.empty(COL_BLOCK)
-        buf = np.empty(COL_BLOCK)
         acc = 0.0
         for e in range(na):
-            _fold_env(e, ys, yns, m, s, ys, yns, 0, na, inv2h2, prune, row, buf)
-            acc += -m[e] * inv2h2 + math.log(s[e])
+            _fold_env(e, ys, yns, fst, ys, yns, 0, na, inv2h2, prune, row)
+            acc += -fst[M, e] * inv2h2 + math.log(fst[S, e])
         out[c] = math.log(na) - acc / na
     return out

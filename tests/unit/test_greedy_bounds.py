@@ -39,29 +39,23 @@ def _setup(env_x, sel_structs, r, h):
     return y, yn, yb, sel_x, sel_xn, sel_bt, sel_off, inv2h2, prune
 
 
-def _states(n):
-    return (np.full(n, np.inf), np.zeros(n), np.zeros(n, dtype=np.int64), np.full(n, np.inf), np.zeros(n),
-            np.zeros(n, dtype=np.int64), np.full(n, np.inf))
-
-
 def _exact_and_bound(env_x, sel_structs, r, h, exact_first):
     """(exact δH after all selected structures, bound after an exact fold of the first
     ``exact_first`` and cheap bounds over the rest), per environment."""
     y, yn, yb, sel_x, sel_xn, sel_bt, sel_off, inv2h2, prune = _setup(env_x, sel_structs, r, h)
     n, n_sel = y.shape[0], len(sel_structs)
-    row, buf, row32 = np.empty(G.COL_BLOCK), np.empty(G.COL_BLOCK), np.empty(G.COL_BLOCK + G.LANES, np.float32)
-    m, s, f, mb, sb, g, ub = _states(n)
-    m2, s2, f2, mb2, sb2, g2, ub2 = _states(n)
+    row, row32 = np.empty(G.COL_BLOCK), np.empty(G.COL_BLOCK + G.LANES, np.float32)
+    fst, ist = G.new_state(n)
+    fst2, ist2 = G.new_state(n)
     for e in range(n):
-        G._exact_env(e, n_sel, y, yn, m, s, f, mb, sb, g, ub, sel_x, sel_xn, sel_off, inv2h2, prune, row, buf)
+        G._exact_env(e, n_sel, y, yn, fst, ist, sel_x, sel_xn, sel_off, inv2h2, prune, row)
         if exact_first:
-            G._exact_env(e, exact_first, y, yn, m2, s2, f2, mb2, sb2, g2, ub2, sel_x, sel_xn, sel_off, inv2h2, prune,
-                         row, buf)
+            G._exact_env(e, exact_first, y, yn, fst2, ist2, sel_x, sel_xn, sel_off, inv2h2, prune, row)
         upto = exact_first
         while upto < n_sel:  # uneven chunks, as the lazy greedy extends them
             upto = min(n_sel, upto + 1 + e % 3)
-            G._bound_env(e, upto, yb, mb2, sb2, g2, ub2, sel_bt, sel_off, inv2h2, row32)
-    return ub, ub2
+            G._bound_env(e, upto, yb, fst2, ist2, sel_bt, sel_off, inv2h2, row32)
+    return fst[G.UB], fst2[G.UB]
 
 
 def _brute_dh(env_x, sel_structs, h):
