@@ -9,6 +9,7 @@ training data (the QUESTS extrapolation signal); the table shows where that happ
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -76,16 +77,30 @@ def _uq_scan(out, store_path, small, threads) -> dict:
     return result
 
 
-def run_demo(args) -> dict:
+@dataclasses.dataclass(frozen=True)
+class DemoConfig:
+    """out: directory for the demo's files (None: a new temporary one, kept). small: a smaller,
+    faster demo. threads: numba threads (None: numba's default). json: print one JSON object
+    instead of the table."""
+
+    out: str | None = None
+    small: bool = False
+    threads: int | None = None
+    json: bool = False
+
+
+def run_demo(config: DemoConfig, comm=None) -> dict:
+    """Run the demo (on the calling process; under MPI every rank runs it and rank 0 prints)
+    and return its results (also written to ``OUT/demo.json``)."""
     from ._json import emit
     from .descriptors import get_descriptors
     from .io.store import open_store, write_store
     from .metrics import delta_entropy, entropy
 
     t0 = time.perf_counter()
-    small = bool(getattr(args, "small", False))
-    threads = getattr(args, "threads", None)
-    out = args.out or tempfile.mkdtemp(prefix="hpcquests-demo-")
+    small = config.small
+    threads = config.threads
+    out = config.out or tempfile.mkdtemp(prefix="hpcquests-demo-")
     os.makedirs(out, exist_ok=True)
     train, tests = _datasets(small)
 
@@ -114,7 +129,7 @@ def run_demo(args) -> dict:
                      "dH_max": float(dh.max()), "novel_fraction": float((dh > 0).mean())})
     elapsed = time.perf_counter() - t0
 
-    kept = (f"files in {out}" if args.out else
+    kept = (f"files in {out}" if config.out else
             f"files in {out} (a new temporary folder, not removed; --out DIR chooses one)")
     lines = [f"hpcquests demo: bcc Ta, k=32, cutoff=5 Å, h={h}; {kept}",
              "",
@@ -140,9 +155,8 @@ def run_demo(args) -> dict:
     elapsed = time.perf_counter() - t0
     lines.append(f"done in {elapsed:.1f} s. Next: hpcquests dh <your.extxyz> {store_path}")
     payload = {"output_dir": out, "bandwidth": h, "rows": rows, "uq": uq, "seconds": elapsed}
-    comm = getattr(args, "comm", None)
     if comm is None or comm.rank == 0:
-        emit(payload, lines, as_json=bool(getattr(args, "json", False)))
+        emit(payload, lines, as_json=config.json)
     with open(os.path.join(out, "demo.json"), "w") as fh:
         json.dump(payload, fh, indent=2)
     return payload

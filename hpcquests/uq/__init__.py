@@ -3,11 +3,7 @@
     python -m hpcquests.uq TRAJ REF [--out DIR] ...
     srun --mpi=pmi2 python -m hpcquests.uq TRAJ REF ...
 
-See ``hpcquests.uq.scan`` for the pipeline and ``docs/uq.md`` for the outputs.
+From Python: ``hpcquests.uq.scan.scan(ScanConfig(traj, ref, ...), comm)``. See
+``hpcquests.uq.scan`` for the pipeline, ``hpcquests.cli.uq`` for the command line and
+``docs/uq.md`` for the outputs.
 """
-
-
-def main(argv=None) -> int:
-    from .scan import main as _main
-
-    return _main(argv)

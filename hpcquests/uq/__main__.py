@@ -1,5 +1,5 @@
 import sys
 
-from .scan import main
+from ..cli.uq import main  # the entry point lives with the other command lines (hpcquests.cli)
 
 sys.exit(main())

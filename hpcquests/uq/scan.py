@@ -24,7 +24,6 @@ the same results as an uninterrupted run.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
@@ -37,50 +36,9 @@ import numpy as np
 from .._json import json_default
 from .config import ScanConfig
 
-from ..parallel.channel import EXIT_BAD_INPUT, EXIT_CHECKPOINTED, StopRequested  # noqa: F401 (re-exported)
+from ..parallel.channel import EXIT_BAD_INPUT
 
 RESULT_NAME = "dH.h5"
-
-
-# --------------------------------------------------------------------------- arguments
-
-def build_parser() -> argparse.ArgumentParser:
-    from .._args import memory_size
-
-    p = argparse.ArgumentParser(
-        prog="python -m hpcquests.uq",
-        description="Per-atom differential entropy dH of a LAMMPS trajectory against a reference "
-                    "(descriptor store or structure file). Same code serial, under mpiexec and srun.")
-    p.add_argument("traj", metavar="TRAJ", help="LAMMPS text dump (*.lammpstrj)")
-    p.add_argument("ref", metavar="REF", help="descriptor store (.h5) or any ASE-readable structure file")
-    p.add_argument("--out", help="output directory (default uq-out)")
-    p.add_argument("--bandwidth", "-H", type=float, help="kernel bandwidth h (default 0.015)")
-    p.add_argument("--threshold", type=float, nargs="+",
-                   help="report the fraction of atoms with dH above each value (default 0)")
-    p.add_argument("--frames", help="frame selection START:STOP:STEP (default all)")
-    p.add_argument("--types", help="LAMMPS type to element map, e.g. 1=Ta,2=W")
-    p.add_argument("--backend", choices=("auto", "cpu", "gpu"), help="kernel backend")
-    p.add_argument("--chunk-atoms", type=int,
-                   help="atoms per rank per chunk: bounds memory, and the checkpoint granularity")
-    p.add_argument("--read-block", type=memory_size,
-                   help="bytes of atom lines a rank parses and sends to their domains at a time: bounds "
-                        "the memory of reading a huge frame (default 32M; results do not depend on it)")
-    p.add_argument("-k", type=int, help="nearest neighbours (default 32)")
-    p.add_argument("--cutoff", type=float, help="cutoff in Å (default 5.0)")
-    p.add_argument("--ref-memory", type=memory_size,
-                   help="gather the reference on every rank up to this size, else a ring (default 2G)")
-    p.add_argument("--skip-bad-frames", action="store_true", help="skip truncated/malformed frames")
-    p.add_argument("--frame-parallel-atoms", type=int,
-                   help="with at least as many frames as ranks, frames of at most this many atoms are "
-                        "spread over ranks whole; larger ones are split by domains (default 2,000,000)")
-    p.add_argument("--no-annotated-dump", action="store_true", help="do not write the annotated dump")
-    p.add_argument("--threads", type=int, help="numba threads per rank")
-    p.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines (results and errors are still "
-                                                               "printed)")
-    # the defaults are the configuration's (one place)
-    p.set_defaults(**ScanConfig.defaults())
-    return p
 
 
 # --------------------------------------------------------------------------- reference
@@ -901,62 +859,3 @@ def _concatenate_annotated(config, chosen):
             for f in chosen:
                 with open(os.path.join(config.out, "annotated", f"frame-{f:06d}.lammpstrj"), "rb") as src:
                     shutil.copyfileobj(src, out, 16 << 20)
-
-
-# --------------------------------------------------------------------------- entry point
-
-def main(argv=None) -> int:
-    """Entry point of ``python -m hpcquests.uq``: returns the exit status agreed by every rank
-    (0; 2 bad input; 74 I/O error; 75 preempted after a checkpoint; 1 internal error)."""
-    from ..faults import inject
-    from ..parallel import get_comm
-    from ..parallel.channel import preemption_signals, run_collectively
-
-    # the handlers cover the whole run (start-up and reference loading included); a signal
-    # is acted on at the next poll: a collective, or a chunk or frame boundary
-    with preemption_signals():
-        inject("uq.startup")
-        args = build_parser().parse_args(argv)
-        comm = get_comm()
-        result = {}
-
-        def run():
-            config = ScanConfig.from_namespace(args, on_chunk=_signal_after_chunks_hook())
-            result["summary"] = scan(config, comm)
-
-        def report():
-            summary = result["summary"]
-            if comm.rank != 0:
-                return
-            if args.json:  # one JSON object on stdout, nothing else
-                print(json.dumps(summary, default=json_default))
-                return
-            fr = summary["frames"]
-            print(f"hpcquests.uq: {summary['atoms']:,} atoms in {len(fr)} frame(s), {summary['wall_s']:.1f} s; "
-                  f"results in {args.out}/ (summary.json, {RESULT_NAME}, dH_hist.png)")
-            for s in fr:
-                if s.get("atoms"):
-                    above = ", ".join(f"{100 * v:.2f}% > {k}" for k, v in s["fraction_above"].items())
-                    print(f"  frame {s['frame']} (step {s['timestep']}): {s['atoms']:,} atoms, mean dH "
-                          f"{s['mean']:.3f}, max {s['max']:.3f}, {above}")
-
-        return run_collectively("hpcquests.uq", comm, run, on_success=report)
-
-
-def _signal_after_chunks_hook():
-    """HPCQUESTS_TEST_SIGNAL_AFTER=N (a test hook of the entry point, for tests that run the scan
-    in a subprocess): world rank 0 sends itself SIGUSR2 after its N-th computed chunk, so the real
-    handler and the collective stop are exercised at a known point. None when unset."""
-    n = os.environ.get("HPCQUESTS_TEST_SIGNAL_AFTER")
-    if n is None:
-        return None
-    import signal
-
-    done = [0]
-
-    def hook(rank):
-        done[0] += 1
-        if rank == 0 and done[0] == int(n):
-            os.kill(os.getpid(), signal.SIGUSR2)
-
-    return hook

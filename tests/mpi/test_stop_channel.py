@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.mpi, pytest.mark.timeout(240, method="signal")]
 #: every rank's exit status, one file each (the launcher reports only one of them)
 EXIT_LOGGER = r'''
 import os, sys
-from hpcquests.uq.scan import main
+from hpcquests.cli.uq import main
 code = main(sys.argv[1:])
 rank = os.environ.get("PMI_RANK", "0")
 with open(os.path.join(os.environ["EXIT_LOG"], f"rank{rank}"), "w") as fh:

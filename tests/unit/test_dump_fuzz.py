@@ -18,7 +18,7 @@ import hpcquests as hq
 from hpcquests import testing
 from hpcquests.io import lammps
 from hpcquests.io.store import write_store
-from hpcquests.uq.scan import main as uq_main
+from hpcquests.cli.uq import main as uq_main
 
 K, RC = 6, 3.5
 DEFECTS = ("none", "nan", "inf", "dup_id", "extra_value", "missing_value", "coincident", "truncate", "perfect")

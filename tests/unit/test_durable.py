@@ -15,7 +15,7 @@ import hpcquests as hq
 from hpcquests import testing
 from hpcquests.io import durable
 from hpcquests.io.store import write_store
-from hpcquests.uq.scan import main as uq_main
+from hpcquests.cli.uq import main as uq_main
 
 K, RC = 8, 4.0
 COMMON = ["--types", "1=Ta", "-k", str(K), "--cutoff", str(RC), "--chunk-atoms", "20", "-q"]

@@ -18,7 +18,7 @@ import hpcquests as hq
 from hpcquests import testing
 from hpcquests.cli import main as cli
 from hpcquests.io.store import open_store, write_store
-from hpcquests.uq.scan import main as uq_main
+from hpcquests.cli.uq import main as uq_main
 
 K, RC = 8, 4.0
 ROOT = Path(__file__).resolve().parents[2]
@@ -252,13 +252,12 @@ def test_readme_api_snippet_runs():
 
 
 def test_demo_says_its_folder_is_temporary(tmp_path, monkeypatch, capsys):
-    import argparse
     import tempfile
 
-    from hpcquests.demo import run_demo
+    from hpcquests.demo import DemoConfig, run_demo
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    run_demo(argparse.Namespace(out=None, small=True, threads=1, json=False, quiet=True, comm=None))
+    run_demo(DemoConfig(out=None, small=True, threads=1))
     out = capsys.readouterr().out
     assert f"files in {tmp_path}/hpcquests-demo-" in out and "(a new temporary folder, not removed" in out
 

@@ -22,7 +22,7 @@ from hpcquests import testing
 from hpcquests.cli import main as cli_main
 from hpcquests.io import lammps
 from hpcquests.io.store import write_store
-from hpcquests.uq.scan import main as uq_main
+from hpcquests.cli.uq import main as uq_main
 
 K, RC = 8, 4.0
 COMMON = ["--types", "1=Ta", "-k", str(K), "--cutoff", str(RC), "-q"]

@@ -21,7 +21,7 @@ from hpcquests.cli import main as cli_main
 from hpcquests.io import chunks as chunks_mod
 from hpcquests.io.store import open_store, relink_store, verify_store, write_store
 from hpcquests.kernels.checksum import first_nonfinite_row, hdf5_fletcher32
-from hpcquests.uq.scan import main as uq_main
+from hpcquests.cli.uq import main as uq_main
 
 from .util_store import reseal
 

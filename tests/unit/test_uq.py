@@ -13,7 +13,7 @@ import hpcquests as hq
 from hpcquests import testing
 from hpcquests.io import lammps
 from hpcquests.io.store import write_store
-from hpcquests.uq.scan import main as uq_main
+from hpcquests.cli.uq import main as uq_main
 
 
 @pytest.fixture(scope="module")
