@@ -12,6 +12,7 @@ _LAZY = {
     "entropy": "hpcquests.metrics",
     "delta_entropy": "hpcquests.metrics",
     "diversity": "hpcquests.metrics",
+    "structure_entropies": "hpcquests.metrics",
     "overlap": "hpcquests.metrics",
     "novelty": "hpcquests.metrics",
     "efficiency": "hpcquests.metrics",

@@ -171,6 +171,7 @@ def fps_selection(descs, size, *, seed: int = 0, entropies=None, h: float = DEFA
     highest-entropy structure. ``entropies``: (N,) H(S_i) (computed with bandwidth h if None)."""
     from ..kernels.cpu import squared_norms
     from ..kernels.distances import mean_distances
+    from ..metrics import structure_entropies
     from ..runtime import threads as thread_context
 
     x, offsets, n, size = _prepare(descs, size)
@@ -194,20 +195,6 @@ def fps_selection(descs, size, *, seed: int = 0, entropies=None, h: float = DEFA
             chosen.append(nxt)
             active[nxt] = False
     return chosen
-
-
-def structure_entropies(x, offsets, h: float = DEFAULT_BANDWIDTH, *, threads=None) -> np.ndarray:
-    """(N,) H(S_i) of every structure on its own (nats): the one routine for the baselines and the
-    compression report. Pairs are pruned at the largest structure's size. MSC computes the same
-    quantity on its centred, padded copy with the dataset-wide pruning of its scores, so the two
-    agree to rounding (not bitwise)."""
-    from ..kernels.cpu import prune_exponent
-    from ..kernels.greedy import structure_entropies as kernel
-    from ..runtime import threads as thread_context
-
-    with thread_context(threads):
-        return kernel(np.ascontiguousarray(x), offsets, 1.0 / (2 * h * h),
-                      2 * h * h * prune_exponent(int(np.diff(offsets).max())))
 
 
 # --------------------------------------------------------------------------- CCS

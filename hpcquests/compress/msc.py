@@ -130,15 +130,31 @@ def msc(descs, size, h: float = DEFAULT_BANDWIDTH, *, reference=None, lazy: bool
     """
     from ..parallel.comm import SerialComm
 
+    entropies = _entropies_of_list(descs, h, threads)
     y, offsets, centre, d = _stack_centred(descs)
     res = distributed_msc(SerialComm(), y, offsets, 0, size, h=h, reference=reference, lazy=lazy, threads=threads,
-                          backend=backend, progress=progress, _prepared=(centre, d))
+                          backend=backend, progress=progress, _prepared=(centre, d, entropies))
     if details:
         return res
     sizes = res.extra["sizes"]
     if np.ndim(size) == 0:
         return res.order[: sizes[0]]
     return [res.order[:s] for s in sizes]
+
+
+def _entropies_of_list(descs, h, threads, batch_rows: int = 1 << 20):
+    """H(S) of every structure of a list (``metrics.structure_entropies``), stacked a batch of
+    structures at a time (a structure's value does not depend on its batch)."""
+    from ..metrics import structure_entropies
+
+    arrs, _, offsets = _checked_arrays(descs, "descriptors")
+    out, s = [], 0
+    while s < len(arrs):
+        e = int(np.searchsorted(offsets, offsets[s] + batch_rows, side="right")) - 1
+        e = min(max(e, s + 1), len(arrs))
+        out.append(structure_entropies(np.concatenate(arrs[s:e]), offsets[s:e + 1] - offsets[s], h, threads=threads))
+        s = e
+    return np.concatenate(out) if out else np.zeros(0)
 
 
 def distributed_msc(comm, x_local, local_offsets, first_index: int, size, *, h: float = DEFAULT_BANDWIDTH,
@@ -157,14 +173,15 @@ def distributed_msc(comm, x_local, local_offsets, first_index: int, size, *, h: 
         Others as in ``msc``.
     """
     from ..kernels.cpu import prune_exponent, squared_norms
-    from ..kernels.greedy import structure_entropies
+    from ..metrics import structure_entropies
     from ..runtime import threads as thread_context
 
     x_local = np.ascontiguousarray(x_local, dtype=np.float64)
     local_offsets = np.ascontiguousarray(local_offsets, dtype=np.int64)
     n_local = local_offsets.size - 1
 
-    # _prepared = (centre, d): x_local is already centred on it and zero-padded (``msc``)
+    # _prepared = (centre, d, H(S)): x_local is already centred on it and zero-padded, and the
+    # structures' entropies were computed from the rows as given (``msc``)
     _check_offsets(x_local, local_offsets, first_index, _prepared is None)
     width = x_local.shape[1] if x_local.ndim == 2 else -1
     layout, n_total, d = _global_layout(comm, first_index, n_local, width if _prepared is None else _prepared[1])
@@ -185,10 +202,11 @@ def distributed_msc(comm, x_local, local_offsets, first_index: int, size, *, h: 
     ref = None if reference is None else _checked_reference(reference, d)
     prune_d2 = 2.0 * hs * hs * prune_exponent(n_env_total + (0 if ref is None else ref.shape[0]))
 
+    # H(S) from the rows as given (the one routine: bitwise what the baselines and the report use)
+    ent_local = (structure_entropies(x_local, local_offsets, hs, threads=threads) if _prepared is None
+                 else np.asarray(_prepared[2], dtype=np.float64))
     y = _centred_padded(x_local, centre) if _prepared is None else x_local
     yn = squared_norms(y) if y.shape[0] else np.zeros(0)
-    with thread_context(threads):
-        ent_local = structure_entropies(y, local_offsets, inv2h2, prune_d2) if n_local else np.zeros(0)
     entropies = np.concatenate(comm.gather_objects(ent_local))
 
     if backend != "cpu":

@@ -420,8 +420,8 @@ def _gather_structures(comm, x_local, local_offsets, atom_counts):
 
 
 def _structure_entropies(comm, x_local, local_offsets, h, threads):
-    """H(S) of every structure (each rank its own, gathered): ``baselines.structure_entropies``."""
-    from .baselines import structure_entropies
+    """H(S) of every structure (each rank its own, gathered): ``metrics.structure_entropies``."""
+    from ..metrics import structure_entropies
 
     local = np.zeros(0)
     if x_local.shape[0]:

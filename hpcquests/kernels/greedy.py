@@ -41,7 +41,7 @@ import math
 import numba as nb
 import numpy as np
 
-from .cpu import BIG, _masked_expsum, _row_to_d2, prune_limit
+from .cpu import BIG, PRUNE_MARGIN, _masked_expsum, _row_to_d2, prune_limit
 
 #: Selected-structure rows per block of one environment's fold (bounds the scratch buffer).
 COL_BLOCK = 2048
@@ -532,21 +532,23 @@ def refresh_all(cands, env_off, env, st, sel, n_sel, inv2h2, prune_d2, structs):
 
 
 @nb.njit(parallel=True, cache=True)
-def structure_entropies(y, env_off, inv2h2, prune_d2):
+def structure_entropies(y, env_off, inv2h2):
     """H(S) = log n − (1/n) Σ_i log Σ_j K(y_i, y_j) of each structure's own environments.
 
-    Args: y (n_env, d) float64, env_off (n_struct + 1,) int64, inv2h2 = 1/(2h²), prune_d2.
-    Returns (n_struct,) float64 nats. Each structure is computed on its own (deterministic).
+    Args: y (n_env, d) float64, env_off (n_struct + 1,) int64, inv2h2 = 1/(2h²).
+    Returns (n_struct,) float64 nats. Each structure is computed on its own, centred on its own
+    mean and pruned for its own size (``kernels.cpu.prune_exponent``), so a structure's value does
+    not depend on the others, on the batch it comes in, on ranks or on threads.
     """
     n = env_off.shape[0] - 1
     out = np.empty(n)
-    prune = min(prune_d2, BIG)
     for c in nb.prange(n):
         a = env_off[c]
         b = env_off[c + 1]
         na = b - a
+        prune = min((PRUNE_MARGIN + math.log(max(na, 1))) / inv2h2, BIG)
         # centre each structure on its own mean: distances within it lose no digits to
-        # cancellation however far it lies from the common centre
+        # cancellation however far it lies from the origin
         ys = y[a:b].copy()
         mu = np.zeros(ys.shape[1])
         for i in range(na):

@@ -76,6 +76,19 @@ def test_compress_writes_report_selections_and_plots(data, capsys):
     assert not [p for p in os.listdir(out) if p.startswith(".")]
 
 
+def test_structure_entropies_file_is_the_same_with_or_without_msc(data, tmp_path, capsys):
+    """One H(S) routine: the report's per-structure entropies do not depend on the methods run."""
+    d, frames = data
+    for methods in (["msc"], ["fps"]):
+        assert run_cli("compress", d / "data.extxyz", "-o", tmp_path / methods[0], "--method", *methods,
+                       "--size", "4", "-k", 12, "--cutoff", 4.0, "-q", "--no-structures") == 0
+    text = (tmp_path / "msc" / "structure_entropies.txt").read_text()
+    assert text == (tmp_path / "fps" / "structure_entropies.txt").read_text()
+    x, off = hq.get_descriptors(frames, k=12, cutoff=4.0), np.cumsum([0] + [len(a) for a in frames])
+    values = np.loadtxt(tmp_path / "msc" / "structure_entropies.txt", ndmin=2)[:, -1]  # (index, kept, H)
+    np.testing.assert_allclose(values, hq.structure_entropies(x, off), rtol=1e-10, atol=0)  # 12 digits written
+
+
 @pytest.mark.parametrize("args, message", [
     (["--method", "magic"], "unknown method 'magic'"),
     (["--size", "0"], "size = 0 is out of range"),

@@ -1,5 +1,7 @@
 """Greedy MSC: brute force, quests parity, lazy == eager, ties, conditional, sizes, bad input."""
 
+import math
+
 import numpy as np
 import pytest
 from scipy.special import logsumexp
@@ -224,3 +226,42 @@ def test_lookahead_setting_is_checked(monkeypatch):
     assert msc_module._may_speculate(SerialComm()) is False
     monkeypatch.setenv("HPCQUESTS_MSC_LOOKAHEAD", "auto")
     assert msc_module._may_speculate(SerialComm()) is True  # one rank, one thread: a core each
+
+
+# --------------------------------------------------------------------------- the one H(S) routine
+
+def _brute_structure_entropy(x, h=H):
+    d2 = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+    return math.log(len(x)) - logsumexp(-d2 / (2 * h * h), axis=1).mean()
+
+
+def test_structure_entropies_is_the_one_routine(descs):
+    """metrics.structure_entropies matches a brute-force log-sum-exp; MSC (serial, distributed on
+    one rank) and FPS use exactly it: bitwise equal values, whatever the batch or neighbours."""
+    from hpcquests.compress import baselines
+    from hpcquests.compress.msc import _entropies_of_list, distributed_msc, stack_structures
+    from hpcquests.metrics import structure_entropies
+    from hpcquests.parallel import SerialComm
+
+    x, off = stack_structures(descs)
+    ent = structure_entropies(x, off, H)
+    np.testing.assert_allclose(ent, [_brute_structure_entropy(d) for d in descs], rtol=1e-12, atol=0)
+    assert np.array_equal(msc(descs, 5, details=True).entropies, ent)
+    assert np.array_equal(distributed_msc(SerialComm(), x, off, 0, 5).entropies, ent)
+    assert np.array_equal(_entropies_of_list(descs, H, None, batch_rows=50), ent)  # batches of a few structures
+    assert np.array_equal(structure_entropies(x[off[3]:off[7]], off[3:8] - off[3], H), ent[3:7])
+    # FPS starts at the structure it computes as the highest H(S): the same one
+    assert baselines.fps_selection(descs, 1) == [int(np.argmax(ent))]
+
+
+@pytest.mark.parametrize("offsets, h, message", [
+    ([1, 5], H, "starting at 0"),
+    ([0, 3, 3, 5], H, "by at least 1 per structure"),
+    ([0, 4], H, "rise from 0 to 5"),
+    ([0, 5], 0.0, "bandwidth h must be positive"),
+])
+def test_structure_entropies_refuses_bad_input(offsets, h, message):
+    from hpcquests.metrics import structure_entropies
+
+    with pytest.raises(ValueError, match=message):
+        structure_entropies(np.zeros((5, 3)), np.array(offsets), h)
