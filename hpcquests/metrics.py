@@ -110,7 +110,8 @@ def entropy(x, h=DEFAULT_BANDWIDTH, *, threads: int | None = None, backend: str 
     return _shape(math.log(x.shape[0]) - L.mean(axis=0), scalar)
 
 
-def structure_entropies(x, offsets, h=DEFAULT_BANDWIDTH, *, threads: int | None = None) -> np.ndarray:
+def structure_entropies(x, offsets, h=DEFAULT_BANDWIDTH, *, threads: int | None = None,
+                        checked: bool = True) -> np.ndarray:
     """H(S) of every structure S on its own (nats), the one routine for MSC's scores, the
     baselines and the compression report: H(S) = log n_S − (1/n_S) Σ_{i∈S} log Σ_{j∈S} K(x_i, x_j).
 
@@ -118,6 +119,7 @@ def structure_entropies(x, offsets, h=DEFAULT_BANDWIDTH, *, threads: int | None 
     row offsets (structure s is x[offsets[s]:offsets[s + 1]], at least one row); h the bandwidth
     (a positive float). Returns (N,) float64. Each structure is computed on its own
     (``kernels.greedy.structure_entropies``): its value depends only on its own rows.
+    ``checked=False`` skips the checks of x and offsets (callers that made them already: MSC).
     """
     from .kernels.greedy import structure_entropies as kernel
     from .runtime import threads as thread_context
@@ -130,8 +132,8 @@ def structure_entropies(x, offsets, h=DEFAULT_BANDWIDTH, *, threads: int | None 
         raise ValueError("offsets must be a 1-D array of row offsets starting at 0")
     if offsets.size == 1:
         return np.zeros(0)
-    x = as_descriptors(x, "x")
-    if offsets[-1] != x.shape[0] or (np.diff(offsets) < 1).any():
+    x = as_descriptors(x, "x") if checked else np.ascontiguousarray(x, dtype=np.float64)
+    if checked and (offsets[-1] != x.shape[0] or (np.diff(offsets) < 1).any()):
         raise ValueError(f"offsets must rise from 0 to {x.shape[0]} (the rows of x) by at least 1 per structure")
     with thread_context(threads):
         return kernel(x, offsets, 1.0 / (2.0 * hs * hs))

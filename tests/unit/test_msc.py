@@ -248,7 +248,7 @@ def test_structure_entropies_is_the_one_routine(descs):
     np.testing.assert_allclose(ent, [_brute_structure_entropy(d) for d in descs], rtol=1e-12, atol=0)
     assert np.array_equal(msc(descs, 5, details=True).entropies, ent)
     assert np.array_equal(distributed_msc(SerialComm(), x, off, 0, 5).entropies, ent)
-    assert np.array_equal(_entropies_of_list(descs, H, None, batch_rows=50), ent)  # batches of a few structures
+    assert np.array_equal(_entropies_of_list(descs, off, H, None, batch_rows=50), ent)  # batches of a few structures
     assert np.array_equal(structure_entropies(x[off[3]:off[7]], off[3:8] - off[3], H), ent[3:7])
     # FPS starts at the structure it computes as the highest H(S): the same one
     assert baselines.fps_selection(descs, 1) == [int(np.argmax(ent))]
