@@ -19,6 +19,7 @@ _LAZY = {
     "get_bandwidth": "hpcquests.metrics",
     "DEFAULT_BANDWIDTH": "hpcquests.metrics",
     "threads": "hpcquests.runtime",
+    "trajectory_entropy": "hpcquests.trajectory",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -2,7 +2,8 @@
 entropy H, differential entropy dH, diversity, overlap) and entropy-driven dataset compression,
 serial or on MPI ranks (mpiexec, srun).
 
-Subcommands: descriptors, entropy, dh, overlap, compress, aggregate, bandwidth, info, store, demo.
+Subcommands: descriptors, entropy, dh, overlap, compress, aggregate, trajectory, bandwidth, info, store,
+demo.
 Every input ``IN`` is a descriptor store (``.h5`` written by ``hpcquests descriptors``), a
 ColabFit Parquet export, a LAMMPS dump (with ``--types``) or any structure file ASE reads.
 ``--json`` prints one machine-readable JSON object on stdout; progress goes to stderr. Bad input
@@ -16,10 +17,11 @@ commands by kind (``analysis``, ``datasets``, ``admin``), and ``uq`` (the scan's
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import textwrap
 
-from . import admin, analysis, datasets
+from . import admin, analysis, datasets, trajectory
 from .policy import EXIT_STATUS_HELP, CliError
 
 __all__ = ["main", "build_parser", "CliError", "SUBCOMMANDS"]
@@ -27,11 +29,12 @@ __all__ = ["main", "build_parser", "CliError", "SUBCOMMANDS"]
 #: the subcommands, in the order ``hpcquests --help`` lists them
 SUBCOMMANDS = (analysis.add_descriptors, analysis.add_entropy, analysis.add_dh, analysis.add_overlap,
                analysis.add_bandwidth, admin.add_info, datasets.add_compress, datasets.add_aggregate,
-               admin.add_store, admin.add_demo)
+               trajectory.add_trajectory, admin.add_store, admin.add_demo)
 
 #: The output option of each command: (attribute, option as typed, a file or a directory).
 OUTPUTS = {"descriptors": ("output", "-o", "file"), "dh": ("output", "-o", "file"),
            "compress": ("output", "-o", "dir"), "aggregate": ("output", "-o", "dir"), "demo": ("out", "--out", "dir")}
+# (trajectory checks its --out itself, under its lock: it may be a checkpoint to resume)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,19 +60,21 @@ def main(argv=None) -> int:
     2 bad input, 74 I/O error, 1 internal error), rank 0 printing one line on failure."""
     from ..parallel import get_comm
     from .context import RunContext
-    from .policy import run_command
+    from .policy import preemptible, run_command
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    comm = get_comm()
-    ctx = RunContext.create(args, argv, comm)
+    # commands that checkpoint and poll (trajectory) stop on USR2/TERM after their checkpoint
+    with preemptible() if getattr(args, "preemptible", False) else contextlib.nullcontext():
+        comm = get_comm()
+        ctx = RunContext.create(args, argv, comm)
 
-    def run():
-        if ctx.is_root:
-            _check_output(args)  # before any work: an unwritable output fails in seconds, not after hours
-        args.func(args, ctx)
+        def run():
+            if ctx.is_root:
+                _check_output(args)  # before any work: an unwritable output fails in seconds, not after hours
+            args.func(args, ctx)
 
-    return run_command(f"hpcquests {args.command}", comm, run)
+        return run_command(f"hpcquests {args.command}", comm, run)
 
 
 def _check_output(args):

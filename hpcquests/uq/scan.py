@@ -36,7 +36,6 @@ import numpy as np
 from .._json import json_default
 from .config import ScanConfig
 
-from ..parallel.channel import EXIT_BAD_INPUT
 
 RESULT_NAME = "dH.h5"
 
@@ -94,6 +93,7 @@ class Checkpoint:
 
     def prepare(self):
         """Validate an existing checkpoint against this run (collective)."""
+        from ..io.run_dir import remove_leftovers
 
         def check():
             path = os.path.join(self.dir, "manifest.json")
@@ -129,24 +129,10 @@ class Checkpoint:
             os.fsync(fh.fileno())
 
 
-def remove_leftovers(*directories):
-    """Temporary files of a killed run (``.NAME.tmp-PID``, ``*.part``): the lock on --out makes
-    this scan the only writer, so every one of them is a leftover."""
-    for d in directories:
-        if not os.path.isdir(d):
-            continue
-        for name in os.listdir(d):
-            if (name.startswith(".") and ".tmp-" in name) or name.endswith(".part"):
-                try:
-                    os.remove(os.path.join(d, name))
-                except OSError:
-                    pass
-
-
 def _atomic_json(path, payload):
-    from ..io.durable import write_text_durably
+    from ..io.run_dir import write_json
 
-    write_text_durably(path, json.dumps(payload, indent=1, default=json_default))
+    write_json(path, payload)
 
 
 def _write_chunk(path, arrays: dict):
@@ -198,17 +184,16 @@ def scan_signature(config, size: int, mode: str, ref_path: str, chosen) -> dict:
     return json.loads(json.dumps(sig, default=json_default))
 
 
+#: The signature's parts other than the options, as the user names them.
+SIGNATURE_PARTS = (("traj", "TRAJ"), ("ref", "REF"), ("ranks", "the number of ranks"), ("mode", "the scan mode"),
+                   ("frames", "the frames"))
+
+
 def signature_difference(old: dict, new: dict) -> str:
     """The first difference between two signatures, in the user's words."""
-    oo, no = old.get("options", {}), new.get("options", {})
-    for key in sorted(set(oo) | set(no)):
-        if oo.get(key) != no.get(key):
-            return f"--{key.replace('_', '-')} differs (checkpoint: {oo.get(key)!r}, now: {no.get(key)!r})"
-    for key, what in (("traj", "TRAJ"), ("ref", "REF"), ("ranks", "the number of ranks"), ("mode", "the scan mode"),
-                      ("frames", "the frames")):
-        if old.get(key) != new.get(key):
-            return f"{what} differs (checkpoint: {old.get(key)!r}, now: {new.get(key)!r})"
-    return "the checkpoint format differs"
+    from ..io.run_dir import signature_difference as difference
+
+    return difference(old, new, SIGNATURE_PARTS)
 
 
 # --------------------------------------------------------------------------- the lock of --out
@@ -216,85 +201,29 @@ def signature_difference(old: dict, new: dict) -> str:
 LOCK_NAME = "scan.lock"
 
 
-def acquire_lock(out_dir: str) -> str:
-    """Take ``OUT/scan.lock`` (O_EXCL) holding host, pid and ``SLURM_JOB_ID``. A lock left by the
-    same Slurm job (a requeued run) or by a dead process on this host is stale and taken over;
-    any other lock is a ValueError naming its holder. Returns the lock's path."""
-    import socket
-
-    from ..io.durable import pid_alive
-
-    path = os.path.join(out_dir, LOCK_NAME)
-    me = {"host": socket.gethostname(), "pid": os.getpid(), "slurm_job_id": os.environ.get("SLURM_JOB_ID")}
-    for _ in range(3):
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            try:
-                with open(path) as fh:
-                    held = json.load(fh)
-            except (OSError, ValueError):
-                held = {}
-            same_job = held.get("slurm_job_id") and held.get("slurm_job_id") == me["slurm_job_id"]
-            dead = held.get("host") == me["host"] and not pid_alive(int(held.get("pid", -1) or -1))
-            if not (same_job or dead or not held):
-                raise ValueError(f"--out {out_dir} is in use by another scan (pid {held.get('pid')} on "
-                                 f"{held.get('host')}, Slurm job {held.get('slurm_job_id') or '-'}): wait for it, or "
-                                 f"use another --out (remove {path} if that scan is gone)")
-            try:
-                os.remove(path)  # stale: take it over
-            except FileNotFoundError:
-                pass
-            continue
-        with os.fdopen(fd, "w") as fh:
-            json.dump(me, fh)
-        return path
-    raise ValueError(f"--out {out_dir}: could not take {path}")
-
-
-def release_lock(path: str | None):
-    if path:
-        try:
-            with open(path) as fh:
-                held = json.load(fh)
-            if held.get("pid") == os.getpid():
-                os.remove(path)
-        except (OSError, ValueError):
-            pass
-
-
 def scan(config: ScanConfig, comm) -> dict:
     """Run the scan (collective); returns the summary (rank 0) or {} (other ranks)."""
     if not isinstance(config, ScanConfig):
         raise TypeError(f"scan takes a ScanConfig (ScanConfig.from_namespace for parsed arguments), "
                         f"got {type(config).__name__}")
-    lock = None
-    try:
-        if comm.rank == 0:
-            _setup_out(config.out)
-            lock = acquire_lock(config.out)
-        comm.wait_for_all()
+    from ..io.run_dir import RunDirectory
+
+    out = RunDirectory(config.out, comm, lock_name=LOCK_NAME, what="scan",
+                       neutral_options="--read-block, --threads, -q and --json")
+    with out.locked():
         return _scan_locked(config, comm)
-    finally:
-        release_lock(lock)
-
-
-def _setup_out(out):
-    from ..io.atomic import check_output_dir
-
-    check_output_dir(out, "--out", parents=False)  # a typo in the parent is an error, not a new tree
 
 
 @dataclasses.dataclass
 class _Run:
     """One scan's state, shared by its stages: the configuration, the world communicator, the
-    reference, the checkpoint, the type map, the phase timings and the memory trace."""
+    reference, the checkpoint, the dump reader, the phase timings and the memory trace."""
 
     config: ScanConfig
     world: object
     ref: object
     ckpt: object
-    types: dict
+    reader: object
     mode: str
     annotated_dir: str
     mem: object
@@ -312,9 +241,12 @@ def _scan_locked(config: ScanConfig, comm) -> dict:
     from ..io import lammps
 
     t_start = time.perf_counter()
-    types = lammps.parse_types(config.types)
-    frames, chosen, bad = _index_frames(config, comm)
-    run = _prepare(config, comm, frames, chosen, types)
+    from ..distributed.dump_frames import FrameReader, index_frames
+
+    reader = FrameReader(config.traj, lammps.parse_types(config.types), config.cutoff, config.read_block,
+                         config.skip_bad_frames)
+    frames, chosen, bad = index_frames(comm, config.traj, config.frames, config.skip_bad_frames)
+    run = _prepare(config, comm, frames, chosen, reader)
     _scan_frames(run, frames, chosen)
     inject("uq.frames-done", comm.rank)
     comm.wait_for_all()
@@ -332,31 +264,7 @@ def _scan_locked(config: ScanConfig, comm) -> dict:
     return _finalize(run, comm.broadcast(done, root=0), frame_stats, bad, time.perf_counter() - t_start)
 
 
-def _index_frames(config: ScanConfig, comm):
-    """({file frame number: FrameInfo}, the chosen frame numbers, the skipped frames) on every rank."""
-    from ..io import lammps
-    from ..io.structures import frame_selection
-
-    def index():
-        if comm.rank != 0:
-            return None
-        if not os.path.exists(config.traj):
-            raise ValueError(f"TRAJ {config.traj}: no such file")
-        return lammps.index_dump(config.traj, skip_bad_frames=config.skip_bad_frames)
-
-    indexed = comm.broadcast(index(), root=0)
-    good, bad = indexed if isinstance(indexed, tuple) else (indexed, [])
-    # frames keep the file's numbers (skipped ones included) in every output and in --frames
-    frames = {info.index: info for info in good}
-    n_file = max(frames) + 1 if not bad else max(max(frames), max(b["frame"] for b in bad)) + 1
-    selected = frame_selection(config.frames or ":", n_file, f"TRAJ {config.traj}", option="--frames")
-    chosen = [f for f in selected if f in frames]
-    if not chosen:
-        raise ValueError(f"TRAJ {config.traj}: no frames selected ({n_file} in file, --frames {config.frames})")
-    return frames, chosen, [b for b in bad if b["frame"] in selected]
-
-
-def _prepare(config: ScanConfig, comm, frames, chosen, types) -> _Run:
+def _prepare(config: ScanConfig, comm, frames, chosen, reader) -> _Run:
     """The reference (checked against the first frame's species), the mode, the checkpoint."""
     from ..distributed.drivers import ReferenceSet
 
@@ -364,8 +272,7 @@ def _prepare(config: ScanConfig, comm, frames, chosen, types) -> _Run:
     mem = MemTrace(rank)
     mem("index")
     # the first chosen frame's species (streamed in blocks), to check against the reference
-    species = _part_species(config, frames[chosen[0]], size, rank, types, chosen[0])
-    species = set().union(*comm.gather_objects(species))
+    species = reader.species(comm, frames[chosen[0]], chosen[0])
     x_ref = load_reference(comm, config, species)
     ref = ReferenceSet(comm, x_ref, config.bandwidth, ref_memory=config.ref_memory, backend=config.backend)
     del x_ref
@@ -383,7 +290,7 @@ def _prepare(config: ScanConfig, comm, frames, chosen, types) -> _Run:
     if rank == 0 and not config.no_annotated_dump:
         os.makedirs(annotated_dir, exist_ok=True)
     comm.wait_for_all()
-    return _Run(config, comm, ref, ckpt, types, mode, annotated_dir, mem)
+    return _Run(config, comm, ref, ckpt, reader, mode, annotated_dir, mem)
 
 
 def _scan_frames(run: _Run, frames, chosen):
@@ -408,186 +315,15 @@ def _scan_frames(run: _Run, frames, chosen):
             _atomic_json(run.ckpt.frame_file(f), stats)
 
 
-def _numbers(path, part, types, frame_no):
-    """Atomic numbers of a parsed block: its element column, or its types through ``types``
-    (ValueError naming a type without an element)."""
-    numbers = part.get("numbers")
-    if numbers is not None:
-        return numbers
-    t = part["types"]
-    unknown = sorted(set(np.unique(t).tolist()) - set(types))
-    if unknown:
-        raise ValueError(f"TRAJ {path} frame {frame_no}: LAMMPS type {unknown[0]} has no element: pass "
-                         f"--types {unknown[0]}=<element>,...")
-    from ase.data import atomic_numbers
-
-    lut = np.zeros(max(types) + 1, dtype=np.int64)
-    for tt, el in types.items():
-        lut[tt] = atomic_numbers[el]
-    return lut[t]
-
-
-def _read_block(path, info, a, b, types, frame_no, row_start=None, validate=True):
-    """One block of this rank's atom lines, parsed; only what the scan uses is kept.
-    ``validate``: parse every column and check the types (the counting pass); the sending pass
-    reads the same bytes again and parses only ids and positions."""
-    from ..io import lammps
-
-    part = lammps.read_atom_bytes(path, info, a, b, row_start=row_start, columns=None if validate else [])
-    if validate:
-        _numbers(path, part, types, frame_no)  # every frame is checked for types without an element
-    return {"ids": part["ids"], "positions": part["positions"], "n": part["n"], "row_start": part["row_start"]}
-
-
-def _part_species(config, info, size, rank, types, frame_no) -> set:
-    """Species in this rank's byte range of a frame, parsed a block at a time."""
-    from ase.data import chemical_symbols
-
-    from ..io import lammps
-
-    start, stop = lammps.byte_ranges(info, size)[rank]
-    found = set()
-    try:
-        for part in lammps.iter_atom_blocks(config.traj, info, start, stop, block_bytes=config.read_block):
-            found.update(np.unique(_numbers(config.traj, part, types, frame_no)).tolist())
-    except lammps.MalformedFrame:
-        if not config.skip_bad_frames:
-            raise  # (with --skip-bad-frames the frame is skipped when it is scanned)
-    return {chemical_symbols[z] for z in found}
-
-
-def _read_and_exchange(run, comm, info, f, mem):
-    """This rank's byte range of frame ``f``, parsed and sent to the spatial domains in blocks
-    of lines (``--read-block``), in two passes: counts (parse, plan), then data (parse again,
-    send straight into the receivers' preallocated arrays). Neither the rank's share of the
-    frame nor the whole send set is ever held at once.
-
-    Returns (dom, part): the domain's point set (``distributed.domains.DomainExchange.finish``) with
-    the owned atoms' ``id`` and ``row`` (line in the frame), and ``part`` = this rank's
-    ``byte_range`` and ``n`` lines with ``row_counts`` of every rank."""
-    config, types, timings = run.config, run.types, run.timings
-    from ..io import lammps
-    from ..distributed.domains import DomainExchange
-
-    rank, size = comm.rank, comm.size
-    t = time.perf_counter()
-    start, stop = lammps.byte_ranges(info, size)[rank]
-    blocks = lammps.block_ranges(info, start, stop, config.read_block, config.traj)
-    ex = DomainExchange(comm, info.cell, info.pbc, config.cutoff)
-    t_parse = [0.0]
-
-    def count_pass():
-        n, row = 0, None
-        for a, b in blocks:
-            t0 = time.perf_counter()
-            part = _read_block(config.traj, info, a, b, types, f, row_start=row)
-            t_parse[0] += time.perf_counter() - t0
-            row = None if part["row_start"] is None else part["row_start"] + part["n"]
-            n += part["n"]
-            ex.count(part["positions"])
-        return n
-
-    # a frame that cannot be used (MalformedFrame) is agreed on by every rank here, so that
-    # --skip-bad-frames skips it everywhere; other errors stop the run through the channel
-    try:
-        n_local, bad = count_pass(), None
-    except lammps.MalformedFrame as exc:
-        n_local, bad = 0, str(exc)
-    gathered = comm.gather_objects((n_local, bad))
-    agree_malformed(comm, [b for _, b in gathered], config.skip_bad_frames)
-    row_counts = [c for c, _ in gathered]
-    row_start = int(sum(row_counts[:rank]))
-    has_id = "id" in info.columns
-    ex.allocate({"id": np.int64} if has_id else {})
-    mem("read + exchange: counts pass")
-    row = row_start
-    for i in range(ex.rounds):
-        if i < len(blocks):
-            t0 = time.perf_counter()
-            part = _read_block(config.traj, info, *blocks[i], types, f, row, False)
-            t_parse[0] += time.perf_counter() - t0
-            rows = np.arange(row, row + part["n"], dtype=np.int64)
-            row += part["n"]
-            ex.send(part["positions"], rows, {"id": part["ids"]} if has_id else None)
-            del part, rows
-        else:  # this rank's blocks are done: keep taking part in the collective rounds
-            comm.poll()
-            ex.send()
-    dom = ex.finish()
-    # for owned atoms the tie-break index is the row: no need to send it twice
-    dom["row"] = dom["atom"][:dom["n_owned"]].copy()
-    if not has_id:
-        dom["id"] = dom["row"] + 1  # LAMMPS numbers atoms from 1; without an id column use the row
-    byte_range = (blocks[0][0], blocks[-1][1]) if blocks else (start, start)
-    part = {"byte_range": byte_range, "n": n_local, "row_counts": row_counts, "row_start": row_start}
-    timings["read"] += t_parse[0]
-    timings["exchange"] += time.perf_counter() - t - t_parse[0]
-    return dom, part
-
-
-def check_unique_ids(comm, ids, rows, traj, info, skip: bool = False):
-    """MalformedFrame if an atom id appears twice in the frame (collective). ``ids``, ``rows``:
-    this rank's atoms and their rows (lines) in the frame, any partition: ids are sent to the
-    rank ``id % size`` and checked there, so no rank holds the frame's ids."""
-
-    size = comm.size
-    ids = np.asarray(ids, dtype=np.int64)
-    pairs = np.stack([ids, np.asarray(rows, dtype=np.int64)], axis=1)
-    if size > 1:
-        dest = ids % size
-        order = np.argsort(dest, kind="stable")
-        pairs = comm.exchange_rows(pairs[order], np.bincount(dest, minlength=size))
-    pairs = pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
-    same = np.flatnonzero(pairs[1:, 0] == pairs[:-1, 0])
-    dup = None
-    if same.size:
-        i = int(same[0])
-        dup = (int(pairs[i, 0]), int(pairs[i, 1]), int(pairs[i + 1, 1]))
-    # the lowest duplicated id over all ranks: the same message on any rank count
-    found = comm.gather_objects(dup)
-    if any(d is not None for d in found):
-        atom_id, r0, r1 = min(d for d in found if d is not None)
-        msg = (f"{traj} frame {info.index}: atom id {atom_id} appears twice (lines {info.first_line + r0} and "
-               f"{info.first_line + r1}): duplicate atom ids")
-        agree_malformed(comm, [msg if d is not None and d[0] == atom_id else None for d in found], skip)
-
-
-def agree_malformed(comm, found: list, skip: bool):
-    """Raise the agreed outcome of a frame check whose results every rank holds (``found``: one
-    message or None per rank). With ``skip`` every rank raises MalformedFrame (the frame is
-    skipped everywhere); otherwise the lowest rank that found a problem raises it, and the others
-    stop as for another rank's error, so that the one error line names that rank."""
-    from ..io.lammps import MalformedFrame
-    from ..parallel.channel import JobStopped
-
-    bad = [(r, m) for r, m in enumerate(found) if m is not None]
-    if not bad:
-        return
-    rank, msg = bad[0]
-    if skip or comm.rank == rank:
-        raise MalformedFrame(msg)
-    raise JobStopped(rank, EXIT_BAD_INPUT, msg)
-
-
 def _scan_chunk(run, binned, dom, info, f, c, q0, q1, dh_owned):
     """Descriptors and δH of owned atoms q0:q1 of frame f, written as checkpoint chunk c."""
     config, world, ref, ckpt, timings = run.config, run.world, run.ref, run.ckpt, run.timings
-    from ..descriptors import MIN_DISTANCE
+    from ..distributed.dump_frames import owned_descriptors
     from ..faults import inject
 
     rank = world.rank  # fault points and the test signal name the world rank
     t = time.perf_counter()
-    x, nn, nn_atom = binned.descriptors(q0, q1, config.k)
-    close = nn < MIN_DISTANCE
-    if close.any():
-        i = int(np.argmax(close))
-        raise ValueError(f"TRAJ {config.traj} frame {f}: atom id {int(dom['id'][q0 + i])} has a neighbour "
-                         f"{nn[i]:.4g} Å away (< {MIN_DISTANCE} Å): overlapping atoms")
-    bad = ~np.isfinite(x).all(axis=1)
-    if bad.any():  # two of an atom's neighbours coincide (its own nearest is far enough)
-        i = int(np.argmax(bad))
-        raise ValueError(f"TRAJ {config.traj} frame {f}: atom id {int(dom['id'][q0 + i])} has two coinciding "
-                         f"neighbours: overlapping atoms")
+    x = owned_descriptors(binned, dom["id"], q0, q1, config.k, config.traj, f)
     inject("uq.chunk", rank)
     timings["descriptors"] += time.perf_counter() - t
     t = time.perf_counter()
@@ -607,7 +343,7 @@ def _scan_frame(run, comm, info, f, prog):
     config, world, timings, ckpt = run.config, run.world, run.timings, run.ckpt
     from ..descriptors import BinnedPoints
     from ..parallel.channel import deferred_signals
-    from .stats import frame_statistics
+    from ..distributed.statistics import frame_statistics
 
     from ..io.lammps import MalformedFrame
 
@@ -616,9 +352,7 @@ def _scan_frame(run, comm, info, f, prog):
     mem("before frame")
     try:
         # memory per rank ~ its domain + halo, never the frame nor its whole share of the lines
-        dom, part = _read_and_exchange(run, comm, info, f, mem)
-        if "id" in info.columns:  # (frame, atom id) is the key of every result row
-            check_unique_ids(comm, dom["id"][:dom["n_owned"]], dom["row"], config.traj, info, config.skip_bad_frames)
+        dom, part = run.reader.read_and_exchange(comm, info, f, timings, mem)
     except MalformedFrame as exc:  # agreed by every rank of ``comm``
         if not config.skip_bad_frames:
             raise

@@ -1,0 +1,354 @@
+"""Trajectory analysis: the entropy H of every frame and the δH of every atom against the first
+frame, on any number of ranks, in one pass over a LAMMPS dump.
+
+Built on the UQ scan's parts: the dump's frame index and the per-rank byte ranges of its atom
+lines, read in blocks and sent to spatial domains with a halo (``distributed.dump_frames``), the
+descriptors of owned atoms, the reference set gathered or passed around a ring
+(``distributed.drivers.ReferenceSet``), statistics reduced without gathering values
+(``distributed.statistics``), the locked output directory and its per-frame checkpoint
+(``io.run_dir``), and the error-and-stop channel.
+
+Per frame (n atoms, descriptors x_i):
+
+- **entropy**: H = log n − (1/n) Σ_i log Σ_j K(x_i, x_j), exact (every pair) when n ≤
+  ``exact_atoms``; above it, the mean over a simple random sample of m = ``sample_atoms`` query
+  atoms (each still against the whole frame), reported with its standard error
+  s/√m · √(1 − m/n) (finite-population correction). The sample is the m atoms with the smallest
+  hash of (seed, frame, atom id): the same atoms on any number of ranks.
+- **δH vs first**: δH(x_i | first frame) of every atom against the first selected frame (its
+  descriptors kept as a ``ReferenceSet`` for the whole run); per frame the mean, min, max,
+  quantiles and the novelty, the fraction of atoms with δH ≥ ε.
+
+Parallel modes (as the scan): every rank works on every frame (domain decomposition), or, with
+at least as many remaining frames as ranks, frames of at most ``frame_parallel_atoms`` atoms
+and a first frame that fits ``ref_memory`` on every rank, each rank takes whole frames. The first
+frame is always analysed by all ranks together (it becomes the reference). Results agree to
+rounding (≤ 1e-12 relative) on any number of ranks and in either mode.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+
+import numpy as np
+
+from .config import TrajectoryConfig
+
+RESULT_JSON = "trajectory.json"
+RESULT_CSV = "trajectory.csv"
+RESULT_PNG = "trajectory.png"
+#: trajectory.csv's columns (the scalars of trajectory.json's frames), in order.
+CSV_COLUMNS = ("frame", "timestep", "atoms", "entropy", "entropy_stderr", "entropy_exact", "entropy_sample",
+               "dH_vs_first_mean", "dH_vs_first_min", "dH_vs_first_p50", "dH_vs_first_max", "novelty")
+
+
+@dataclasses.dataclass
+class _Run:
+    """One analysis' state shared by its stages."""
+
+    config: TrajectoryConfig
+    world: object
+    reader: object
+    h: float
+    run_dir: object
+    first_ref: object = None
+    timings: dict = dataclasses.field(default_factory=lambda: dict.fromkeys(
+        ("read", "exchange", "descriptors", "entropy", "dH"), 0.0))
+
+    def frame_done(self):
+        if self.config.on_frame is not None:
+            self.config.on_frame(self.world.rank)
+
+
+def analyse_trajectory(config: TrajectoryConfig, comm) -> dict:
+    """Run the analysis (collective); returns the summary (rank 0; {} elsewhere) and writes
+    ``OUT/trajectory.json``, ``trajectory.csv`` and ``trajectory.png``."""
+    from ..io.run_dir import RunDirectory
+
+    if not isinstance(config, TrajectoryConfig):
+        raise TypeError(f"analyse_trajectory takes a TrajectoryConfig, got {type(config).__name__}")
+    run_dir = RunDirectory(config.out, comm, lock_name="trajectory.lock", what="analysis",
+                           neutral_options="--read-block, --threads, -q and --json")
+    with run_dir.locked():
+        return _analyse_locked(config, comm, run_dir)
+
+
+def _analyse_locked(config, comm, run_dir) -> dict:
+    from ..distributed.dump_frames import FrameReader, index_frames
+    from ..io import lammps
+
+    t0 = time.perf_counter()
+    reader = FrameReader(config.traj, lammps.parse_types(config.types), config.cutoff, config.read_block,
+                         config.skip_bad_frames)
+    frames, chosen, bad = index_frames(comm, config.traj, config.frames, config.skip_bad_frames)
+    h = _bandwidth(config, frames[chosen[0]])
+    run = _Run(config, comm, reader, h, run_dir)
+    signature = comm.broadcast(_signature(config, comm.size, h, chosen) if comm.rank == 0 else None, root=0)
+    run_dir.prepare(signature, (("traj", "TRAJ"), ("ranks", "the number of ranks"), ("frames", "the frames"),
+                                ("bandwidth_used", "the bandwidth")))
+    rest = _first_frame(run, frames, chosen)
+    mode = _mode(run, frames, rest)
+    _analyse_frames(run, frames, rest, mode)
+    comm.wait_for_all()
+    summary = None
+    if comm.rank == 0:
+        summary = _finalize(run, chosen, bad, mode, time.perf_counter() - t0)
+    return summary or {}
+
+
+def _bandwidth(config, info) -> float:
+    if config.bandwidth != "auto":
+        return float(config.bandwidth)
+    from ..metrics import get_bandwidth
+
+    if not info.pbc.all():
+        raise ValueError(f"--bandwidth auto: frame {info.index} of TRAJ {config.traj} is not periodic in every "
+                         "direction (no volume per atom); give --bandwidth H")
+    return float(get_bandwidth(abs(np.linalg.det(info.cell)) / info.n_atoms))
+
+
+def _signature(config, size, h, chosen) -> dict:
+    import json
+
+    from .._json import json_default
+
+    sig = {"options": config.signature_options(), "bandwidth_used": h, "ranks": size, "frames": list(chosen),
+           "traj": {"path": os.path.abspath(config.traj), "size": os.path.getsize(config.traj),
+                    "mtime_ns": os.stat(config.traj).st_mtime_ns}}
+    return json.loads(json.dumps(sig, default=json_default))
+
+
+def _first_frame(run, frames, chosen) -> list:
+    """Analyse the first usable chosen frame on all ranks together; with ``vs_first`` its
+    descriptors become the reference. Returns the frames still to do."""
+    from ..distributed.drivers import ReferenceSet
+
+    config, comm = run.config, run.world
+    for i, f in enumerate(chosen):
+        done = os.path.exists(run.run_dir.frame_file(f))
+        if done and not config.vs_first:
+            continue
+        stats, x = _analyse_frame(run, comm, frames[f], f, keep_x=config.vs_first)
+        if "skipped" in stats:
+            if comm.rank == 0:
+                run.run_dir.save_frame(f, stats)
+            continue
+        if config.vs_first:
+            run.first_ref = ReferenceSet(comm, x, run.h, ref_memory=config.ref_memory)
+            if not done:  # the first frame against itself
+                stats.update(_vs_first(run, comm, x))
+            del x
+        if not done:
+            if comm.rank == 0:
+                run.run_dir.save_frame(f, stats)
+            run.frame_done()
+        return chosen[i + 1:]
+    return []
+
+
+def _mode(run, frames, rest) -> str:
+    """Whole frames over ranks (each rank its own frames, the first frame's reference gathered on
+    every rank), or every frame by domain decomposition over all ranks."""
+    comm, config = run.world, run.config
+    ring = run.first_ref is not None and run.first_ref.ring
+    whole = (comm.size > 1 and len(rest) >= comm.size and not ring
+             and max(frames[f].n_atoms for f in rest) <= config.frame_parallel_atoms)
+    return "frames over ranks" if whole else "domain decomposition per frame"
+
+
+def _analyse_frames(run, frames, rest, mode):
+    from ..parallel import SerialComm
+    from ..progress import Progress
+
+    comm = run.world
+    whole = mode == "frames over ranks"
+    mine = rest[comm.rank::comm.size] if whole else rest
+    frame_comm = SerialComm() if whole else comm
+    prog = Progress("frames", len(mine), "frames", enabled=comm.rank == 0 and not run.config.quiet)
+    for i, f in enumerate(mine):
+        comm.poll()  # a frame boundary: stops of the other ranks (and signals) act here
+        if not os.path.exists(run.run_dir.frame_file(f)):
+            stats, _ = _analyse_frame(run, frame_comm, frames[f], f, keep_x=False)
+            if frame_comm.rank == 0:
+                run.run_dir.save_frame(f, stats)
+            run.frame_done()
+        prog.update(i + 1)
+    prog.close()
+
+
+def _analyse_frame(run, comm, info, f, keep_x):
+    """(statistics, this rank's descriptors or None) of frame f over ``comm``."""
+    from ..descriptors import BinnedPoints
+    from ..distributed.dump_frames import owned_descriptors
+    from ..io.lammps import MalformedFrame
+
+    config = run.config
+    try:
+        dom, _ = run.reader.read_and_exchange(comm, info, f, run.timings)
+    except MalformedFrame as exc:  # agreed by every rank of ``comm``; raised again without --skip-bad-frames
+        return {"frame": int(f), "timestep": int(info.timestep), "skipped": str(exc),
+                "line": int(info.header_line)}, None
+    t = time.perf_counter()
+    binned = BinnedPoints.taking(dom, config.cutoff)
+    n_owned = dom["n_owned"]
+    x = np.empty((n_owned, 2 * config.k - 1))
+    for q0 in range(0, n_owned, config.chunk_atoms):
+        q1 = min(q0 + config.chunk_atoms, n_owned)
+        x[q0:q1] = owned_descriptors(binned, dom["id"], q0, q1, config.k, config.traj, f)
+        run.world.poll()
+    del binned
+    run.timings["descriptors"] += time.perf_counter() - t
+    n = int(comm.reduce_sum(n_owned))
+    stats = {"frame": int(f), "timestep": int(info.timestep), "atoms": n}
+    if config.entropy:
+        t = time.perf_counter()
+        stats.update(_frame_entropy(run, comm, x, dom["id"][:n_owned], f, n))
+        run.timings["entropy"] += time.perf_counter() - t
+    if config.vs_first and run.first_ref is not None:
+        t = time.perf_counter()
+        stats.update(_vs_first(run, comm, x))
+        run.timings["dH"] += time.perf_counter() - t
+    return stats, (x if keep_x else None)
+
+
+def _chunked_logsum(run, comm, ref, q) -> np.ndarray:
+    """log Σ_j K(q_i, x_j) of this rank's queries against ``ref``, ``chunk_atoms`` at a time; the
+    same number of calls on every rank of ``comm`` (the ring is collective)."""
+    chunk = run.config.chunk_atoms
+    n_chunks = int(comm.reduce_max(-(-q.shape[0] // chunk)))
+    out = np.empty(q.shape[0])
+    for c in range(n_chunks):
+        a, b = min(c * chunk, q.shape[0]), min((c + 1) * chunk, q.shape[0])
+        out[a:b] = ref.logsum(q[a:b], run.config.threads)[:, 0]
+        run.world.poll()
+    return out
+
+
+def sample_hashes(seed: int, frame: int, ids) -> np.ndarray:
+    """(n,) uint64 hash of (seed, frame, atom id) (splitmix64's finaliser): the sampling key, the
+    same whatever rank holds the atom."""
+    with np.errstate(over="ignore"):
+        z = (np.asarray(ids, dtype=np.uint64) + np.uint64(frame) * np.uint64(0x9E3779B97F4A7C15)
+             + np.uint64(seed) * np.uint64(0xD1B54A32D192ED03) + np.uint64(0x632BE59BD9B4E019))
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def sample_mask(comm, keys, m: int) -> np.ndarray:
+    """This rank's atoms among the m with the smallest ``keys`` over all ranks (collective): the
+    threshold is found by bisection on the key with summed counts, so no rank gathers keys."""
+    lo, hi = 0, 2**64 - 1  # the m-th smallest key lies in [lo, hi]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if int(comm.reduce_sum(int(np.count_nonzero(keys <= np.uint64(mid))))) >= m:
+            hi = mid
+        else:
+            lo = mid + 1
+    return keys <= np.uint64(lo)
+
+
+def _frame_entropy(run, comm, x, ids, f, n) -> dict:
+    """H of the frame: exact, or estimated from a sample of query atoms (with its standard error)."""
+    from ..distributed.drivers import ReferenceSet
+
+    config = run.config
+    ref = ReferenceSet(comm, x, run.h, ref_memory=config.ref_memory)
+    exact = n <= config.exact_atoms or config.sample_atoms >= n
+    q = x if exact else x[sample_mask(comm, sample_hashes(config.seed, f, ids), config.sample_atoms)]
+    L = _chunked_logsum(run, comm, ref, q)
+    m = int(comm.reduce_sum(int(L.size)))
+    mean = float(comm.reduce_sum(float(L.sum()))) / m
+    out = {"entropy": math.log(n) - mean, "entropy_stderr": 0.0, "entropy_exact": exact, "entropy_sample": m}
+    if not exact:
+        var = float(comm.reduce_sum(float(((L - mean) ** 2).sum()))) / (m - 1)
+        out["entropy_stderr"] = math.sqrt(var / m * (1.0 - m / n))
+    return out
+
+
+def _vs_first(run, comm, x) -> dict:
+    """δH of this frame's atoms against the first frame: mean, extremes, quantiles, novelty."""
+    from ..distributed.statistics import frame_statistics
+
+    dh = -_chunked_logsum(run, comm, run.first_ref, x)
+    st = frame_statistics(comm, dh, [])
+    novel = int(comm.reduce_sum(int(np.count_nonzero(dh >= run.config.eps))))
+    q = st["quantiles"]
+    return {"dH_vs_first_mean": st["mean"], "dH_vs_first_min": st["min"], "dH_vs_first_max": st["max"],
+            "dH_vs_first_quantiles": q, "dH_vs_first_p50": q["p50"],
+            "dH_vs_first_quantile_resolution": st["quantile_resolution"], "novelty": novel / st["atoms"]}
+
+
+def _finalize(run, chosen, bad, mode, wall) -> dict:
+    """trajectory.json, trajectory.csv and trajectory.png from the frames' checkpoint (rank 0)."""
+    import json
+
+    from .._json import json_default
+    from ..io.durable import write_text_durably
+
+    config, out = run.config, run.config.out
+    frames, skipped = [], list(bad)
+    for f in chosen:
+        st = run.run_dir.load_frame(f)
+        if "skipped" in st:
+            skipped.append({"frame": f, "line": st.get("line"), "error": st["skipped"]})
+        else:
+            frames.append(st)
+    skipped.sort(key=lambda b: b["frame"])
+    summary = {"traj": os.path.abspath(config.traj), "bandwidth": run.h, "bandwidth_option": config.bandwidth,
+               "k": config.k, "cutoff": config.cutoff, "entropy": config.entropy, "vs_first": config.vs_first,
+               "first_frame": frames[0]["frame"] if frames else None, "eps": config.eps,
+               "exact_atoms": config.exact_atoms, "sample_atoms": config.sample_atoms, "seed": config.seed,
+               "ranks": run.world.size, "mode": mode, "wall_s": wall, "frames": frames, "skipped_frames": skipped,
+               "columns": list(CSV_COLUMNS)}
+    write_text_durably(os.path.join(out, RESULT_CSV), _csv(frames))
+    _plot(os.path.join(out, RESULT_PNG), frames, summary)
+    write_text_durably(os.path.join(out, RESULT_JSON), json.dumps(summary, indent=1, default=json_default))
+    return summary
+
+
+def _csv(frames) -> str:
+    lines = [",".join(CSV_COLUMNS)]
+    for st in frames:
+        row = []
+        for c in CSV_COLUMNS:
+            v = st.get(c)
+            row.append("" if v is None else (repr(float(v)) if isinstance(v, float) else str(int(v))))
+        lines.append(",".join(row))
+    return "\n".join(lines) + "\n"
+
+
+def _plot(path, frames, summary):
+    """Entropy (with its standard error) and mean δH vs first against the timestep."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    from ..io.durable import write_durably
+
+    steps = [st["timestep"] for st in frames]
+    panels = [k for k in ("entropy", "dH_vs_first_mean") if frames and k in frames[0]]
+    fig, axes = plt.subplots(len(panels) or 1, 1, figsize=(7, 2.8 * max(1, len(panels))), dpi=120, sharex=True,
+                             squeeze=False)
+    for ax, key in zip(axes[:, 0], panels):
+        y = np.array([st[key] for st in frames])
+        if key == "entropy":
+            err = np.array([st["entropy_stderr"] for st in frames])
+            ax.errorbar(steps, y, yerr=err, marker="o", ms=3, lw=1)
+            ax.set_ylabel("H (nats)")
+        else:
+            ax.plot(steps, y, marker="o", ms=3, lw=1, color="C3")
+            ax.set_ylabel("mean δH vs first (nats)")
+    axes[-1, 0].set_xlabel("timestep")
+    axes[0, 0].set_title(f"{os.path.basename(summary['traj'])}, h = {summary['bandwidth']:.4g}")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    write_durably(path, buf.getvalue())

@@ -1,0 +1,99 @@
+"""The trajectory analysis' configuration: what ``analyse_trajectory(config, comm)`` does,
+validated at construction."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable
+
+#: Bytes of atom lines per read + exchange block (as the UQ scan).
+READ_BLOCK = 32 << 20
+#: Options that cannot change any result: a checkpoint written with other values resumes.
+RESULT_NEUTRAL = ("read_block", "threads", "quiet", "json", "out")
+#: The novelty threshold on δH (docs/science.md: overlap is the fraction with δH < ε).
+DEFAULT_EPS = 1e-5
+
+
+@dataclasses.dataclass(frozen=True)
+class TrajectoryConfig:
+    """Entropy per frame and δH against the first frame of a LAMMPS dump.
+
+    traj: the dump. out: output directory. entropy: H of every frame. vs_first: δH of every
+    atom against the first selected frame. bandwidth: h, or "auto" (from the first selected
+    frame's volume per atom, ``metrics.get_bandwidth``; one h for the whole trajectory).
+    frames: selection "START:STOP:STEP" (None: all). types: LAMMPS type to element map.
+    k, cutoff: descriptor parameters. exact_atoms: frames with at most this many atoms get the
+    exact H (all pairs); larger ones an estimate from ``sample_atoms`` query atoms drawn from
+    (seed, frame, atom id). eps: the novelty threshold (fraction of atoms with δH ≥ eps).
+    chunk_atoms: query atoms per rank per kernel call (memory bound). read_block: bytes of atom
+    lines parsed and sent at a time. ref_memory: gather a frame (or the first frame) on every
+    rank up to this many bytes, else pass it around a ring. skip_bad_frames: skip truncated or
+    malformed frames. frame_parallel_atoms: with enough frames, frames of at most this many atoms
+    go whole to one rank each. threads: numba threads per rank. json, quiet: output.
+    on_frame: a hook called as ``on_frame(world_rank)`` after every frame this process finishes
+    and checkpoints (tests use it to send a signal at a known point); not part of the results.
+    """
+
+    traj: str
+    out: str = "trajectory-out"
+    entropy: bool = False
+    vs_first: bool = False
+    bandwidth: object = 0.015
+    frames: str | None = None
+    types: str | None = None
+    k: int = 32
+    cutoff: float = 5.0
+    exact_atoms: int = 200_000
+    sample_atoms: int = 20_000
+    seed: int = 0
+    eps: float = DEFAULT_EPS
+    chunk_atoms: int = 65_536
+    read_block: int = READ_BLOCK
+    ref_memory: int = 2 << 30
+    skip_bad_frames: bool = False
+    frame_parallel_atoms: int = 200_000
+    threads: int | None = None
+    json: bool = False
+    quiet: bool = False
+    on_frame: Callable | None = dataclasses.field(default=None, compare=False)
+
+    def __post_init__(self):
+        if not (self.entropy or self.vs_first):
+            raise ValueError("nothing to compute: give --entropy and/or --vs-first")
+        if isinstance(self.bandwidth, str):
+            if self.bandwidth.strip().lower() != "auto":
+                try:
+                    object.__setattr__(self, "bandwidth", float(self.bandwidth))
+                except ValueError:
+                    raise ValueError(f"--bandwidth must be a positive number or 'auto', got {self.bandwidth!r}") from None
+            else:
+                object.__setattr__(self, "bandwidth", "auto")
+        if self.bandwidth != "auto":
+            h = float(self.bandwidth)
+            if not (math.isfinite(h) and h > 0):
+                raise ValueError(f"--bandwidth must be a positive number or 'auto', got {self.bandwidth!r}")
+            object.__setattr__(self, "bandwidth", h)
+        for name, low in (("chunk_atoms", 1), ("sample_atoms", 2), ("exact_atoms", 0), ("k", 1)):
+            if int(getattr(self, name)) < low:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= {low}, got {getattr(self, name)}")
+        if not (math.isfinite(float(self.eps)) and float(self.eps) >= 0):
+            raise ValueError(f"--eps must be a finite number >= 0, got {self.eps!r}")
+        object.__setattr__(self, "read_block", max(1, int(self.read_block or READ_BLOCK)))
+
+    @classmethod
+    def defaults(cls) -> dict:
+        """The default of every option (the command line's defaults too)."""
+        return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING
+                and f.compare}
+
+    @classmethod
+    def from_namespace(cls, ns, **hooks) -> "TrajectoryConfig":
+        """From the parsed command line."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in vars(ns).items() if k in names}, **hooks)
+
+    def signature_options(self) -> dict:
+        """Every option that can change a result (for the checkpoint's signature)."""
+        return {f.name: getattr(self, f.name) for f in sorted(dataclasses.fields(self), key=lambda f: f.name)
+                if f.compare and f.name not in RESULT_NEUTRAL}
