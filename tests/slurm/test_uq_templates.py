@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import h5py
 import numpy as np
@@ -67,12 +66,7 @@ def test_uq_cpu_template_requeues_on_signal(slurm_cluster, scan_inputs):
     # rank 0 raises USR2 in itself after 5 chunks of every run: each run checkpoints and exits 75
     # until fewer than 5 chunks are left; the template requeues the job each time
     job = submit(slurm_cluster, d, d / "requeued", {"HPCQUESTS_TEST_SIGNAL_AFTER": "5"})
-    deadline = time.time() + 600
-    while True:
-        info = slurm_cluster.wait(job, timeout=max(1, deadline - time.time()))
-        if info["JobState"] == "COMPLETED":
-            break
-        time.sleep(1)
+    info = slurm_cluster.wait_requeued(job, timeout=600)
     log = (d / "requeued.log").read_text()
     assert int(info.get("Restarts", "0")) >= 1, log
     assert "requeueing job" in log and "checkpointed" in log
