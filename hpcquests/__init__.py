@@ -18,6 +18,7 @@ _LAZY = {
     "efficiency": "hpcquests.metrics",
     "get_bandwidth": "hpcquests.metrics",
     "DEFAULT_BANDWIDTH": "hpcquests.metrics",
+    "clusters": "hpcquests.cluster_graph",
     "threads": "hpcquests.runtime",
     "trajectory_entropy": "hpcquests.trajectory",
 }
