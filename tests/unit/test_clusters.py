@@ -111,3 +111,20 @@ def test_bad_input(args, message):
     kw.update(args)
     with pytest.raises(ValueError, match=message):
         hq.clusters(**kw)
+
+
+@pytest.mark.parametrize("kind", ["orthogonal", "triclinic", "slab"])
+def test_domain_clusters_on_the_serial_stand_in_equal_the_serial_api(kind):
+    """The distributed labelling on one process (halo = periodic images): the same labels."""
+    from hpcquests.distributed.clusters import domain_clusters
+    from hpcquests.distributed.domains import exchange_domains
+    from hpcquests.parallel import SerialComm
+
+    pos, cell, pbc, mask = _case(kind, 5, 0.3)
+    ids = np.random.default_rng(1).permutation(len(pos)) + 10
+    dom = exchange_domains(SerialComm(), pos, np.arange(len(pos)), cell, pbc, 5.0, payload={"id": ids})
+    rows = dom["atom"][:dom["n_owned"]]
+    lab = domain_clusters(SerialComm(), dom["pts"], dom["atom"], dom["n_owned"], dom["id"], mask[rows], 3.0)
+    got = np.zeros(len(pos), np.int64)
+    got[rows] = lab
+    assert np.array_equal(got, hq.clusters(pos, cell, pbc, mask, 3.0, ids=ids))
