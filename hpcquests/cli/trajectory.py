@@ -13,7 +13,7 @@ from .options import (DEFAULT_BANDWIDTH, add_descriptor_options, add_ref_memory_
                       add_types_option, memory_size)
 from .policy import EXIT_STATUS_HELP, preemptible, run_command
 
-HELP = "entropy per frame and dH against the first frame of an MD trajectory"
+HELP = "entropy per frame, dH against the first frame and solid-like clusters of an MD trajectory"
 
 
 def bandwidth_or_auto(text):
@@ -49,6 +49,17 @@ def add_options(p):
                    help="bytes of atom lines a rank parses and sends at a time (default 32M; no effect on "
                         "results)")
     add_ref_memory_option(p)
+    g = p.add_argument_group("solid-like clusters (nucleation)")
+    g.add_argument("--clusters", metavar="REF",
+                   help="solid reference (store or structure file): atoms with dH < --cluster-eps against it, joined "
+                        "when at most --cluster-cutoff apart, form clusters (connected components)")
+    g.add_argument("--cluster-eps", type=float, help="node threshold on dH against REF (default 1e-5)")
+    g.add_argument("--cluster-cutoff", type=float, help="edge length, Å (default 3.0; at most --cutoff)")
+    g.add_argument("--cnt-volume", type=float, help="classical nucleation fit: volume per atom, Å^3")
+    g.add_argument("--cnt-temperature", type=float, help="classical nucleation fit: temperature, K")
+    g.add_argument("--cnt-frames", help="classical nucleation fit: frames START:STOP (default all)")
+    g.add_argument("--no-annotated-dump", action="store_true",
+                   help="do not write the dump with the dh and cluster columns")
     p.add_argument("--skip-bad-frames", action="store_true", help="skip truncated/malformed frames")
     p.add_argument("--frame-parallel-atoms", type=int,
                    help="with at least as many frames as ranks, frames of at most this many atoms are analysed "
@@ -92,7 +103,13 @@ def print_summary(summary, out, as_json):
             parts.append(f"H {s['entropy']:.4f}{err}")
         if "dH_vs_first_mean" in s:
             parts.append(f"mean dH vs first {s['dH_vs_first_mean']:.3f}, novelty {100 * s['novelty']:.2f}%")
+        if "n_clusters" in s:
+            parts.append(f"{s['n_clusters']} cluster(s), largest {s['largest_cluster']}")
         print("  " + ", ".join(parts))
+    fit = summary.get("cnt_fit")
+    if fit:
+        print(f"  nucleation fit: gamma {fit['gamma']:.4g} ± {fit['gamma_err']:.2g} eV/Å², delta_g "
+              f"{fit['delta_g']:.4g} ± {fit['delta_g_err']:.2g} eV/Å³ ({len(fit['sizes'])} sizes)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -174,3 +174,32 @@ class ReferenceSet:
     def delta_entropy(self, y_local, threads=None) -> np.ndarray:
         L = self.logsum(y_local, threads)
         return -L[:, 0] if self.scalar else -L
+
+
+def load_reference_rows(comm, ref, *, k, cutoff, species, traj, threads=None, option="REF"):
+    """This rank's share of a reference's descriptors (a store: rows split over ranks; a structure
+    file: structures split, descriptors computed here), checked against the job's ``k``,
+    ``cutoff`` and the ``species`` of its trajectory ``traj``. ValueError naming ``option`` and
+    the file otherwise."""
+    import os
+
+    from ..descriptors import check_species
+    from ..io.store import is_store, open_store
+
+    if not os.path.exists(ref):
+        raise ValueError(f"{option} {ref}: no such file")
+    if is_store(ref):
+        with open_store(ref) as store:
+            store.check_compatible(k=k, cutoff=cutoff)
+            if store.attrs.get("descriptor_kind", "quests") != "quests":
+                raise ValueError(f"{option} {ref}: {store.attrs.get('descriptor_kind')} descriptors are not "
+                                 "supported here (plain QUESTS descriptors only)")
+            check_species(species, store.species or (), f"TRAJ {traj}", f"{option} {ref}")
+            lo, hi = local_row_range(comm, store.n_env)
+            return store.read("descriptors", slice(lo, hi))
+    from ..io.structures import read_structures
+
+    frames = read_structures([ref])
+    check_species(species, {s for a in frames for s in a.get_chemical_symbols()}, f"TRAJ {traj}", f"{option} {ref}")
+    x, _ = distributed_descriptors(comm, frames, k, cutoff, threads=threads)
+    return x

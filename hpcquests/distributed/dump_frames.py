@@ -235,3 +235,127 @@ class FrameReader:
         if check_ids and has_id:  # (frame, atom id) is the key of every result row
             check_unique_ids(comm, dom["id"][:dom["n_owned"]], dom["row"], self.traj, info, self.skip_bad_frames)
         return dom, part
+
+
+# --------------------------------------------------------------------------- annotated dumps
+
+#: Bytes of atom lines per formatted block of an annotated dump (~200k lines, ~60 MB of objects).
+ANNOTATE_BYTES = 8 << 20
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtraColumn:
+    """A column appended to every atom line: its name (OVITO lower-cases non-standard names, so
+    names are lower case), a printf format of fixed width (the output offsets are known before
+    formatting) and that width."""
+
+    name: str
+    fmt: bytes
+    width: int
+
+    def format(self, value) -> bytes:
+        return self.fmt % value
+
+
+#: δH (as the UQ scan writes it) and a cluster label.
+DH_COLUMN = ExtraColumn("dh", b"% .9e", 16)
+CLUSTER_COLUMN = ExtraColumn("cluster", b"%10d", 10)
+
+
+def values_to_readers(comm, rows, values, part) -> np.ndarray:
+    """``values`` of owned atoms (rows ``rows``) sent back to the rank that read each row, in
+    this rank's file order: (part["n"],) array (collective)."""
+    owner = np.searchsorted(np.cumsum(part["row_counts"]), rows, side="right")
+    order = np.argsort(owner, kind="stable")
+    counts = np.bincount(owner, minlength=comm.size)
+    back_rows = comm.exchange_rows(np.asarray(rows)[order], counts)
+    back = comm.exchange_rows(np.asarray(values)[order], counts)
+    mine = np.empty(part["n"], dtype=np.asarray(values).dtype)
+    mine[back_rows - part["row_start"]] = back
+    return mine
+
+
+def pwrite_all(fd, data: bytes, offset: int, path: str) -> None:
+    """``os.pwrite`` until every byte is written (a short write is not an error of pwrite; a
+    frame of NUL bytes was once renamed into place because one went unchecked)."""
+    import errno
+
+    view = memoryview(data)
+    while view:
+        try:
+            n = os.pwrite(fd, view, offset)
+        except OSError as exc:  # (pwrite names no file)
+            raise OSError(exc.errno, exc.strerror, path) from exc
+        if n <= 0:
+            raise OSError(errno.EIO, "pwrite wrote nothing", path)
+        view = view[n:]
+        offset += n
+
+
+def write_annotated_frame(comm, traj, info, part, columns, values, path):
+    """Frame ``info`` of ``traj`` with every original column plus ``columns`` (ExtraColumn),
+    each rank writing the lines it read (``part``), in file order, at its byte offset of a shared
+    file, streamed in blocks so memory stays bounded; the file appears at ``path`` whole.
+    ``values``: one (part["n"],) array per column, in this rank's file order."""
+    from ..io import lammps
+
+    start, stop = part["byte_range"]
+    n = part["n"]
+    per_line = sum(1 + c.width for c in columns)
+    body_size = (stop - start) + n * per_line
+    header = lammps.frame_header(traj, info, extra_columns=[c.name for c in columns]) if comm.rank == 0 else b""
+    with open(traj, "rb") as fh:  # lines without a trailing newline at EOF get one
+        fh.seek(max(stop - 1, 0))
+        if stop > start and fh.read(1) != b"\n":
+            body_size += 1
+    sizes = comm.gather_objects(body_size)
+    hdr_len = comm.broadcast(len(header), root=0)
+    offset = hdr_len + sum(sizes[: comm.rank])
+    tmp = path + ".part"
+    if comm.rank == 0:
+        with open(tmp, "wb") as fh:
+            fh.write(header)
+            fh.truncate(hdr_len + sum(sizes))
+    comm.wait_for_all()
+    fd = os.open(tmp, os.O_WRONLY)
+    try:
+        with open(traj, "rb") as src:
+            src.seek(start)
+            remaining, row = stop - start, 0
+            while remaining > 0:
+                raw = src.read(min(remaining, ANNOTATE_BYTES))
+                remaining -= len(raw)
+                if remaining > 0:  # complete the last line of this block
+                    extra = src.readline()
+                    remaining -= len(extra)
+                    raw += extra
+                lines = raw.splitlines()
+                cols = [v[row:row + len(lines)].tolist() for v in values]
+                if any(len(c) != len(lines) for c in cols):
+                    raise ValueError(f"TRAJ {traj}: atom lines changed while reading (frame {info.index})")
+                out = b"".join(line + b"".join(b" " + c.format(v) for c, v in zip(columns, vals)) + b"\n"
+                               for line, *vals in zip(lines, *cols))
+                pwrite_all(fd, out, offset, tmp)
+                offset += len(out)
+                row += len(lines)
+            if row != n:
+                raise ValueError(f"TRAJ {traj}: {row} lines in byte range but {n} atoms parsed")
+        os.fsync(fd)  # every rank's lines are on disk before the file is put in place
+    finally:
+        os.close(fd)
+    comm.wait_for_all()
+    if comm.rank == 0:
+        os.replace(tmp, path)
+
+
+def concatenate_frames(paths, target):
+    """The per-frame files ``paths`` joined into one dump at ``target`` (atomically)."""
+    import shutil
+
+    from ..io.atomic import atomic_path
+
+    with atomic_path(target) as tmp:
+        with open(tmp, "wb") as out:
+            for p in paths:
+                with open(p, "rb") as src:
+                    shutil.copyfileobj(src, out, 16 << 20)

@@ -35,14 +35,19 @@ import time
 
 import numpy as np
 
-from .config import TrajectoryConfig
+from .config import TrajectoryConfig, frame_range
 
 RESULT_JSON = "trajectory.json"
 RESULT_CSV = "trajectory.csv"
 RESULT_PNG = "trajectory.png"
 #: trajectory.csv's columns (the scalars of trajectory.json's frames), in order.
 CSV_COLUMNS = ("frame", "timestep", "atoms", "entropy", "entropy_stderr", "entropy_exact", "entropy_sample",
-               "dH_vs_first_mean", "dH_vs_first_min", "dH_vs_first_p50", "dH_vs_first_max", "novelty")
+               "dH_vs_first_mean", "dH_vs_first_min", "dH_vs_first_p50", "dH_vs_first_max", "novelty",
+               "n_clusters", "largest_cluster", "clustered_atoms")
+CLUSTER_CSV = "cluster_sizes.csv"
+CNT_PNG = "cnt_fit.png"
+#: Boltzmann's constant, eV/K.
+K_B = 8.617333262e-5
 
 
 @dataclasses.dataclass
@@ -55,8 +60,9 @@ class _Run:
     h: float
     run_dir: object
     first_ref: object = None
+    cluster_ref: object = None
     timings: dict = dataclasses.field(default_factory=lambda: dict.fromkeys(
-        ("read", "exchange", "descriptors", "entropy", "dH"), 0.0))
+        ("read", "exchange", "descriptors", "entropy", "dH", "clusters", "write"), 0.0))
 
     def frame_done(self):
         if self.config.on_frame is not None:
@@ -71,7 +77,7 @@ def analyse_trajectory(config: TrajectoryConfig, comm) -> dict:
     if not isinstance(config, TrajectoryConfig):
         raise TypeError(f"analyse_trajectory takes a TrajectoryConfig, got {type(config).__name__}")
     run_dir = RunDirectory(config.out, comm, lock_name="trajectory.lock", what="analysis",
-                           neutral_options="--read-block, --threads, -q and --json")
+                           neutral_options="--read-block, --threads, -q, --json and the --cnt-* options")
     with run_dir.locked():
         return _analyse_locked(config, comm, run_dir)
 
@@ -88,7 +94,9 @@ def _analyse_locked(config, comm, run_dir) -> dict:
     run = _Run(config, comm, reader, h, run_dir)
     signature = comm.broadcast(_signature(config, comm.size, h, chosen) if comm.rank == 0 else None, root=0)
     run_dir.prepare(signature, (("traj", "TRAJ"), ("ranks", "the number of ranks"), ("frames", "the frames"),
-                                ("bandwidth_used", "the bandwidth")))
+                                ("bandwidth_used", "the bandwidth"), ("clusters_ref", "the --clusters reference")))
+    if config.clusters:
+        _load_cluster_reference(run, frames[chosen[0]], chosen[0])
     rest = _first_frame(run, frames, chosen)
     mode = _mode(run, frames, rest)
     _analyse_frames(run, frames, rest, mode)
@@ -97,6 +105,21 @@ def _analyse_locked(config, comm, run_dir) -> dict:
     if comm.rank == 0:
         summary = _finalize(run, chosen, bad, mode, time.perf_counter() - t0)
     return summary or {}
+
+
+def _load_cluster_reference(run, info, f):
+    """The solid reference of ``--clusters`` as a ReferenceSet (its species checked against the
+    first frame's), and the folder of the annotated frames."""
+    from ..distributed.drivers import ReferenceSet, load_reference_rows
+
+    config, comm = run.config, run.world
+    species = run.reader.species(comm, info, f)
+    x = load_reference_rows(comm, config.clusters, k=config.k, cutoff=config.cutoff, species=species,
+                            traj=config.traj, threads=config.threads, option="--clusters")
+    run.cluster_ref = ReferenceSet(comm, x, run.h, ref_memory=config.ref_memory)
+    if comm.rank == 0 and not config.no_annotated_dump:
+        os.makedirs(os.path.join(config.out, "annotated"), exist_ok=True)
+    comm.wait_for_all()
 
 
 def _bandwidth(config, info) -> float:
@@ -116,9 +139,27 @@ def _signature(config, size, h, chosen) -> dict:
     from .._json import json_default
 
     sig = {"options": config.signature_options(), "bandwidth_used": h, "ranks": size, "frames": list(chosen),
+           "clusters_ref": _identity(config.clusters) if config.clusters else None,
            "traj": {"path": os.path.abspath(config.traj), "size": os.path.getsize(config.traj),
                     "mtime_ns": os.stat(config.traj).st_mtime_ns}}
     return json.loads(json.dumps(sig, default=json_default))
+
+
+def _identity(path) -> dict:
+    """A reference file's identity for the checkpoint (a store's write id, else its checksum)."""
+    from ..io.store import is_store
+    from ..io.structures import file_checksum
+
+    if not os.path.exists(path):
+        raise ValueError(f"--clusters {path}: no such file")
+    if is_store(path):
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            wid = f.attrs.get("write_id")
+        if wid is not None:
+            return {"path": os.path.abspath(path), "store_write_id": str(wid)}
+    return {"path": os.path.abspath(path), "sha256": file_checksum(path)}
 
 
 def _first_frame(run, frames, chosen) -> list:
@@ -153,7 +194,7 @@ def _mode(run, frames, rest) -> str:
     """Whole frames over ranks (each rank its own frames, the first frame's reference gathered on
     every rank), or every frame by domain decomposition over all ranks."""
     comm, config = run.world, run.config
-    ring = run.first_ref is not None and run.first_ref.ring
+    ring = any(r is not None and r.ring for r in (run.first_ref, run.cluster_ref))
     whole = (comm.size > 1 and len(rest) >= comm.size and not ring
              and max(frames[f].n_atoms for f in rest) <= config.frame_parallel_atoms)
     return "frames over ranks" if whole else "domain decomposition per frame"
@@ -187,10 +228,11 @@ def _analyse_frame(run, comm, info, f, keep_x):
 
     config = run.config
     try:
-        dom, _ = run.reader.read_and_exchange(comm, info, f, run.timings)
+        dom, part = run.reader.read_and_exchange(comm, info, f, run.timings)
     except MalformedFrame as exc:  # agreed by every rank of ``comm``; raised again without --skip-bad-frames
         return {"frame": int(f), "timestep": int(info.timestep), "skipped": str(exc),
                 "line": int(info.header_line)}, None
+    points = (dom["pts"].copy(), dom["atom"].copy()) if config.clusters else None  # (binning takes them)
     t = time.perf_counter()
     binned = BinnedPoints.taking(dom, config.cutoff)
     n_owned = dom["n_owned"]
@@ -211,7 +253,44 @@ def _analyse_frame(run, comm, info, f, keep_x):
         t = time.perf_counter()
         stats.update(_vs_first(run, comm, x))
         run.timings["dH"] += time.perf_counter() - t
+    if config.clusters:
+        stats.update(_frame_clusters(run, comm, info, f, x, dom, part, points))
     return stats, (x if keep_x else None)
+
+
+def _frame_clusters(run, comm, info, f, x, dom, part, points) -> dict:
+    """δH of every atom against the solid reference, the clusters of the atoms below
+    ``cluster_eps``, their sizes, and the annotated frame (``dh``, ``cluster`` columns)."""
+    from ..distributed.clusters import domain_clusters
+    from ..distributed.dump_frames import (CLUSTER_COLUMN, DH_COLUMN, values_to_readers,
+                                           write_annotated_frame)
+
+    config = run.config
+    t = time.perf_counter()
+    dh = -_chunked_logsum(run, comm, run.cluster_ref, x)
+    run.timings["dH"] += time.perf_counter() - t
+    t = time.perf_counter()
+    n_owned = dom["n_owned"]
+    labels = domain_clusters(comm, points[0], points[1], n_owned, dom["id"][:n_owned], dh < config.cluster_eps,
+                             config.cluster_cutoff)
+    n_clusters = int(comm.reduce_max(int(labels.max(initial=0))))
+    sizes = np.asarray(comm.reduce_sum(np.bincount(labels, minlength=n_clusters + 1).astype(np.int64)))[1:]
+    size_values, size_counts = np.unique(sizes, return_counts=True)
+    run.timings["clusters"] += time.perf_counter() - t
+    if not config.no_annotated_dump:
+        t = time.perf_counter()
+        write_annotated_frame(comm, config.traj, info, part, [DH_COLUMN, CLUSTER_COLUMN],
+                              [values_to_readers(comm, dom["row"], dh, part),
+                               values_to_readers(comm, dom["row"], labels, part)],
+                              _annotated_frame_path(config, f))
+        run.timings["write"] += time.perf_counter() - t
+    return {"n_clusters": n_clusters, "largest_cluster": int(sizes.max(initial=0)),
+            "clustered_atoms": int(sizes.sum()),
+            "cluster_sizes": [[int(s), int(c)] for s, c in zip(size_values, size_counts)]}
+
+
+def _annotated_frame_path(config, f) -> str:
+    return os.path.join(config.out, "annotated", f"frame-{f:06d}.lammpstrj")
 
 
 def _chunked_logsum(run, comm, ref, q) -> np.ndarray:
@@ -306,6 +385,21 @@ def _finalize(run, chosen, bad, mode, wall) -> dict:
                "columns": list(CSV_COLUMNS)}
     write_text_durably(os.path.join(out, RESULT_CSV), _csv(frames))
     _plot(os.path.join(out, RESULT_PNG), frames, summary)
+    if config.clusters:
+        summary.update(clusters_ref=os.path.abspath(config.clusters), cluster_eps=config.cluster_eps,
+                       cluster_cutoff=config.cluster_cutoff)
+        write_text_durably(os.path.join(out, CLUSTER_CSV), "frame,size,count\n" + "".join(
+            f"{st['frame']},{s},{c}\n" for st in frames for s, c in st.get("cluster_sizes", [])))
+        if not config.no_annotated_dump:
+            from ..distributed.dump_frames import concatenate_frames
+
+            stem = os.path.splitext(os.path.basename(config.traj))[0]
+            summary["annotated_dump"] = os.path.join(out, f"{stem}_clusters.lammpstrj")
+            concatenate_frames([_annotated_frame_path(config, st["frame"]) for st in frames],
+                               summary["annotated_dump"])
+        if config.cnt_volume is not None:
+            summary["cnt_fit"] = cnt_fit(frames, config)
+            _plot_cnt(os.path.join(out, CNT_PNG), summary["cnt_fit"])
     write_text_durably(os.path.join(out, RESULT_JSON), json.dumps(summary, indent=1, default=json_default))
     return summary
 
@@ -347,6 +441,66 @@ def _plot(path, frames, summary):
             ax.set_ylabel("mean δH vs first (nats)")
     axes[-1, 0].set_xlabel("timestep")
     axes[0, 0].set_title(f"{os.path.basename(summary['traj'])}, h = {summary['bandwidth']:.4g}")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    write_durably(path, buf.getvalue())
+
+
+
+def cnt_fit(frames, config) -> dict:
+    """The classical nucleation theory fit of the paper's Methods ("Cluster size distribution"):
+    log N_r = log N₀ − 4πr³Δg/(3k_BT) − 4πr²γ/(k_BT), N_r the mean number of clusters of size s
+    per frame over the frames of ``cnt_frames``, r = (3 s v / 4π)^(1/3) with v = ``cnt_volume``
+    (Å³ per atom), T = ``cnt_temperature``. Linear least squares in (log N₀, Δg, γ); errors from
+    the residual variance. Δg in eV/Å³, γ in eV/Å²; ValueError with fewer than four sizes."""
+    lo, hi = frame_range(config.cnt_frames)
+    used = [st for st in frames if lo <= st["frame"] < hi]
+    counts = {}
+    for st in used:
+        for s, c in st.get("cluster_sizes", []):
+            counts[s] = counts.get(s, 0) + c
+    sizes = np.array(sorted(counts), dtype=np.float64)
+    if sizes.size < 4:
+        where = f"--cnt-frames {config.cnt_frames}" if config.cnt_frames else "the frames analysed"
+        raise ValueError(f"the nucleation fit needs clusters of at least 4 different sizes in {where} ({sizes.size} "
+                         f"found in {len(used)} frame(s)); widen --cnt-frames or leave out --cnt-volume")
+    n_r = np.array([counts[int(s)] for s in sizes]) / len(used)
+    kt = K_B * float(config.cnt_temperature)
+    r = (3.0 * sizes * float(config.cnt_volume) / (4.0 * math.pi)) ** (1.0 / 3.0)
+    design = np.column_stack([np.ones_like(r), -4.0 * math.pi * r ** 3 / (3.0 * kt), -4.0 * math.pi * r ** 2 / kt])
+    y = np.log(n_r)
+    coef, *_ = np.linalg.lstsq(design, y, rcond=None)
+    resid = y - design @ coef
+    dof = max(1, len(y) - 3)
+    cov = float(resid @ resid) / dof * np.linalg.inv(design.T @ design)
+    err = np.sqrt(np.diag(cov))
+    return {"log_n0": float(coef[0]), "log_n0_err": float(err[0]), "delta_g": float(coef[1]),
+            "delta_g_err": float(err[1]), "gamma": float(coef[2]), "gamma_err": float(err[2]),
+            "units": {"delta_g": "eV/Å^3", "gamma": "eV/Å^2", "r": "Å"}, "temperature": float(config.cnt_temperature),
+            "volume_per_atom": float(config.cnt_volume), "frames": [st["frame"] for st in used],
+            "sizes": sizes.astype(int).tolist(), "r": r.tolist(), "n_r": n_r.tolist(),
+            "fitted_log_n_r": (design @ coef).tolist()}
+
+
+def _plot_cnt(path, fit):
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    from ..io.durable import write_durably
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    ax.plot(fit["r"], np.log(fit["n_r"]), "o", ms=4, label="clusters (mean per frame)")
+    ax.plot(fit["r"], fit["fitted_log_n_r"], "-", label=f"CNT: γ = {fit['gamma']:.3g} ± {fit['gamma_err']:.2g} eV/Å², "
+                                                       f"Δg = {fit['delta_g']:.3g} ± {fit['delta_g_err']:.2g} eV/Å³")
+    ax.set_xlabel("cluster radius r (Å)")
+    ax.set_ylabel("log N_r")
+    ax.legend(fontsize=7)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

@@ -9,8 +9,9 @@ from typing import Callable
 
 #: Bytes of atom lines per read + exchange block (as the UQ scan).
 READ_BLOCK = 32 << 20
-#: Options that cannot change any result: a checkpoint written with other values resumes.
-RESULT_NEUTRAL = ("read_block", "threads", "quiet", "json", "out")
+#: Options that cannot change any frame's result: a checkpoint written with other values resumes
+#: (the nucleation fit is made from the frames' cluster sizes at the end of every run).
+RESULT_NEUTRAL = ("read_block", "threads", "quiet", "json", "out", "cnt_volume", "cnt_temperature", "cnt_frames")
 #: The novelty threshold on δH (docs/science.md: overlap is the fraction with δH < ε).
 DEFAULT_EPS = 1e-5
 
@@ -30,7 +31,12 @@ class TrajectoryConfig:
     lines parsed and sent at a time. ref_memory: gather a frame (or the first frame) on every
     rank up to this many bytes, else pass it around a ring. skip_bad_frames: skip truncated or
     malformed frames. frame_parallel_atoms: with enough frames, frames of at most this many atoms
-    go whole to one rank each. threads: numba threads per rank. json, quiet: output.
+    go whole to one rank each. clusters: a reference (store or structure file) of the solid: atoms
+    with δH < ``cluster_eps`` against it are joined when at most ``cluster_cutoff`` Å apart,
+    clusters are the connected components (``hpcquests.clusters``). cnt_volume (Å³ per atom),
+    cnt_temperature (K), cnt_frames ("START:STOP", file frame numbers; None: all): the classical
+    nucleation theory fit of the cluster sizes. no_annotated_dump: do not write the dump with the
+    ``dh`` and ``cluster`` columns. threads: numba threads per rank. json, quiet: output.
     on_frame: a hook called as ``on_frame(world_rank)`` after every frame this process finishes
     and checkpoints (tests use it to send a signal at a known point); not part of the results.
     """
@@ -53,14 +59,22 @@ class TrajectoryConfig:
     ref_memory: int = 2 << 30
     skip_bad_frames: bool = False
     frame_parallel_atoms: int = 200_000
+    clusters: str | None = None
+    cluster_eps: float = DEFAULT_EPS
+    cluster_cutoff: float = 3.0
+    cnt_volume: float | None = None
+    cnt_temperature: float | None = None
+    cnt_frames: str | None = None
+    no_annotated_dump: bool = False
     threads: int | None = None
     json: bool = False
     quiet: bool = False
     on_frame: Callable | None = dataclasses.field(default=None, compare=False)
 
     def __post_init__(self):
-        if not (self.entropy or self.vs_first):
-            raise ValueError("nothing to compute: give --entropy and/or --vs-first")
+        if not (self.entropy or self.vs_first or self.clusters):
+            raise ValueError("nothing to compute: give --entropy, --vs-first and/or --clusters REF")
+        self._check_clusters()
         if isinstance(self.bandwidth, str):
             if self.bandwidth.strip().lower() != "auto":
                 try:
@@ -81,6 +95,22 @@ class TrajectoryConfig:
             raise ValueError(f"--eps must be a finite number >= 0, got {self.eps!r}")
         object.__setattr__(self, "read_block", max(1, int(self.read_block or READ_BLOCK)))
 
+    def _check_clusters(self):
+        c = float(self.cluster_cutoff)
+        if not (math.isfinite(c) and 0 < c <= float(self.cutoff)):
+            raise ValueError(f"--cluster-cutoff must be > 0 and at most --cutoff ({self.cutoff} Å: the halo of a "
+                             f"domain), got {self.cluster_cutoff!r}")
+        if not math.isfinite(float(self.cluster_eps)):
+            raise ValueError(f"--cluster-eps must be a finite number, got {self.cluster_eps!r}")
+        cnt = (self.cnt_volume, self.cnt_temperature)
+        if any(v is not None for v in cnt):
+            if not self.clusters or any(v is None for v in cnt):
+                raise ValueError("the nucleation fit needs --clusters REF, --cnt-volume and --cnt-temperature")
+            for name, v in (("--cnt-volume", self.cnt_volume), ("--cnt-temperature", self.cnt_temperature)):
+                if not (math.isfinite(float(v)) and float(v) > 0):
+                    raise ValueError(f"{name} must be a positive number, got {v!r}")
+        frame_range(self.cnt_frames)
+
     @classmethod
     def defaults(cls) -> dict:
         """The default of every option (the command line's defaults too)."""
@@ -97,3 +127,18 @@ class TrajectoryConfig:
         """Every option that can change a result (for the checkpoint's signature)."""
         return {f.name: getattr(self, f.name) for f in sorted(dataclasses.fields(self), key=lambda f: f.name)
                 if f.compare and f.name not in RESULT_NEUTRAL}
+
+
+def frame_range(text):
+    """(lo, hi) file frame numbers of "START:STOP" (either may be empty); (0, inf) for None."""
+    if not text:
+        return 0, math.inf
+    parts = str(text).split(":")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        lo = int(parts[0]) if parts[0] else 0
+        hi = int(parts[1]) if parts[1] else math.inf
+    except ValueError:
+        raise ValueError(f"--cnt-frames must be START:STOP (file frame numbers), got {text!r}") from None
+    return lo, hi

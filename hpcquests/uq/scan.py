@@ -44,35 +44,11 @@ RESULT_NAME = "dH.h5"
 
 def load_reference(comm, config, scan_species):
     """This rank's share of the reference descriptors, checked against the scan's parameters."""
-    from ..descriptors import check_species
+    from ..distributed.drivers import load_reference_rows
     from ..faults import inject
-    from ..io.store import is_store, open_store
-    from ..distributed.drivers import distributed_descriptors, local_row_range
 
-    def kind():
-        if not os.path.exists(config.ref):
-            raise ValueError(f"REF {config.ref}: no such file")
-        return "store" if is_store(config.ref) else "structures"
-
-    if kind() == "store":
-        def read():
-            with open_store(config.ref) as store:
-                store.check_compatible(k=config.k, cutoff=config.cutoff)
-                if store.attrs.get("descriptor_kind", "quests") != "quests":
-                    raise ValueError(f"REF {config.ref}: {store.attrs.get('descriptor_kind')} descriptors are not "
-                                     "supported by the UQ scan (plain QUESTS descriptors only)")
-                check_species(scan_species, store.species or (), f"TRAJ {config.traj}", f"REF {config.ref}")
-                lo, hi = local_row_range(comm, store.n_env)
-                return store.read("descriptors", slice(lo, hi))
-        x = read()
-        inject("uq.reference", comm.rank)
-        return x
-    from ..io.structures import read_structures
-
-    frames = read_structures([config.ref])
-    check_species(scan_species, {s for a in frames for s in a.get_chemical_symbols()}, f"TRAJ {config.traj}",
-                  f"REF {config.ref}")
-    x, _ = distributed_descriptors(comm, frames, config.k, config.cutoff, threads=config.threads)
+    x = load_reference_rows(comm, config.ref, k=config.k, cutoff=config.cutoff, species=scan_species,
+                            traj=config.traj, threads=config.threads)
     inject("uq.reference", comm.rank)
     return x
 
@@ -347,8 +323,7 @@ def _scan_frame(run, comm, info, f, prog):
 
     from ..io.lammps import MalformedFrame
 
-    rank, size = comm.rank, comm.size
-    mem = MemTrace(rank)
+    mem = MemTrace(comm.rank)
     mem("before frame")
     try:
         # memory per rank ~ its domain + halo, never the frame nor its whole share of the lines
@@ -357,7 +332,6 @@ def _scan_frame(run, comm, info, f, prog):
         if not config.skip_bad_frames:
             raise
         return {"frame": int(f), "timestep": int(info.timestep), "skipped": str(exc), "line": int(info.header_line)}
-    n_local, row_counts, row_start = part["n"], part["row_counts"], part["row_start"]
     mem("read + exchange: data pass")
     t = time.perf_counter()
     binned = BinnedPoints.taking(dom, config.cutoff)  # pops pts/atom/shift from dom
@@ -391,15 +365,11 @@ def _scan_frame(run, comm, info, f, prog):
     if not config.no_annotated_dump:
         t = time.perf_counter()
         # δH back to the rank that read each row, then written in file order
-        owner_of_row = np.searchsorted(np.cumsum(row_counts), dom["row"], side="right")
-        order = np.argsort(owner_of_row, kind="stable")
-        counts = np.bincount(owner_of_row, minlength=size)
-        back_rows = comm.exchange_rows(dom["row"][order], counts)
-        back_dh = comm.exchange_rows(dh_owned[order], counts)
-        mine = np.empty(n_local)
-        mine[back_rows - row_start] = back_dh
-        _write_annotated(comm, config.traj, info, part, mine,
-                   os.path.join(run.annotated_dir, f"frame-{f:06d}.lammpstrj"))
+        from ..distributed.dump_frames import DH_COLUMN, values_to_readers, write_annotated_frame
+
+        mine = values_to_readers(comm, dom["row"], dh_owned, part)
+        write_annotated_frame(comm, config.traj, info, part, [DH_COLUMN], [mine],
+                              os.path.join(run.annotated_dir, f"frame-{f:06d}.lammpstrj"))
         timings["write"] += time.perf_counter() - t
     mem("annotated dump")
     return stats
@@ -444,84 +414,6 @@ class MemTrace:
                 fh.write("5")
         except OSError:
             pass
-
-
-#: The δH column of the annotated dump: OVITO (3.17) lower-cases non-standard column names, so
-#: `dh` is what users type in OVITO's expression selection (`dh > 0`) and what the file says.
-DH_COLUMN = "dh"
-DH_FORMAT = b"% .9e"  # fixed width (16 bytes): output offsets are known before formatting
-DH_WIDTH = 17           # the separating space + 16
-ANNOTATE_BYTES = 8 << 20  # bytes of atom lines per formatted block (~200k lines, ~60 MB of Python objects)
-
-
-def _pwrite_all(fd, data: bytes, offset: int, path: str) -> None:
-    """``os.pwrite`` until every byte is written (a short write is not an error of pwrite; a
-    frame of NUL bytes was once renamed into place because one went unchecked)."""
-    import errno
-
-    view = memoryview(data)
-    while view:
-        try:
-            n = os.pwrite(fd, view, offset)
-        except OSError as exc:  # (pwrite names no file)
-            raise OSError(exc.errno, exc.strerror, path) from exc
-        if n <= 0:
-            raise OSError(errno.EIO, "pwrite wrote nothing", path)
-        view = view[n:]
-        offset += n
-
-
-def _write_annotated(comm, traj, info, part, dh, path):
-    """All original columns plus ``dh`` (δH), each rank writing its own lines, in file order, at its byte
-    offset of a shared file; streamed in blocks so memory stays bounded."""
-    from ..io import lammps
-
-    start, stop = part["byte_range"]
-    n = len(dh)
-    body_size = (stop - start) + n * DH_WIDTH
-    # lines without a trailing newline at EOF get one
-    header = lammps.frame_header(traj, info, extra_columns=[DH_COLUMN]) if comm.rank == 0 else b""
-    with open(traj, "rb") as fh:
-        fh.seek(max(stop - 1, 0))
-        if stop > start and fh.read(1) != b"\n":
-            body_size += 1
-    sizes = comm.gather_objects(body_size)
-    hdr_len = comm.broadcast(len(header), root=0)
-    offset = hdr_len + sum(sizes[: comm.rank])
-    tmp = path + ".part"
-    if comm.rank == 0:
-        with open(tmp, "wb") as fh:
-            fh.write(header)
-            fh.truncate(hdr_len + sum(sizes))
-    comm.wait_for_all()
-    fd = os.open(tmp, os.O_WRONLY)
-    try:
-        with open(traj, "rb") as src:
-            src.seek(start)
-            remaining, row = stop - start, 0
-            while remaining > 0:
-                raw = src.read(min(remaining, ANNOTATE_BYTES))
-                remaining -= len(raw)
-                if remaining > 0:  # complete the last line of this block
-                    extra = src.readline()
-                    remaining -= len(extra)
-                    raw += extra
-                lines = raw.splitlines()
-                vals = dh[row:row + len(lines)].tolist()
-                if len(vals) != len(lines):
-                    raise ValueError(f"TRAJ {traj}: atom lines changed while scanning (frame {info.index})")
-                out = b"".join(line + b" " + (DH_FORMAT % v) + b"\n" for line, v in zip(lines, vals))
-                _pwrite_all(fd, out, offset, tmp)
-                offset += len(out)
-                row += len(lines)
-            if row != n:
-                raise ValueError(f"TRAJ {traj}: {row} lines in byte range but {n} atoms parsed")
-        os.fsync(fd)  # every rank's lines are on disk before the file is put in place
-    finally:
-        os.close(fd)
-    comm.wait_for_all()
-    if comm.rank == 0:
-        os.replace(tmp, path)
 
 
 def _finalize(run, chosen, frame_stats, bad, wall):
@@ -582,14 +474,8 @@ def _finalize(run, chosen, frame_stats, bad, wall):
 
 
 def _concatenate_annotated(config, chosen):
-    import shutil
-
-    from ..io.atomic import atomic_path
+    from ..distributed.dump_frames import concatenate_frames
 
     stem = os.path.splitext(os.path.basename(config.traj))[0]
-    target = os.path.join(config.out, f"{stem}_dH.lammpstrj")
-    with atomic_path(target) as tmp:
-        with open(tmp, "wb") as out:
-            for f in chosen:
-                with open(os.path.join(config.out, "annotated", f"frame-{f:06d}.lammpstrj"), "rb") as src:
-                    shutil.copyfileobj(src, out, 16 << 20)
+    concatenate_frames([os.path.join(config.out, "annotated", f"frame-{f:06d}.lammpstrj") for f in chosen],
+                       os.path.join(config.out, f"{stem}_dH.lammpstrj"))

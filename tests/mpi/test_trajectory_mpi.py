@@ -54,6 +54,49 @@ def test_ranks_and_modes_agree_with_serial(data, n, mode, tmp_path):
     check_same(summary["frames"], want)
 
 
+@pytest.fixture(scope="module")
+def melt(tmp_path_factory):
+    import ase.io
+
+    d = tmp_path_factory.mktemp("trajclusters")
+    frames = [testing.defective_crystal(size=(6, 6, 6), radius=r, noise=0.04, seed=i) for i, r in enumerate((4, 7))]
+    frames += [testing.perturbed_crystal("bcc", "Ta", size=(5, 5, 5), noise=0.05 + 0.02 * i, seed=9 + i) for i in range(3)]
+    testing.write_lammps_dump(d / "melt.lammpstrj", frames, ("id", "type", "x", "y", "z"), seed=4)
+    ase.io.write(d / "solid.extxyz", [testing.perturbed_crystal("bcc", "Ta", size=(4, 4, 4), noise=0.05, seed=50)],
+                 parallel=False)
+    serial = trajectory_entropy(d / "melt.lammpstrj", d / "serial", entropy=False, types="1=Ta",
+                                clusters=str(d / "solid.extxyz"))
+    return d, serial
+
+
+def _labels(path):
+    from hpcquests.io import lammps
+
+    return [(a.arrays["id"].tolist(), a.arrays["cluster"].astype(int).tolist(), a.arrays["dh"])
+            for a in lammps.read_dump_frames(path, type_map={1: "Ta"})]
+
+
+@pytest.mark.parametrize("n", RANK_COUNTS)
+@pytest.mark.parametrize("mode", ["frames", "domains"])
+def test_cluster_labels_are_the_same_on_any_rank_count(melt, n, mode, tmp_path):
+    d, serial = melt
+    extra = [] if mode == "frames" else ["--frame-parallel-atoms", "0"]
+    out = tmp_path / "out"
+    res = run_mpi(n, ["-m", "hpcquests.trajectory", str(d / "melt.lammpstrj"), "--out", str(out), "--types", "1=Ta",
+                      "--clusters", str(d / "solid.extxyz"), "--chunk-atoms", "100", "-q", *extra],
+                  timeout=240, env=mpi_env(n))
+    assert res.returncode == 0, res.stdout + res.stderr
+    summary = json.loads((out / "trajectory.json").read_text())
+    for a, b in zip(summary["frames"], serial["frames"]):
+        assert (a["n_clusters"], a["largest_cluster"], a["cluster_sizes"]) == \
+            (b["n_clusters"], b["largest_cluster"], b["cluster_sizes"])
+    got, want = _labels(summary["annotated_dump"]), _labels(serial["annotated_dump"])
+    for (ids_a, lab_a, dh_a), (ids_b, lab_b, dh_b) in zip(got, want):
+        assert ids_a == ids_b and lab_a == lab_b  # bitwise the same labels, lines in file order
+        assert (abs(dh_a - dh_b) <= 1e-9 * (1 + abs(dh_b))).all()
+    assert (out / "cluster_sizes.csv").read_text() == (d / "serial" / "cluster_sizes.csv").read_text()
+
+
 def test_an_error_on_one_rank_is_one_line(data, tmp_path):
     """A frame with overlapping atoms: one error naming frame and atom id, every rank exits 2."""
     d, _ = data

@@ -119,7 +119,7 @@ def test_sample_is_the_smallest_keys_whatever_the_split():
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"entropy": False}, "nothing to compute: give --entropy and/or --vs-first"),
+    ({"entropy": False}, "nothing to compute: give --entropy, --vs-first and/or --clusters REF"),
     ({"bandwidth": "wide"}, "--bandwidth must be a positive number or 'auto'"),
     ({"bandwidth": -1.0}, "--bandwidth must be a positive number or 'auto'"),
     ({"sample_atoms": 1}, "--sample-atoms must be >= 2"),
