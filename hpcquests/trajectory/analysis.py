@@ -101,6 +101,7 @@ def _analyse_locked(config, comm, run_dir) -> dict:
     mode = _mode(run, frames, rest)
     _analyse_frames(run, frames, rest, mode)
     comm.wait_for_all()
+    run.timings = {k: float(comm.reduce_max(v)) for k, v in run.timings.items()}  # the slowest rank's
     summary = None
     if comm.rank == 0:
         summary = _finalize(run, chosen, bad, mode, time.perf_counter() - t0)
@@ -381,7 +382,8 @@ def _finalize(run, chosen, bad, mode, wall) -> dict:
                "k": config.k, "cutoff": config.cutoff, "entropy": config.entropy, "vs_first": config.vs_first,
                "first_frame": frames[0]["frame"] if frames else None, "eps": config.eps,
                "exact_atoms": config.exact_atoms, "sample_atoms": config.sample_atoms, "seed": config.seed,
-               "ranks": run.world.size, "mode": mode, "wall_s": wall, "frames": frames, "skipped_frames": skipped,
+               "ranks": run.world.size, "mode": mode, "wall_s": wall, "timings_s": run.timings, "frames": frames,
+               "skipped_frames": skipped,
                "columns": list(CSV_COLUMNS)}
     write_text_durably(os.path.join(out, RESULT_CSV), _csv(frames))
     _plot(os.path.join(out, RESULT_PNG), frames, summary)
