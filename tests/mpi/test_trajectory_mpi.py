@@ -77,10 +77,10 @@ def _labels(path):
 
 
 @pytest.mark.parametrize("n", RANK_COUNTS)
-@pytest.mark.parametrize("mode", ["frames", "domains"])
+@pytest.mark.parametrize("mode", ["frames", "domains", "ring"])
 def test_cluster_labels_are_the_same_on_any_rank_count(melt, n, mode, tmp_path):
     d, serial = melt
-    extra = [] if mode == "frames" else ["--frame-parallel-atoms", "0"]
+    extra = {"frames": [], "domains": ["--frame-parallel-atoms", "0"], "ring": ["--ref-memory", "0"]}[mode]
     out = tmp_path / "out"
     res = run_mpi(n, ["-m", "hpcquests.trajectory", str(d / "melt.lammpstrj"), "--out", str(out), "--types", "1=Ta",
                       "--clusters", str(d / "solid.extxyz"), "--chunk-atoms", "100", "-q", *extra],
