@@ -177,3 +177,45 @@ def test_stop_on_signal_then_resume_gives_the_same_results(dump, tmp_path):
                             str(tmp_path / "resumed"), "--entropy", "--types", "1=Ta", "-q"],
                            capture_output=True, text=True, timeout=120)
     assert other.returncode == 2 and "--vs-first differs" in other.stderr
+
+
+@pytest.mark.parametrize("fault", ["write#2=ENOSPC", "fsync#3=EIO", "rename#2=ENOSPC"])
+def test_full_disk_is_exit_74_and_a_rerun_completes(dump, tmp_path, monkeypatch, capsys, fault):
+    """A full disk (injected in the one I/O layer, io.durable) while frames are checkpointed: one
+    line and exit 74, nothing half-written counted; the rerun gives the uninterrupted results."""
+    from hpcquests.cli.trajectory import main as traj_main
+    from hpcquests.io import durable
+
+    path = dump[0]
+    args = [str(path), "--entropy", "--vs-first", "--types", "1=Ta", "-q"]
+    assert traj_main([*args, "--out", str(tmp_path / "whole")]) == 0
+    monkeypatch.setenv(durable.ENV, fault)
+    durable._COUNTS.clear()
+    capsys.readouterr()
+    assert traj_main([*args, "--out", str(tmp_path / "o")]) == 74
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and "hpcquests.trajectory: error: [Errno" in err[0] and "(injected at" in err[0], err
+    assert not (tmp_path / "o" / "trajectory.json").exists()
+    for p in (tmp_path / "o" / "checkpoint").glob("frame-*.json"):
+        json.loads(p.read_text())  # every checkpointed frame is whole
+    monkeypatch.delenv(durable.ENV)
+    assert traj_main([*args, "--out", str(tmp_path / "o")]) == 0
+    a = json.loads((tmp_path / "whole" / "trajectory.json").read_text())["frames"]
+    assert json.loads((tmp_path / "o" / "trajectory.json").read_text())["frames"] == a
+    assert not [n for n in os.listdir(tmp_path / "o" / "checkpoint") if ".tmp-" in n]
+
+
+@pytest.mark.parametrize("step", ["write#2", "rename#3"])
+def test_killed_mid_write_then_rerun(dump, tmp_path, step):
+    from hpcquests.io import durable
+
+    path = dump[0]
+    whole = _run_module(path, tmp_path / "whole")
+    assert whole.returncode == 0, whole.stderr
+    killed = _run_module(path, tmp_path / "o", {durable.ENV: f"{step}=kill"})
+    assert killed.returncode == -9, killed.stderr
+    rerun = _run_module(path, tmp_path / "o")
+    assert rerun.returncode == 0, rerun.stderr
+    a = json.loads((tmp_path / "whole" / "trajectory.json").read_text())["frames"]
+    assert json.loads((tmp_path / "o" / "trajectory.json").read_text())["frames"] == a
+    assert not [n for n in os.listdir(tmp_path / "o" / "checkpoint") if ".tmp-" in n]  # removed by the rerun
