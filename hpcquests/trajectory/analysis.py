@@ -230,7 +230,9 @@ def _analyse_frame(run, comm, info, f, keep_x):
     config = run.config
     try:
         dom, part = run.reader.read_and_exchange(comm, info, f, run.timings)
-    except MalformedFrame as exc:  # agreed by every rank of ``comm``; raised again without --skip-bad-frames
+    except MalformedFrame as exc:  # agreed by every rank of ``comm``
+        if not config.skip_bad_frames:
+            raise
         return {"frame": int(f), "timestep": int(info.timestep), "skipped": str(exc),
                 "line": int(info.header_line)}, None
     points = (dom["pts"].copy(), dom["atom"].copy()) if config.clusters else None  # (binning takes them)

@@ -219,3 +219,23 @@ def test_killed_mid_write_then_rerun(dump, tmp_path, step):
     a = json.loads((tmp_path / "whole" / "trajectory.json").read_text())["frames"]
     assert json.loads((tmp_path / "o" / "trajectory.json").read_text())["frames"] == a
     assert not [n for n in os.listdir(tmp_path / "o" / "checkpoint") if ".tmp-" in n]  # removed by the rerun
+
+
+def test_a_frame_with_nan_is_an_error_unless_skipped(dump, tmp_path):
+    """A NaN position in frame 2 (found while reading, not while indexing): an error naming the
+    file, frame, atom and line; with --skip-bad-frames the frame is listed as skipped. (Before
+    this test it was skipped silently without the option.)"""
+    path = dump[0]
+    lines = path.read_text().split("\n")
+    at = [i for i, ln in enumerate(lines) if ln.startswith("ITEM: ATOMS")][2] + 3
+    parts = lines[at].split()
+    parts[2] = "nan"
+    lines[at] = " ".join(parts)
+    bad = tmp_path / "nan.lammpstrj"
+    bad.write_text("\n".join(lines))
+    with pytest.raises(ValueError, match=rf"nan.lammpstrj frame 2: atom id {parts[0]}: position is not finite.*"
+                                         rf"\(line {at + 1}\)"):
+        trajectory_entropy(bad, tmp_path / "o", types="1=Ta")
+    res = trajectory_entropy(bad, tmp_path / "s", types="1=Ta", skip_bad_frames=True)
+    assert [f["frame"] for f in res["frames"]] == [0, 1, 3]
+    assert [s["frame"] for s in res["skipped_frames"]] == [2] and "not finite" in res["skipped_frames"][0]["error"]
