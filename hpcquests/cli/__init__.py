@@ -21,7 +21,7 @@ import contextlib
 import sys
 import textwrap
 
-from . import admin, analysis, datasets, trajectory
+from . import admin, analysis, dataset_analysis, datasets, trajectory
 from .policy import EXIT_STATUS_HELP, CliError
 
 __all__ = ["main", "build_parser", "CliError", "SUBCOMMANDS"]
@@ -29,7 +29,8 @@ __all__ = ["main", "build_parser", "CliError", "SUBCOMMANDS"]
 #: the subcommands, in the order ``hpcquests --help`` lists them
 SUBCOMMANDS = (analysis.add_descriptors, analysis.add_entropy, analysis.add_dh, analysis.add_overlap,
                analysis.add_bandwidth, admin.add_info, datasets.add_compress, datasets.add_aggregate,
-               trajectory.add_trajectory, admin.add_store, admin.add_demo)
+               dataset_analysis.add_overlap_matrix, dataset_analysis.add_novelty, trajectory.add_trajectory,
+               admin.add_store, admin.add_demo)
 
 #: The output option of each command: (attribute, option as typed, a file or a directory).
 OUTPUTS = {"descriptors": ("output", "-o", "file"), "dh": ("output", "-o", "file"),
