@@ -53,17 +53,21 @@ def cluster_edges(positions, cell, pbc, cutoff):
     return np.unique(e, axis=0) if e.size else np.zeros((0, 2), dtype=np.int64)
 
 
+def labels_by_size(sizes, smallest) -> np.ndarray:
+    """Labels 1, 2, … of clusters with these sizes and smallest ids: decreasing size, then id."""
+    order = np.lexsort((smallest, -np.asarray(sizes)))
+    lab = np.empty(len(order), dtype=np.int64)
+    lab[order] = np.arange(1, len(order) + 1)
+    return lab
+
+
 def canonical_labels(component, ids) -> np.ndarray:
     """Labels 1, 2, … of components (``component``: (m,) any integer label per node) by
     decreasing size, ties by the smallest id in the component."""
     comp, inverse = np.unique(component, return_inverse=True)
-    sizes = np.bincount(inverse)
     smallest = np.full(comp.size, np.iinfo(np.int64).max)
     np.minimum.at(smallest, inverse, ids)
-    order = np.lexsort((smallest, -sizes))
-    rank = np.empty(comp.size, dtype=np.int64)
-    rank[order] = np.arange(1, comp.size + 1)
-    return rank[inverse]
+    return labels_by_size(np.bincount(inverse), smallest)[inverse]
 
 
 def clusters(positions, cell, pbc, mask, cutoff: float = 3.0, *, ids=None) -> np.ndarray:

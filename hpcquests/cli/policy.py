@@ -33,3 +33,50 @@ def preemptible():
     from ..parallel.channel import preemption_signals
 
     return preemption_signals()
+
+
+def preemptible_main(prog: str, parser, argv, compute, report, *, startup=None) -> int:
+    """The body of a checkpointing entry point (``python -m hpcquests.uq``, ``… .trajectory``):
+    USR2/TERM caught from start-up on, ``compute(args, comm)`` run under the error policy, and
+    ``report(result, args)`` on rank 0 once every rank succeeded. ``startup``: called first
+    (a fault point)."""
+    from ..parallel import get_comm
+
+    with preemptible():
+        if startup is not None:
+            startup()
+        args = parser.parse_args(argv)
+        comm = get_comm()
+        result = {}
+
+        def run():
+            result["value"] = compute(args, comm)
+
+        def on_success():
+            if comm.rank == 0:
+                report(result["value"], args)
+
+        return run_command(prog, comm, run, on_success=on_success)
+
+
+def signal_after_hook():
+    """HPCQUESTS_TEST_SIGNAL_AFTER=N (a test hook of the checkpointing entry points, for tests that
+    run them in a subprocess): a callable ``hook(world_rank)`` for the configuration's per-unit
+    callback (a chunk of the scan, a frame of the trajectory analysis); world rank 0 sends itself
+    SIGUSR2 at its N-th call, so the real handler and the collective stop run at a known point.
+    None when unset."""
+    import os
+
+    n = os.environ.get("HPCQUESTS_TEST_SIGNAL_AFTER")
+    if n is None:
+        return None
+    import signal
+
+    done = [0]
+
+    def hook(rank):
+        done[0] += 1
+        if rank == 0 and done[0] == int(n):
+            os.kill(os.getpid(), signal.SIGUSR2)
+
+    return hook

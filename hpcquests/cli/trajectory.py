@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import textwrap
 
 from .options import (DEFAULT_BANDWIDTH, add_descriptor_options, add_ref_memory_option, add_run_options,
                       add_types_option, memory_size)
-from .policy import EXIT_STATUS_HELP, preemptible, run_command
+from .policy import EXIT_STATUS_HELP, preemptible_main, signal_after_hook
 
 HELP = "entropy per frame, dH against the first frame and solid-like clusters of an MD trajectory"
 
@@ -84,7 +83,7 @@ def analyse(args, comm) -> dict:
     from ..trajectory.analysis import analyse_trajectory
     from ..trajectory.config import TrajectoryConfig
 
-    return analyse_trajectory(TrajectoryConfig.from_namespace(args, on_frame=_signal_after_frames_hook()), comm)
+    return analyse_trajectory(TrajectoryConfig.from_namespace(args, on_frame=signal_after_hook()), comm)
 
 
 def print_summary(summary, out, as_json):
@@ -125,36 +124,5 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """Entry point of ``python -m hpcquests.trajectory``: the exit status agreed by every rank."""
-    from ..parallel import get_comm
-
-    with preemptible():
-        args = build_parser().parse_args(argv)
-        comm = get_comm()
-        result = {}
-
-        def run():
-            result["summary"] = analyse(args, comm)
-
-        def report():
-            if comm.rank == 0:
-                print_summary(result["summary"], args.out, args.json)
-
-        return run_command("hpcquests.trajectory", comm, run, on_success=report)
-
-
-def _signal_after_frames_hook():
-    """HPCQUESTS_TEST_SIGNAL_AFTER=N (a test hook of the entry points): world rank 0 sends itself
-    SIGUSR2 after its N-th finished frame. None when unset."""
-    n = os.environ.get("HPCQUESTS_TEST_SIGNAL_AFTER")
-    if n is None:
-        return None
-    import signal
-
-    done = [0]
-
-    def hook(rank):
-        done[0] += 1
-        if rank == 0 and done[0] == int(n):
-            os.kill(os.getpid(), signal.SIGUSR2)
-
-    return hook
+    return preemptible_main("hpcquests.trajectory", build_parser(), argv, analyse,
+                            lambda summary, args: print_summary(summary, args.out, args.json))

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import textwrap
 
 from .options import (add_bandwidth_option, add_descriptor_options, add_ref_memory_option, add_run_options,
                       add_types_option, memory_size)
-from .policy import EXIT_STATUS_HELP, preemptible, run_command
+from .policy import EXIT_STATUS_HELP, preemptible_main, signal_after_hook
 
 PROG = "python -m hpcquests.uq"
 
@@ -57,27 +56,18 @@ def main(argv=None) -> int:
     """Entry point of ``python -m hpcquests.uq``: returns the exit status agreed by every rank
     (0; 2 bad input; 74 I/O error; 75 preempted after a checkpoint; 1 internal error)."""
     from ..faults import inject
-    from ..parallel import get_comm
-    from ..uq.config import ScanConfig
-    from ..uq.scan import scan
+
+    def compute(args, comm):
+        from ..uq.config import ScanConfig
+        from ..uq.scan import scan
+
+        return scan(ScanConfig.from_namespace(args, on_chunk=signal_after_hook()), comm)
 
     # the handlers cover the whole run (start-up and reference loading included); a signal
     # is acted on at the next poll: a collective, or a chunk or frame boundary
-    with preemptible():
-        inject("uq.startup")
-        args = build_parser().parse_args(argv)
-        comm = get_comm()
-        result = {}
-
-        def run():
-            config = ScanConfig.from_namespace(args, on_chunk=_signal_after_chunks_hook())
-            result["summary"] = scan(config, comm)
-
-        def report():
-            if comm.rank == 0:
-                _print_summary(result["summary"], args.out, args.json)
-
-        return run_command("hpcquests.uq", comm, run, on_success=report)
+    return preemptible_main("hpcquests.uq", build_parser(), argv, compute,
+                            lambda summary, args: _print_summary(summary, args.out, args.json),
+                            startup=lambda: inject("uq.startup"))
 
 
 def _print_summary(summary, out, as_json):
@@ -95,22 +85,3 @@ def _print_summary(summary, out, as_json):
             above = ", ".join(f"{100 * v:.2f}% > {k}" for k, v in s["fraction_above"].items())
             print(f"  frame {s['frame']} (step {s['timestep']}): {s['atoms']:,} atoms, mean dH "
                   f"{s['mean']:.3f}, max {s['max']:.3f}, {above}")
-
-
-def _signal_after_chunks_hook():
-    """HPCQUESTS_TEST_SIGNAL_AFTER=N (a test hook of the entry point, for tests that run the scan
-    in a subprocess): world rank 0 sends itself SIGUSR2 after its N-th computed chunk, so the real
-    handler and the collective stop are exercised at a known point. None when unset."""
-    n = os.environ.get("HPCQUESTS_TEST_SIGNAL_AFTER")
-    if n is None:
-        return None
-    import signal
-
-    done = [0]
-
-    def hook(rank):
-        done[0] += 1
-        if rank == 0 and done[0] == int(n):
-            os.kill(os.getpid(), signal.SIGUSR2)
-
-    return hook

@@ -102,6 +102,8 @@ def _merge_on_root(comm, links, count, smallest):
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
+    from ..cluster_graph import labels_by_size
+
     got = comm.gather_to_root((links, count, smallest), root=0)
     table = None
     if comm.rank == 0:
@@ -119,16 +121,9 @@ def _merge_on_root(comm, links, count, smallest):
         real = size > 0
         if real.any():
             reps = np.flatnonzero(real)
-            lab = canonical_labels_from(size[reps], low[reps])
+            lab = labels_by_size(size[reps], low[reps])
             per_cluster = np.zeros(size.size, dtype=np.int64)
             per_cluster[reps] = lab
             table = per_cluster[merged]
     return comm.broadcast(table, root=0)
 
-
-def canonical_labels_from(sizes, smallest):
-    """Labels 1.. of clusters with these sizes and smallest ids: decreasing size, then id."""
-    order = np.lexsort((smallest, -sizes))
-    lab = np.empty(sizes.size, dtype=np.int64)
-    lab[order] = np.arange(1, sizes.size + 1)
-    return lab

@@ -81,6 +81,22 @@ def release_lock(path: str | None):
             pass
 
 
+def file_identity(path) -> dict:
+    """What identifies an input file in a checkpoint's signature: a store's per-write id (a
+    rebuilt store gets a new one), else the SHA-256 of the file's bytes."""
+    from .store import is_store
+    from .structures import file_checksum
+
+    if is_store(path):
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            wid = f.attrs.get("write_id")
+        if wid is not None:
+            return {"store_write_id": str(wid)}
+    return {"sha256": file_checksum(path)}
+
+
 def signature_difference(old: dict, new: dict, names=()) -> str:
     """The first difference between two run signatures, in the user's words: an option
     (``--name``), else one of ``names`` ((key, description) pairs)."""

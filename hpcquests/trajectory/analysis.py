@@ -147,20 +147,12 @@ def _signature(config, size, h, chosen) -> dict:
 
 
 def _identity(path) -> dict:
-    """A reference file's identity for the checkpoint (a store's write id, else its checksum)."""
-    from ..io.store import is_store
-    from ..io.structures import file_checksum
+    """The --clusters reference's path and identity (``io.run_dir.file_identity``)."""
+    from ..io.run_dir import file_identity
 
     if not os.path.exists(path):
         raise ValueError(f"--clusters {path}: no such file")
-    if is_store(path):
-        import h5py
-
-        with h5py.File(path, "r") as f:
-            wid = f.attrs.get("write_id")
-        if wid is not None:
-            return {"path": os.path.abspath(path), "store_write_id": str(wid)}
-    return {"path": os.path.abspath(path), "sha256": file_checksum(path)}
+    return {"path": os.path.abspath(path), **file_identity(path)}
 
 
 def _first_frame(run, frames, chosen) -> list:

@@ -7,6 +7,8 @@ import dataclasses
 import math
 from typing import Callable
 
+from .._config import CommandLineConfig
+
 #: Bytes of atom lines per read + exchange block (as the UQ scan).
 READ_BLOCK = 32 << 20
 #: Options that cannot change any frame's result: a checkpoint written with other values resumes
@@ -17,7 +19,7 @@ DEFAULT_EPS = 1e-5
 
 
 @dataclasses.dataclass(frozen=True)
-class TrajectoryConfig:
+class TrajectoryConfig(CommandLineConfig):
     """Entropy per frame and δH against the first frame of a LAMMPS dump.
 
     traj: the dump. out: output directory. entropy: H of every frame. vs_first: δH of every
@@ -40,6 +42,8 @@ class TrajectoryConfig:
     on_frame: a hook called as ``on_frame(world_rank)`` after every frame this process finishes
     and checkpoints (tests use it to send a signal at a known point); not part of the results.
     """
+
+    result_neutral = RESULT_NEUTRAL
 
     traj: str
     out: str = "trajectory-out"
@@ -110,23 +114,6 @@ class TrajectoryConfig:
                 if not (math.isfinite(float(v)) and float(v) > 0):
                     raise ValueError(f"{name} must be a positive number, got {v!r}")
         frame_range(self.cnt_frames)
-
-    @classmethod
-    def defaults(cls) -> dict:
-        """The default of every option (the command line's defaults too)."""
-        return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING
-                and f.compare}
-
-    @classmethod
-    def from_namespace(cls, ns, **hooks) -> "TrajectoryConfig":
-        """From the parsed command line."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in vars(ns).items() if k in names}, **hooks)
-
-    def signature_options(self) -> dict:
-        """Every option that can change a result (for the checkpoint's signature)."""
-        return {f.name: getattr(self, f.name) for f in sorted(dataclasses.fields(self), key=lambda f: f.name)
-                if f.compare and f.name not in RESULT_NEUTRAL}
 
 
 def frame_range(text):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
+from .._config import CommandLineConfig
+
 #: Bytes of atom lines per read + exchange block (~750k lines of x y z dumps).
 READ_BLOCK = 32 << 20
 #: Options that cannot change any result: a checkpoint written with other values resumes.
@@ -13,7 +15,7 @@ BACKENDS = ("auto", "cpu", "gpu")
 
 
 @dataclasses.dataclass(frozen=True)
-class ScanConfig:
+class ScanConfig(CommandLineConfig):
     """Per-atom δH of a LAMMPS dump against a reference.
 
     traj: the dump. ref: a descriptor store or a structure file. out: output directory.
@@ -29,6 +31,8 @@ class ScanConfig:
     on_chunk: a hook called as ``on_chunk(world_rank)`` after every chunk this process computes
     and checkpoints (tests use it to send a signal at a known point); not part of the results.
     """
+
+    result_neutral = RESULT_NEUTRAL
 
     traj: str
     ref: str
@@ -58,20 +62,3 @@ class ScanConfig:
             raise ValueError(f"--backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         object.__setattr__(self, "threshold", tuple(float(t) for t in self.threshold))
         object.__setattr__(self, "read_block", max(1, int(self.read_block or READ_BLOCK)))
-
-    @classmethod
-    def defaults(cls) -> dict:
-        """The default of every option (the command line's defaults too)."""
-        return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING
-                and f.compare}
-
-    @classmethod
-    def from_namespace(cls, ns, **hooks) -> "ScanConfig":
-        """From the parsed command line (``build_parser().parse_args``)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in vars(ns).items() if k in names}, **hooks)
-
-    def signature_options(self) -> dict:
-        """Every option that can change a result (for the checkpoint's signature)."""
-        return {f.name: getattr(self, f.name) for f in sorted(dataclasses.fields(self), key=lambda f: f.name)
-                if f.compare and f.name not in RESULT_NEUTRAL}

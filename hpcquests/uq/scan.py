@@ -133,29 +133,15 @@ def _read_chunk(path) -> dict:
 
 
 
-def ref_identity(path) -> dict:
-    """What identifies a reference: a store's per-write id (a rebuilt store gets a new one),
-    else the SHA-256 of the file's bytes."""
-    from ..io.store import is_store
-    from ..io.structures import file_checksum
-
-    if is_store(path):
-        import h5py
-
-        with h5py.File(path, "r") as f:
-            wid = f.attrs.get("write_id")
-        if wid is not None:
-            return {"store_write_id": str(wid)}
-    return {"sha256": file_checksum(path)}
-
-
 def scan_signature(config, size: int, mode: str, ref_path: str, chosen) -> dict:
     """Everything that changes a scan's results: every option but ``RESULT_NEUTRAL``, the
     trajectory and reference identities, the rank count and the mode (as JSON reads it back)."""
+    from ..io.run_dir import file_identity
+
     options = config.signature_options()
     sig = {"options": options, "traj": {"path": os.path.abspath(config.traj), "size": os.path.getsize(config.traj),
                                         "mtime_ns": os.stat(config.traj).st_mtime_ns},
-           "ref": {"path": os.path.abspath(config.ref), **ref_identity(ref_path)},
+           "ref": {"path": os.path.abspath(config.ref), **file_identity(ref_path)},
            "ranks": size, "mode": mode, "frames": list(chosen)}
     return json.loads(json.dumps(sig, default=json_default))
 

@@ -141,23 +141,12 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscrib
         """Wait until a job that requeues itself has COMPLETED (another final state is returned
         too). slurmctld holds a requeued job back for a while (Reason=BeginTime); that wait only
         costs test time, so the job is made eligible at once."""
-        deadline = time.time() + timeout
-        last = {}
-        while time.time() < deadline:
-            info = self.job(job_id)
-            if info:
-                last = info
-                state = info.get("JobState")
-                if state in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"):
-                    return info
-                if state == "PENDING" and info.get("Reason") == "BeginTime":
-                    subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], env=self.env,
-                                   capture_output=True)
-            time.sleep(0.5)
-        raise TimeoutError(f"job {job_id} still {last.get('JobState')} after {timeout} s\n" + self.logs())
+        return self.wait(job_id, timeout, states=("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL",
+                                                  "OUT_OF_MEMORY"), release_held=True)
 
     def wait(self, job_id: int, timeout: float = 300, states=("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT",
-                                                              "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED")) -> dict:
+                                                              "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED"),
+             release_held: bool = False) -> dict:
         deadline = time.time() + timeout
         last = {}
         while time.time() < deadline:
@@ -166,5 +155,8 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscrib
                 last = info
                 if info.get("JobState") in states:
                     return info
+                if release_held and info.get("JobState") == "PENDING" and info.get("Reason") == "BeginTime":
+                    subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], env=self.env,
+                                   capture_output=True)
             time.sleep(0.5)
         raise TimeoutError(f"job {job_id} still {last.get('JobState')} after {timeout} s\n" + self.logs())
