@@ -312,10 +312,31 @@ def write_annotated_frame(comm, traj, info, part, columns, values, path):
     hdr_len = comm.broadcast(len(header), root=0)
     offset = hdr_len + sum(sizes[: comm.rank])
     tmp = path + ".part"
+    try:
+        _write_lines(comm, traj, info, part, columns, values, header, hdr_len + sum(sizes), offset, tmp)
+    except BaseException:
+        if comm.rank == 0:  # no half-written frame left behind, whichever rank failed
+            try:
+                os.remove(tmp)
+            except OSError:
+                pass
+        raise
     if comm.rank == 0:
-        with open(tmp, "wb") as fh:
-            fh.write(header)
-            fh.truncate(hdr_len + sum(sizes))
+        os.replace(tmp, path)
+
+
+def _write_lines(comm, traj, info, part, columns, values, header, total, offset, tmp):
+    """The body of ``write_annotated_frame``: rank 0 creates ``tmp`` (header, full size), every
+    rank writes its lines at ``offset`` and fsyncs (collective)."""
+    start, stop = part["byte_range"]
+    n = part["n"]
+    if comm.rank == 0:
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(header)
+                fh.truncate(total)
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, tmp) from exc
     comm.wait_for_all()
     fd = os.open(tmp, os.O_WRONLY)
     try:
@@ -340,12 +361,13 @@ def write_annotated_frame(comm, traj, info, part, columns, values, path):
                 row += len(lines)
             if row != n:
                 raise ValueError(f"TRAJ {traj}: {row} lines in byte range but {n} atoms parsed")
-        os.fsync(fd)  # every rank's lines are on disk before the file is put in place
+        try:
+            os.fsync(fd)  # every rank's lines are on disk before the file is put in place
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, tmp) from exc
     finally:
         os.close(fd)
     comm.wait_for_all()
-    if comm.rank == 0:
-        os.replace(tmp, path)
 
 
 def concatenate_frames(paths, target):

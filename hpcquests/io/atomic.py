@@ -22,6 +22,10 @@ def atomic_path(path: str):
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.filename is None:  # a full disk at write or close names no file: name the target
+            raise OSError(exc.errno, exc.strerror, path) from exc
+        raise
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

@@ -331,5 +331,8 @@ def run_collectively(prog: str, comm, fn, *, on_success=None) -> int:
             print(f"{prog}: {kind}: {who}{text}{tail}", file=sys.stderr, flush=True)
         return code
     if on_success is not None:
-        on_success()
+        try:
+            on_success()
+        except BrokenPipeError:  # `python -m hpcquests.uq ... | head`: the reader left; not an error of ours
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return EXIT_OK

@@ -239,3 +239,13 @@ def test_a_frame_with_nan_is_an_error_unless_skipped(dump, tmp_path):
     res = trajectory_entropy(bad, tmp_path / "s", types="1=Ta", skip_bad_frames=True)
     assert [f["frame"] for f in res["frames"]] == [0, 1, 3]
     assert [s["frame"] for s in res["skipped_frames"]] == [2] and "not finite" in res["skipped_frames"][0]["error"]
+
+
+def test_a_reader_that_leaves_early_is_not_an_error(dump):
+    """`python -m hpcquests.trajectory … | head -1`: the summary is printed after the agreement;
+    a closed pipe there is not a traceback and not a failure (the scan's entry point shares it)."""
+    proc = subprocess.run(f"{sys.executable} -m hpcquests.trajectory {dump[0]} --out {dump[0].parent}/pipe "
+                          f"--entropy --types 1=Ta -q | head -1; exit ${{PIPESTATUS[0]}}", shell=True,
+                          executable="/bin/bash", capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stdout.startswith("hpcquests trajectory: 4 frame(s)")
