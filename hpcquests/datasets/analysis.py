@@ -14,28 +14,45 @@ import numpy as np
 from ..metrics import DEFAULT_BANDWIDTH, DEFAULT_OVERLAP_EPS
 
 
-def _fraction_below(comm, y_local, x_local, h, eps, **kw) -> float:
-    """Fraction of the queries (all ranks) with δH(y | X) < eps."""
+def _counts_below(comm, y_local, x_local, h, eps, **kw) -> np.ndarray:
+    """Per-query booleans δH(y | X) < eps for this rank's queries (X spread over the ranks)."""
     from ..distributed.drivers import distributed_logsum
 
-    dh = -distributed_logsum(comm, y_local, x_local, h, **kw)[:, 0]
-    below = int(comm.reduce_sum(int(np.count_nonzero(dh < eps))))
-    n = int(comm.reduce_sum(int(dh.size)))
+    return -distributed_logsum(comm, y_local, x_local, h, **kw)[:, 0] < eps
+
+
+def _fraction_below(comm, y_local, x_local, h, eps, **kw) -> float:
+    """Fraction of the queries (all ranks) with δH(y | X) < eps."""
+    below = _counts_below(comm, y_local, x_local, h, eps, **kw)
+    n = int(comm.reduce_sum(int(below.size)))
     if n == 0:
         raise ValueError("a dataset has no environments")
-    return below / n
+    return int(comm.reduce_sum(int(np.count_nonzero(below)))) / n
 
 
 def overlap_matrix(comm, sets, h: float = DEFAULT_BANDWIDTH, eps: float = DEFAULT_OVERLAP_EPS, **kw) -> np.ndarray:
     """(k, k) float64: entry [i, j] is the overlap of dataset i on dataset j, the fraction of
-    i's environments with δH(y | X_j) < eps (1 on the diagonal for eps > 0). ``sets``: this
-    rank's share of each dataset ((n_i, d) arrays). Collective; ``kw``: ``ref_memory``,
-    ``threads`` (as ``distributed_logsum``)."""
+    i's environments with δH(y | X_j) < eps. ``sets``: this rank's share of each dataset
+    ((n_i, d) arrays). Collective; ``kw``: ``ref_memory``, ``threads`` (as ``distributed_logsum``).
+
+    The diagonal is 1 without computing it when eps > 0: an environment's own kernel term is 1,
+    so δH(x | X ∋ x) ≤ 0. Each reference j is loaded (gathered or put on the ring) once, for
+    the queries of every other dataset together.
+    """
     k = len(sets)
-    out = np.empty((k, k))
-    for i in range(k):
-        for j in range(k):
-            out[i, j] = _fraction_below(comm, sets[i], sets[j], h, eps, **kw)
+    sizes = np.array([int(comm.reduce_sum(int(len(s)))) for s in sets])
+    if np.any(sizes == 0):
+        raise ValueError(f"dataset {int(np.argmin(sizes))} has no environments")
+    out = np.eye(k) if eps > 0 else np.empty((k, k))
+    for j in range(k):
+        queries = [i for i in range(k) if i != j or eps <= 0]
+        y = np.concatenate([np.asarray(sets[i], dtype=np.float64) for i in queries])
+        below = _counts_below(comm, y, sets[j], h, eps, **kw)
+        segment = np.repeat(np.arange(len(queries)), [len(sets[i]) for i in queries])
+        counts = np.bincount(segment[below], minlength=len(queries)).astype(np.int64)
+        total = np.asarray(comm.reduce_sum(counts))
+        for i, c in zip(queries, total):
+            out[i, j] = int(c) / sizes[i]
     return out
 
 

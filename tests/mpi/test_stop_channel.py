@@ -123,8 +123,10 @@ COMMANDS = {
     "dh": lambda d, o: ["dh", d / "structs.extxyz", d / "ref.h5", "-o", o / "dh.npy"],
     "compress": lambda d, o: ["compress", d / "structs.extxyz", "-o", o / "c", "--method", "msc", "fps",
                               "--size", "3"],
+    "learning-curve": lambda d, o: ["learning-curve", d / "structs.extxyz", "--unit", "environments", "--sizes", "10",
+                                    "--repeats", "1", "-o", o / "lc"],
 }
-POINTS = {"descriptors": "descriptors", "dh": "logsum", "compress": "msc.step#2"}
+POINTS = {"descriptors": "descriptors", "dh": "logsum", "compress": "msc.step#2", "learning-curve": "logsum#5"}
 
 
 @pytest.mark.parametrize("n", [2, 3])
