@@ -7,8 +7,8 @@ channel every command ends through (``run_collectively``). Partitioning is a pur
 (n, size, rank).
 """
 
-from .comm import Comm, SerialComm, get_comm, launched_by_mpi, launcher_local_rank, mpi_info
+from .comm import Comm, SerialComm, get_comm, launched_by_mpi, launcher_local_rank, mpi_info, mpi_self_handle
 from .partition import partition, weighted_partition
 
-__all__ = ["Comm", "SerialComm", "get_comm", "launched_by_mpi", "launcher_local_rank", "mpi_info", "partition",
+__all__ = ["Comm", "SerialComm", "get_comm", "launched_by_mpi", "launcher_local_rank", "mpi_info", "mpi_self_handle", "partition",
            "weighted_partition"]

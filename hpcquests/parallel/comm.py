@@ -439,6 +439,13 @@ def _import_mpi():
         return None
 
 
+def mpi_self_handle():
+    """mpi4py's COMM_SELF (MPI initialised), for a library that runs its own instance on each
+    rank (LAMMPS); None where mpi4py cannot load an MPI library."""
+    MPI = _import_mpi()
+    return None if MPI is None else MPI.COMM_SELF
+
+
 def get_comm(comm=None):
     """The communicator to use: ``comm`` if it is one of ours; an mpi4py communicator wrapped
     (``Comm``); else a Dup of COMM_WORLD when launched with more than one rank, else
