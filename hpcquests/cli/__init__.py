@@ -3,7 +3,7 @@ entropy H, differential entropy dH, diversity, overlap) and entropy-driven datas
 serial or on MPI ranks (mpiexec, srun).
 
 Subcommands: descriptors, entropy, dh, overlap, compress, aggregate, overlap-matrix, novelty,
-learning-curve, feature-entropy, trajectory, bandwidth, info, store, demo.
+learning-curve, feature-entropy, generate, trajectory, bandwidth, info, store, demo.
 Every input ``IN`` is a descriptor store (``.h5`` written by ``hpcquests descriptors``), a
 ColabFit Parquet export, a LAMMPS dump (with ``--types``) or any structure file ASE reads.
 ``--json`` prints one machine-readable JSON object on stdout; progress goes to stderr. Bad input
@@ -30,7 +30,7 @@ __all__ = ["main", "build_parser", "CliError", "SUBCOMMANDS"]
 SUBCOMMANDS = (analysis.add_descriptors, analysis.add_entropy, analysis.add_dh, analysis.add_overlap,
                analysis.add_bandwidth, admin.add_info, datasets.add_compress, datasets.add_aggregate,
                dataset_analysis.add_overlap_matrix, dataset_analysis.add_novelty,
-               dataset_analysis.add_learning_curve, generate.add_feature_entropy, trajectory.add_trajectory,
+               dataset_analysis.add_learning_curve, generate.add_feature_entropy, generate.add_generate, trajectory.add_trajectory,
                admin.add_store, admin.add_demo)
 
 #: The output option of each command: (attribute, option as typed, a file or a directory).

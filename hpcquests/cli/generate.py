@@ -126,3 +126,85 @@ def _candidate(args, params, states, lines) -> dict:
                          f"{res[mode]['entropy_gain']:.6f}, V_core {parts['v_core']:.6f}, |dF/dr| = "
                          f"{res[mode]['gradient_norm']:.6f}")
     return res
+
+
+def add_generate(sub):
+    from ..generate.config import GenerateConfig
+
+    d = GenerateConfig.defaults()
+    p = sub.add_parser("generate", help="Rev-EM: grow a dataset by entropy-maximised random configurations "
+                                        "(checkpoints; rerun to resume)")
+    p.add_argument("--out", required=True, help="output directory (a rerun with the same options resumes)")
+    p.add_argument("--accepted", type=int, default=d["accepted"], help="configurations to accept per mode, "
+                                                                        f"over all windows (default {d['accepted']})")
+    p.add_argument("--seed", type=int, default=d["seed"], help=f"seed (default {d['seed']})")
+    p.add_argument("--mode", choices=MODE_CHOICES, default=d["mode"], help=f"entropy mode (default {d['mode']})")
+    p.add_argument("--atoms", default=d["atoms"], help=f"atoms per candidate, MIN:MAX (default {d['atoms']})")
+    w = p.add_argument_group("volume windows")
+    w.add_argument("--windows", type=int, default=d["windows"], help=f"number of windows (default {d['windows']})")
+    w.add_argument("--volume-min", type=float, default=d["volume_min"], help="lowest volume per atom, × V_eq "
+                                                                              f"(default {d['volume_min']})")
+    w.add_argument("--volume-max", type=float, default=d["volume_max"], help="highest volume per atom, × V_eq "
+                                                                              f"(default {d['volume_max']})")
+    w.add_argument("--v-eq", type=float, default=None, help="V_eq, Å³ per atom (default: the element's ASE "
+                                                            "reference crystal)")
+    w.add_argument("--r-core-factor", type=float, default=d["r_core_factor"],
+                   help=f"R_core = factor × V_start^(1/3) (default {d['r_core_factor']})")
+    w.add_argument("--min-distance", type=float, default=None, help="minimum distance, Å (default 0.9 R_core)")
+    w.add_argument("--bootstrap", type=int, default=d["bootstrap"], help="random configurations that start each "
+                                                                          f"window (default {d['bootstrap']})")
+    c = p.add_argument_group("candidates and the objective F = K·S − V_core")
+    for name, help_text in (("k0", "starting K"), ("k_min", "smallest K"), ("k_max", "largest K"),
+                            ("k_up", "K × this after --k-patience candidates without entropy gain"),
+                            ("k_down", "K × this after a candidate too close")):
+        c.add_argument("--" + name.replace("_", "-"), type=float, default=d[name], help=f"{help_text} (default "
+                                                                                        f"{d[name]})")
+    c.add_argument("--k-patience", type=int, default=d["k_patience"], help=f"(default {d['k_patience']})")
+    c.add_argument("--max-iterations", type=int, default=d["max_iterations"],
+                   help=f"L-BFGS-B iterations per candidate, 0: no optimisation (default {d['max_iterations']})")
+    c.add_argument("--max-candidates", type=int, default=d["max_candidates"], help="candidates per window at "
+                                                                                    "most (default 20 × quota + 20)")
+    c.add_argument("--strain", type=float, default=d["strain"], help=f"cell strain bound (default {d['strain']})")
+    c.add_argument("--min-width", type=float, default=d["min_width"], help="smallest perpendicular cell width, "
+                                                                            f"× V^(1/3) (default {d['min_width']})")
+    p.add_argument("--compare", action="store_true", help="compare with rattled and strained crystals of the "
+                                                          "element (docs/generate.md)")
+    add_snap_options(p)
+    add_run_options(p)
+    p.set_defaults(func=cmd_generate, preemptible=True)
+
+
+def cmd_generate(args, ctx):
+    import dataclasses
+
+    from ..generate.config import GenerateConfig
+    from ..generate.dataset import check_element
+    from ..generate.pipeline import generate
+
+    if args.element is None:
+        raise CliError("generate: give --element (the element whose configurations are generated)")
+    _checked(check_element, args.element)
+    params = snap_parameters(args)
+    from .policy import signal_after_hook
+
+    names = {f.name for f in dataclasses.fields(GenerateConfig)} - {"snap", "on_candidate"}
+    hook = signal_after_hook()  # a test hook: USR2 to itself after N candidates
+    on_candidate = None if hook is None else (lambda task: hook(ctx.comm.rank))
+    try:
+        config = GenerateConfig(**{k: v for k, v in vars(args).items() if k in names}, snap=params,
+                                on_candidate=on_candidate)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    _load_lammps_or_fail()
+    summary = generate(config, ctx.comm)
+    if not ctx.is_root:
+        return
+    lines = [f"generated {summary['accepted']} {args.element} configurations from {summary['candidates']} "
+             f"candidates (acceptance {100 * (summary['acceptance_rate'] or 0):.1f}%) in {summary['wall_s']:.1f} s on "
+             f"{ctx.comm.size} rank(s); LAMMPS {100 * (summary['lammps_share'] or 0):.0f}% of the time",
+             f"  outputs in {args.out}: generated.extxyz, generate.json, generate.png"]
+    if summary["shortfall"] > 0:
+        lines.append(f"  {summary['shortfall']} fewer than asked: windows reached --max-candidates")
+    if "compare" in summary:
+        lines += summary["compare"]["lines"]
+    ctx.emit(summary, lines)

@@ -155,7 +155,27 @@ class RunDirectory:
         self.comm.wait_for_all()
 
     def frame_file(self, frame: int) -> str:
-        return os.path.join(self.dir, f"frame-{frame:06d}.json")
+        return self.unit_file(f"frame-{frame:06d}")
+
+    def unit_file(self, name: str) -> str:
+        """The checkpoint file of one unit of work named ``name`` (a frame, a task)."""
+        return os.path.join(self.dir, f"{name}.json")
+
+    def save_unit(self, name: str, payload: dict):
+        """A unit's results (or its progress), written whole."""
+        write_json(self.unit_file(name), payload)
+
+    def load_unit(self, name: str) -> dict | None:
+        """A unit's saved results, or None when it has none; an unreadable file is an error."""
+        path = self.unit_file(name)
+        if not os.path.exists(path):
+            return None
+        try:
+            with open(path) as fh:
+                return json.load(fh)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"checkpoint file {path} cannot be read ({exc}); remove it and rerun to recompute "
+                             "that part") from None
 
     def save_frame(self, frame: int, stats: dict):
         """Frame ``frame``'s results, written whole (that is the checkpoint); the frame is also

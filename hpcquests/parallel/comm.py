@@ -9,6 +9,8 @@ import os
 import subprocess
 import sys
 
+import time
+
 import numpy as np
 
 _LAUNCHER_VARS = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS",
@@ -136,6 +138,10 @@ class SerialComm:
 
     def finish(self, code, message=None):
         return int(code), 0, message
+
+    def task_queue(self, n_tasks: int):
+        """Tasks 0 … n_tasks − 1 handed out one at a time (``TaskQueue``)."""
+        return SerialTaskQueue(n_tasks)
 
     # -- the node and libraries
     def node_rank(self) -> int:
@@ -359,6 +365,11 @@ class Comm:
         """Return once every rank has arrived (a barrier that polls the stop channel)."""
         self._meet()
 
+    def task_queue(self, n_tasks: int):
+        """Tasks 0 … n_tasks − 1 handed out dynamically: each rank asks for the next when it is
+        free (``TaskQueue``). Collective to create and to ``close``."""
+        return TaskQueue(self, n_tasks)
+
     # -- the stop channel
     def poll(self):
         """Raise if another rank has stopped the job; announce this rank's pending signal."""
@@ -397,6 +408,85 @@ class Comm:
 
 
 RING_TAG = 7301
+TASK_REQUEST_TAG = 7401
+TASK_REPLY_TAG = 7402
+
+
+class SerialTaskQueue:
+    """``TaskQueue`` on one process: the tasks in order."""
+
+    def __init__(self, n_tasks: int):
+        self._next, self._n = 0, int(n_tasks)
+
+    def next(self):
+        """The next task index, or None when every task has been handed out."""
+        if self._next >= self._n:
+            return None
+        self._next += 1
+        return self._next - 1
+
+    def serve(self):
+        return None
+
+    def close(self):
+        return None
+
+
+class TaskQueue(SerialTaskQueue):
+    """Dynamic hand-out of task indices over ranks, rank 0 keeping the counter while it works.
+
+    Other ranks ask rank 0 (a point-to-point request, answered with the next index or −1 when
+    none is left) and wait while polling the stop channel. Rank 0 answers whenever it calls
+    ``serve()`` (the caller does so between units of its own work: answers wait at most one
+    unit) and in its own ``next()``; ``close()`` (every rank, when its ``next()`` has returned
+    None) has rank 0 answer until every rank has been told there is nothing left. Which rank runs
+    a task depends on timing; what a task computes must not.
+    """
+
+    def __init__(self, comm, n_tasks: int):
+        super().__init__(n_tasks)
+        self._comm = comm
+        self._raw, self._MPI = comm._raw, comm._MPI
+        self._told_done = 0  # ranks (other than 0) told there is nothing left
+        comm.wait_for_all()
+
+    def _take(self) -> int:
+        task = super().next()
+        return -1 if task is None else task
+
+    def serve(self):
+        """Rank 0: answer every pending request (non-blocking). Other ranks: nothing."""
+        if self._comm.rank != 0:
+            return
+        status = self._MPI.Status()
+        while self._raw.Iprobe(source=self._MPI.ANY_SOURCE, tag=TASK_REQUEST_TAG, status=status):
+            src = status.Get_source()
+            self._raw.Recv(np.empty(1, dtype=np.int64), source=src, tag=TASK_REQUEST_TAG)
+            reply = np.array([self._take()], dtype=np.int64)
+            self._told_done += int(reply[0] < 0)
+            self._raw.Send(reply, dest=src, tag=TASK_REPLY_TAG)
+
+    def next(self):
+        if self._comm.rank == 0:
+            self.serve()
+            task = self._take()
+            return None if task < 0 else task
+        reply = np.empty(1, dtype=np.int64)
+        recv = self._raw.Irecv(reply, source=0, tag=TASK_REPLY_TAG)
+        self._comm._wait(self._raw.Isend(np.array([self._comm.rank], dtype=np.int64), dest=0, tag=TASK_REQUEST_TAG))
+        self._comm._wait(recv)
+        return None if reply[0] < 0 else int(reply[0])
+
+    def close(self):
+        """Rank 0: answer until every other rank has heard that nothing is left. Collective."""
+        if self._comm.rank == 0:
+            pause = 2e-5
+            while self._told_done < self._comm.size - 1:
+                self.serve()
+                self._comm.poll()
+                time.sleep(pause)
+                pause = min(pause * 1.5, 2e-3)
+        self._comm.wait_for_all()
 
 
 def _check_root(root, size):

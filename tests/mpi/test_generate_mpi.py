@@ -46,3 +46,35 @@ def test_feature_entropy_is_the_same_on_any_rank_count(data, n, capfd):
         assert got["modes"][mode]["rows"] == want["modes"][mode]["rows"]
         assert got["modes"][mode]["entropy"] == pytest.approx(want["modes"][mode]["entropy"], rel=1e-12)
         assert got["candidate"][mode]["F"] == pytest.approx(want["candidate"][mode]["F"], rel=1e-10)
+
+
+GEN = ["--element", "W", "--windows", "4", "--accepted", "4", "--atoms", "2:6", "--max-iterations", "8",
+       "--bootstrap", "5", "-q"]
+
+
+@pytest.fixture(scope="module")
+def serial_generated(tmp_path_factory):
+    from hpcquests.cli import main
+
+    out = tmp_path_factory.mktemp("gen_serial") / "o"
+    assert main(["generate", "--out", str(out), *GEN]) == 0
+    return (out / "generated.extxyz").read_bytes()
+
+
+@pytest.mark.parametrize("n", RANK_COUNTS)
+def test_generated_set_is_the_same_on_any_rank_count(serial_generated, n, tmp_path):
+    res = run_mpi(n, ["-m", "hpcquests", "generate", "--out", str(tmp_path / "o"), *GEN], timeout=180,
+                  env=mpi_env(n))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert (tmp_path / "o" / "generated.extxyz").read_bytes() == serial_generated
+    assert json.loads((tmp_path / "o" / "generate.json").read_text())["ranks"] == n
+
+
+def test_usr2_exits_75_and_the_rerun_completes_the_same_set(serial_generated, tmp_path):
+    args = ["-m", "hpcquests", "generate", "--out", str(tmp_path / "o"), *GEN]
+    res = run_mpi(2, args, timeout=180, env=mpi_env(2, {"HPCQUESTS_TEST_SIGNAL_AFTER": "3"}))
+    assert res.returncode == 75, res.stdout + res.stderr
+    assert not (tmp_path / "o" / "generated.extxyz").exists()
+    res = run_mpi(3, args, timeout=180, env=mpi_env(3))  # resumed on another rank count
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert (tmp_path / "o" / "generated.extxyz").read_bytes() == serial_generated
