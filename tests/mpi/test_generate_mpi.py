@@ -1,5 +1,5 @@
 """hpcquests feature-entropy under mpiexec -n 1..4: one LAMMPS instance per rank on COMM_SELF,
-the entropy of the features summed over ranks equal to the serial one (within 1e-12)."""
+the entropy of the features gathered in global order: the serial bits on any rank count."""
 
 import json
 
@@ -44,8 +44,8 @@ def test_feature_entropy_is_the_same_on_any_rank_count(data, n, capfd):
     assert got["ranks"] == n
     for mode in ("per-atom", "per-config"):
         assert got["modes"][mode]["rows"] == want["modes"][mode]["rows"]
-        assert got["modes"][mode]["entropy"] == pytest.approx(want["modes"][mode]["entropy"], rel=1e-12)
-        assert got["candidate"][mode]["F"] == pytest.approx(want["candidate"][mode]["F"], rel=1e-10)
+        assert got["modes"][mode]["entropy"] == want["modes"][mode]["entropy"]  # gathered: the same bits
+        assert got["candidate"][mode]["F"] == want["candidate"][mode]["F"]
 
 
 GEN = ["--element", "W", "--windows", "4", "--accepted", "4", "--atoms", "2:6", "--max-iterations", "8",

@@ -69,8 +69,6 @@ class Stop(Exception):
 
 
 def test_a_resumed_run_gives_the_same_set(run, tmp_path):
-    from hpcquests.cli.generate import snap_parameters  # noqa: F401  (the defaults are the config's)
-
     seen = []
 
     def stop_after_3(task):
