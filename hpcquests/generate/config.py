@@ -34,7 +34,7 @@ class GenerateConfig(CommandLineConfig):
     volume_min: float = 0.45
     volume_max: float = 3.0
     v_eq: float | None = None
-    r_core_factor: float = 0.8
+    r_core_factor: float = 0.7
     min_distance: float | None = None
     bootstrap: int = 10
     k0: float = 1.0

@@ -58,7 +58,7 @@ def test_outputs_distance_rule_and_monotone_entropy(run):
     for w in s["windows"]:
         trace = [w["bootstrap_entropy"]] + w["entropy_trace"]
         assert all(b > a for a, b in zip(trace, trace[1:]))
-        assert w["r_core"] == pytest.approx(0.8 * w["v_start"] ** (1 / 3)) and w["min_distance"] == pytest.approx(
+        assert w["r_core"] == pytest.approx(0.7 * w["v_start"] ** (1 / 3)) and w["min_distance"] == pytest.approx(
             0.9 * w["r_core"])
     assert s["parameters"]["snap"]["rcutfac"] == 4.73442 and 0 < s["lammps_share"] < 1
     assert (run / "generate.png").stat().st_size > 1000
