@@ -125,7 +125,7 @@ def cmd_learning_curve(args, ctx):
     try:
         sizes = learning_curve_sizes(n_units, args.sizes, args.min_size)
     except ValueError as exc:
-        hint = " (try --unit environments)" if args.unit == "structures" else ""
+        hint = " (try --unit environments)" if args.unit == "structures" and "fewer than" in str(exc) else ""
         raise CliError(f"DATA {args.input}: {exc}{hint}") from None
     prog = ctx.progress("learning curve", len(sizes) * args.repeats, "subsets")
     res = learning_curve_entropies(ctx.comm, x, row_start, offsets, sizes, repeats=args.repeats, seed=args.seed,

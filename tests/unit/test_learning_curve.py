@@ -128,6 +128,7 @@ def test_subsets_are_nested_and_seeded():
     (["--sizes", "9"], "DATA .*at least 10 sizes"),
     (["--sizes", "41"], "DATA .*40 units give fewer than 41 sizes .*try --unit environments"),
     (["--sizes", "10", "--repeats", "0"], "--repeats must be at least 1"),
+    (["--min-size", "0"], "smallest size must be at least 1 \\(got 0\\)$"),
 ])
 def test_bad_input_is_one_line(small, capsys, args, message):
     import re
