@@ -185,10 +185,7 @@ class RunDirectory:
             fh.write(f"{frame}\n")
 
     def load_frame(self, frame: int) -> dict:
-        path = self.frame_file(frame)
-        try:
-            with open(path) as fh:
-                return json.load(fh)
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"checkpoint file {path} cannot be read ({exc}); remove it and rerun to recompute "
-                             "that frame") from None
+        payload = self.load_unit(f"frame-{frame:06d}")
+        if payload is None:
+            raise ValueError(f"checkpoint file {self.frame_file(frame)} is missing; rerun to recompute that frame")
+        return payload
