@@ -19,11 +19,11 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import textwrap
 
-ENV1 = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
+from _proc import run  # benchmarks/ is on sys.path when a benchmark runs
+
 
 MAKE = textwrap.dedent("""
     import sys, os
@@ -53,11 +53,6 @@ SERIAL = textwrap.dedent("""
 """)
 
 
-def run(cmd, env=None):
-    out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, **ENV1, **(env or {})))
-    if out.returncode != 0:
-        raise SystemExit(f"{' '.join(map(str, cmd))} failed:\n{out.stdout[-2000:]}{out.stderr[-3000:]}")
-    return out.stdout
 
 
 def main():

@@ -19,14 +19,9 @@ import platform
 import subprocess
 import sys
 
-ENV1 = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
+from _proc import run  # benchmarks/ is on sys.path when a benchmark runs
 
 
-def run(cmd):
-    out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, **ENV1), timeout=7200)
-    if out.returncode != 0:
-        raise SystemExit(f"{' '.join(map(str, cmd))} failed:\n{out.stdout[-2000:]}{out.stderr[-3000:]}")
-    return out.stdout
 
 
 def main():

@@ -19,12 +19,12 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import textwrap
 import time
 
-ENV1 = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
+from _proc import run  # benchmarks/ is on sys.path when a benchmark runs
+
 N_SETS = 8
 
 MAKE = textwrap.dedent("""
@@ -47,12 +47,6 @@ QUESTS = textwrap.dedent("""
 """)
 
 
-def run(cmd, env=None, timeout=7200):
-    out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, **ENV1, **(env or {})),
-                         timeout=timeout)
-    if out.returncode != 0:
-        raise SystemExit(f"{' '.join(map(str, cmd))} failed:\n{out.stdout[-2000:]}{out.stderr[-3000:]}")
-    return out.stdout
 
 
 def main():

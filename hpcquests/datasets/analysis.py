@@ -14,7 +14,7 @@ import numpy as np
 from ..metrics import DEFAULT_BANDWIDTH, DEFAULT_OVERLAP_EPS
 
 
-def _counts_below(comm, y_local, x_local, h, eps, **kw) -> np.ndarray:
+def _below(comm, y_local, x_local, h, eps, **kw) -> np.ndarray:
     """Per-query booleans δH(y | X) < eps for this rank's queries (X spread over the ranks)."""
     from ..distributed.drivers import distributed_logsum
 
@@ -23,7 +23,7 @@ def _counts_below(comm, y_local, x_local, h, eps, **kw) -> np.ndarray:
 
 def _fraction_below(comm, y_local, x_local, h, eps, **kw) -> float:
     """Fraction of the queries (all ranks) with δH(y | X) < eps."""
-    below = _counts_below(comm, y_local, x_local, h, eps, **kw)
+    below = _below(comm, y_local, x_local, h, eps, **kw)
     n = int(comm.reduce_sum(int(below.size)))
     if n == 0:
         raise ValueError("a dataset has no environments")
@@ -47,7 +47,7 @@ def overlap_matrix(comm, sets, h: float = DEFAULT_BANDWIDTH, eps: float = DEFAUL
     for j in range(k):
         queries = [i for i in range(k) if i != j or eps <= 0]
         y = np.concatenate([np.asarray(sets[i], dtype=np.float64) for i in queries])
-        below = _counts_below(comm, y, sets[j], h, eps, **kw)
+        below = _below(comm, y, sets[j], h, eps, **kw)
         segment = np.repeat(np.arange(len(queries)), [len(sets[i]) for i in queries])
         counts = np.bincount(segment[below], minlength=len(queries)).astype(np.int64)
         total = np.asarray(comm.reduce_sum(counts))

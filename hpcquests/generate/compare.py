@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..metrics import DEFAULT_BANDWIDTH as BANDWIDTH
+
 STRAIN = 0.05
 RATTLE = 0.1
-BANDWIDTH = 0.015
 
 
 def _factors(m: int) -> tuple[int, int, int]:
@@ -61,7 +62,7 @@ def compare_sets(element: str, generated, params, seed: int = 0) -> dict:
     """The comparison table (serial; the sets are small). Keys: sets (names), atoms, logdet
     ({mode: [generated, crystals]}), entropy, diversity, overlap ({"generated_on_crystals",
     "crystals_on_generated"}), crystal parameters."""
-    from ..descriptors import get_descriptors
+    from ..descriptors import DEFAULT_CUTOFF, DEFAULT_K, get_descriptors
     from ..metrics import diversity, entropy, overlap
     from .dataset import structure_features
     from .entropy import LogDetEntropy
@@ -80,7 +81,7 @@ def compare_sets(element: str, generated, params, seed: int = 0) -> dict:
         lam = 1e-6 * float(np.trace(cov)) / cov.shape[0]
         out["logdet"][mode] = [LogDetEntropy(r, scatter_ridge=lam * len(r)).entropy if len(r) > 1 else None
                                for r in rows.values()]
-    x = {k: get_descriptors(v, k=32, cutoff=5.0) for k, v in sets.items()}
+    x = {k: get_descriptors(v, k=DEFAULT_K, cutoff=DEFAULT_CUTOFF) for k, v in sets.items()}
     out["entropy"] = [float(entropy(v, BANDWIDTH)) for v in x.values()]
     out["diversity"] = [float(diversity(v, BANDWIDTH)) for v in x.values()]
     out["overlap"] = {"generated_on_crystals": float(overlap(x["generated"], x["crystals"], BANDWIDTH)),

@@ -50,10 +50,9 @@ class GenerateConfig(CommandLineConfig):
     ridge: float = DEFAULT_RIDGE
     snap: SnapParameters = SnapParameters()
     compare: bool = False
-    quiet: bool = False
     on_candidate: object = dataclasses.field(default=None, compare=False)
 
-    result_neutral = ("compare", "quiet")
+    result_neutral = ("compare",)
 
     def __post_init__(self):
         if self.accepted < 1:

@@ -21,7 +21,7 @@ import numpy as np
 
 from .config import GenerateConfig, window_quotas
 from .entropy import LogDetEntropy
-from .objective import candidate_rows, objective
+from .objective import candidate_rows, objective, periodic_pairs
 from .snap import BispectrumEngine
 
 
@@ -75,11 +75,7 @@ def random_configuration(rng, n_range, v_range, strain: float, min_width: float)
 
 def min_pair_distance(positions, cell, limit: float) -> float:
     """Shortest distance between two atoms (periodic images included) below ``limit``, else limit."""
-    from ase import Atoms
-    from ase.neighborlist import neighbor_list
-
-    atoms = Atoms(numbers=np.ones(len(positions), dtype=int), positions=positions, cell=cell, pbc=True)
-    d = neighbor_list("d", atoms, float(limit))
+    d = periodic_pairs(positions, cell, limit, "d")
     return float(d.min()) if d.size else float(limit)
 
 

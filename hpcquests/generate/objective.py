@@ -22,16 +22,23 @@ import numpy as np
 MODES = ("per-atom", "per-config")
 
 
-def core_repulsion(positions, cell, r_core: float) -> tuple[float, np.ndarray]:
-    """(V_core, ∂V_core/∂r (n, 3)) of a periodic configuration; ``r_core`` Å (> 0)."""
+def periodic_pairs(positions, cell, cutoff: float, quantities: str):
+    """ASE's neighbour list of a periodic configuration (every pair within ``cutoff`` Å, periodic
+    images included, each pair as (i, j) and (j, i)): the ``quantities`` it names ("ijdD", "d")."""
     from ase import Atoms
     from ase.neighborlist import neighbor_list
 
+    x = np.asarray(positions, dtype=np.float64)
+    atoms = Atoms(numbers=np.ones(len(x), dtype=int), positions=x, cell=cell, pbc=True)
+    return neighbor_list(quantities, atoms, float(cutoff))
+
+
+def core_repulsion(positions, cell, r_core: float) -> tuple[float, np.ndarray]:
+    """(V_core, ∂V_core/∂r (n, 3)) of a periodic configuration; ``r_core`` Å (> 0)."""
     if not r_core > 0:
         raise ValueError(f"R_core must be positive (got {r_core})")
     x = np.asarray(positions, dtype=np.float64)
-    atoms = Atoms(numbers=np.ones(len(x), dtype=int), positions=x, cell=cell, pbc=True)
-    i, j, d, vec = neighbor_list("ijdD", atoms, float(r_core))
+    i, j, d, vec = periodic_pairs(x, cell, r_core, "ijdD")
     # every pair appears as (i, j) and (j, i): half of each
     energy = 0.5 * float(np.sum(1.0 + np.cos(np.pi * d / r_core)))
     dv_dd = -0.5 * (np.pi / r_core) * np.sin(np.pi * d / r_core)  # d(½ V_pair)/d(distance)
