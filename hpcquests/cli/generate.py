@@ -89,7 +89,8 @@ def cmd_feature_entropy(args, ctx):
              f"bispectrum components (2J_max = {params.twojmax}, cutoff {params.cutoff:g} Å)"]
     states = {}
     for mode in modes:
-        state = distributed_logdet(ctx.comm, mode_rows(feats, mode, params.n_features), args.ridge)
+        state = distributed_logdet(ctx.comm, mode_rows(feats, mode, params.n_features), args.ridge,
+                                   f"DATA {args.input}, {mode}")
         states[mode] = state
         out["modes"][mode] = {"rows": state.n, "entropy": state.entropy, "scatter_ridge": state.scatter_ridge}
         lines.append(f"  {mode:10s} log det(Σ + λI) = {state.entropy:.6f} over {state.n} rows")

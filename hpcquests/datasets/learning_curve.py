@@ -27,6 +27,8 @@ from ..metrics import DEFAULT_BANDWIDTH
 FIT_DROP = 3
 #: fewest sizes a learning curve takes (the fit then has four points)
 MIN_SIZES = 10
+#: a curve whose fitted points spread less than this (relative) is flat: saturated
+FLAT = 1e-12
 
 
 def learning_curve_sizes(n_units: int, count: int = 12, min_size: int = 1) -> np.ndarray:
@@ -112,7 +114,8 @@ def fit_asymptote(sizes, entropy, drop: int = FIT_DROP, sigma=None) -> dict | No
     weight the points and set the parameters' standard errors (absolute). Returns {"a", "b", "c",
     "a_stderr", "b_stderr", "c_stderr" (None where undetermined), "determined" (a_stderr < b / 2:
     False for a curve flat or noisy over the fitted sizes)}, or None where the fit does not
-    converge."""
+    converge. A curve flat to rounding over the fitted sizes is saturated: a is its value,
+    b = c = 0 (determined, gap zero)."""
     from scipy.optimize import curve_fit
 
     keep = slice(drop, len(sizes) - drop)
@@ -120,10 +123,20 @@ def fit_asymptote(sizes, entropy, drop: int = FIT_DROP, sigma=None) -> dict | No
     y = np.asarray(entropy, dtype=np.float64)[keep]
     if n.size < 3:
         raise ValueError(f"the fit needs at least 3 points after dropping {drop} at each end")
+    if np.ptp(y) <= FLAT * max(1.0, float(np.max(np.abs(y)))):
+        # saturated (copies, or a set whose smallest subsets hold all it has): a, b and c are not
+        # separately defined by a flat curve; its asymptote is its value and the gap is zero
+        return {"a": float(y.mean()), "b": 0.0, "c": 0.0, "a_stderr": 0.0, "b_stderr": None, "c_stderr": None,
+                "determined": True}
     if sigma is not None:
         sigma = np.asarray(sigma, dtype=np.float64)[keep]
-        # a size whose repeats happen to agree must not take all the weight
-        sigma = np.maximum(sigma, max(0.1 * float(np.median(sigma)), 1e-12))
+        if not np.any(sigma > 0):
+            # every repeat gave the same H (copies of one structure, say): no scatter to weight
+            # by; the errors come from the residuals, as with one repeat
+            sigma = None
+        else:
+            # a size whose repeats happen to agree must not take all the weight
+            sigma = np.maximum(sigma, 0.1 * float(np.median(sigma[sigma > 0])))
     a0 = float(y.max())
     b0 = max(a0 - float(y.min()), 1e-3)
     best = None

@@ -44,7 +44,7 @@ def structure_features(frames, params: SnapParameters = SnapParameters(), first_
     return out
 
 
-def distributed_logdet(comm, rows_local, ridge: float = DEFAULT_RIDGE) -> LogDetEntropy:
+def distributed_logdet(comm, rows_local, ridge: float = DEFAULT_RIDGE, what: str = "features") -> LogDetEntropy:
     """The ``LogDetEntropy`` of the rows spread over the ranks (this rank's (m, K) share, ranks
     holding consecutive rows), the same bits on every rank and any number of ranks.
 
@@ -52,15 +52,18 @@ def distributed_logdet(comm, rows_local, ridge: float = DEFAULT_RIDGE) -> LogDet
     thread, then broadcast: log det of a covariance with a 1e-6 ridge has a condition number of
     about 1e6 · d, so sums taken in another order (over other rank counts) would move S by
     ~1e-9 nats; gathered, it does not move at all. The rows are small next to the features'
-    cost (8 · K bytes each: 44 MB per 10⁵ per-atom rows)."""
+    cost (8 · K bytes each: 44 MB per 10⁵ per-atom rows). ``what`` names the rows in errors."""
     from ..runtime import threads
 
     rows = comm.gather_rows_to_root(np.asarray(rows_local, dtype=np.float64))
     if comm.rank == 0:
         if len(rows) < 2:
-            raise ValueError(f"the entropy needs at least two feature rows (got {len(rows)})")
-        with threads(blas=1):
-            state = LogDetEntropy(rows, ridge)
+            raise ValueError(f"{what}: the entropy needs at least two feature rows (got {len(rows)})")
+        try:
+            with threads(blas=1):
+                state = LogDetEntropy(rows, ridge)
+        except ValueError as exc:
+            raise ValueError(f"{what}: {exc}") from None
         sums = (state.n, state.mean, state.scatter, state.scatter_ridge)
     else:
         sums = None

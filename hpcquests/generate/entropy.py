@@ -26,6 +26,10 @@ from scipy.linalg import cho_factor, cho_solve, solve_triangular
 
 #: ridge relative to the mean variance at bootstrap (docs/design.md: λ = 1e-6 · tr(Σ) / d)
 DEFAULT_RIDGE = 1e-6
+#: rows whose rms distance from their mean is below this fraction of their rms norm have no spread
+#: but rounding (the mean of identical rows is not always exactly that row): the ridge, and with
+#: it S, would be set by rounding noise
+NO_SPREAD = 1e-10
 
 
 class LogDetEntropy:
@@ -62,9 +66,11 @@ class LogDetEntropy:
         if scatter_ridge is None:
             if not ridge > 0:
                 raise ValueError(f"the ridge must be positive (got {ridge})")
+            spread = float(np.trace(self.scatter)) / n  # mean squared distance from the mean
+            if not spread > NO_SPREAD ** 2 * (float(mean @ mean) + spread):
+                raise ValueError(f"the {n} feature rows have no spread beyond rounding (identical rows: copies of "
+                                 "one configuration, or a perfect crystal?), so log det(Σ + λI) is -inf")
             scatter_ridge = ridge * float(np.trace(self.scatter)) / self.d
-            if not scatter_ridge > 0:
-                raise ValueError("the bootstrap features have zero variance: the ridge would be zero")
         self.scatter_ridge = float(scatter_ridge)
         self._factor()
 

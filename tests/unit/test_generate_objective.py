@@ -236,3 +236,20 @@ def test_an_unknown_element_in_the_data_is_one_line(tmp_path, capsys):
     assert main(["feature-entropy", str(tmp_path / "x.extxyz")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown element 'X'" in err[0], err
+
+
+def test_rows_without_spread_are_refused(tmp_path, capsys):
+    """Copies of one configuration (per-config rows identical up to the rounding of their mean)
+    or a perfect crystal (per-atom rows identical): one line naming the data and the mode, not a
+    log det set by rounding noise."""
+    import ase.io
+
+    rng = np.random.default_rng(6)
+    cell, x = random_candidate(rng, 5)
+    ase.io.write(tmp_path / "copies.extxyz", [Atoms("W5", positions=x, cell=cell, pbc=True)] * 6, parallel=False)
+    assert main(["feature-entropy", str(tmp_path / "copies.extxyz")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "copies.extxyz, per-config: the 6 feature rows have no spread" in err[0], err
+    assert main(["feature-entropy", str(tmp_path / "copies.extxyz"), "--mode", "per-atom", "-q"]) == 0
+    with pytest.raises(ValueError, match="no spread"):
+        LogDetEntropy(np.tile(rng.normal(size=55), (4, 1)))

@@ -137,3 +137,16 @@ def test_bad_input_is_one_line(small, capsys, args, message):
     assert main(["learning-curve", str(path), *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and re.search(message, err[0]), err
+
+
+def test_copies_are_a_saturated_curve(tmp_path, capsys):
+    """A dataset of copies of one structure: H is the same at every size, the asymptote is that H
+    and the gap zero (not a fit through rounding noise)."""
+    a = testing.perturbed_crystal("bcc", "Ta", size=(2, 2, 2), noise=0.05, seed=1)
+    ase.io.write(tmp_path / "copies.extxyz", [a] * 12, parallel=False)
+    assert main(["learning-curve", str(tmp_path / "copies.extxyz"), "--sizes", "10", "--json", "-q"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    h = hq.entropy(hq.get_descriptors(ase.io.read(tmp_path / "copies.extxyz", 0, parallel=False)), 0.015)
+    np.testing.assert_allclose(out["entropy"], h, rtol=1e-12)
+    assert out["fit"]["determined"] and out["asymptote"] == pytest.approx(h, rel=1e-12)
+    assert out["gap"] == pytest.approx([0.0] * 10, abs=1e-12)
