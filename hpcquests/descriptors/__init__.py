@@ -63,7 +63,9 @@ def check_parameters(k, cutoff) -> tuple[int, float]:
     return int(k), cutoff
 
 
-def _check_structure(s: int, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray):
+def check_structure(s: int, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray):
+    """The checks every structure passes before any kernel sees it (finite positions, a cell
+    along every periodic axis); ValueError naming structure ``s`` and the atom."""
     bad = ~np.isfinite(positions).all(axis=1)
     if bad.any():
         i = int(np.argmax(bad))
@@ -88,7 +90,7 @@ def structure_descriptors(positions, cell, pbc, k: int, cutoff: float, *, struct
     cell = np.asarray(cell, dtype=np.float64).reshape(3, 3)
     pbc = np.asarray(pbc, dtype=bool).reshape(3)
     n = positions.shape[0]
-    _check_structure(structure, positions, cell, pbc)
+    check_structure(structure, positions, cell, pbc)
     if out is None:
         out = np.empty((n, 2 * k - 1))  # the kernel writes every entry
     if n == 0:

@@ -31,8 +31,14 @@ def single_element(frames, source: str) -> str:
 def structure_features(frames, params: SnapParameters = SnapParameters(), first_index: int = 0,
                        source: str = "structures") -> list[np.ndarray]:
     """B (n_atoms, K) of each structure (periodic cells), through LAMMPS."""
+    from ..descriptors import check_structure
+
     out = []
     for s, atoms in enumerate(frames):
+        try:
+            check_structure(first_index + s, atoms.positions, atoms.cell.array, atoms.pbc)
+        except ValueError as exc:
+            raise ValueError(f"{source}: {exc}") from None
         if not atoms.pbc.all():
             raise ValueError(f"{source} structure {first_index + s}: the features need a periodic cell (pbc on all "
                              f"three axes)")

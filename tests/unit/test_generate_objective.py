@@ -253,3 +253,16 @@ def test_rows_without_spread_are_refused(tmp_path, capsys):
     assert main(["feature-entropy", str(tmp_path / "copies.extxyz"), "--mode", "per-atom", "-q"]) == 0
     with pytest.raises(ValueError, match="no spread"):
         LogDetEntropy(np.tile(rng.normal(size=55), (4, 1)))
+
+
+def test_a_non_finite_position_names_structure_and_atom(files, tmp_path, capsys):
+    """feature-entropy checks structures on the descriptors' path (descriptors.check_structure)."""
+    import ase.io
+
+    _, frames = files
+    bad = [a.copy() for a in frames[:3]]
+    bad[2].positions[1, 0] = np.nan
+    ase.io.write(tmp_path / "bad.extxyz", bad, parallel=False)
+    assert main(["feature-entropy", str(tmp_path / "bad.extxyz")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bad.extxyz: structure 2, atom 1: position is not finite" in err[0], err
