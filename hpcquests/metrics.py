@@ -20,6 +20,8 @@ import math
 
 import numpy as np
 
+from .kernels.precision import DEFAULT_FLOAT32_TOLERANCE
+
 DEFAULT_BANDWIDTH = 0.015
 DEFAULT_OVERLAP_EPS = 1e-5
 #: Queries are centred and streamed in chunks of this many rows (bounded extra memory).
@@ -60,29 +62,49 @@ def _check_widths(y, x):
 
 
 def kernel_logsum(y, x, h=DEFAULT_BANDWIDTH, *, threads: int | None = None, backend: str = "cpu",
-                  progress=None) -> np.ndarray:
+                  progress=None, precision: str | None = None, float32_tolerance: float = DEFAULT_FLOAT32_TOLERANCE,
+                  stats: dict | None = None, must_recompute=None) -> np.ndarray:
     """L(y_i | X) = log Σ_j K(y_i, x_j) for every query, as an (M, n_h) float64 array.
 
     Args:
         y: (M, d) queries; x: (N, d) reference; h: bandwidth(s) > 0.
         threads: numba threads (None: all); backend: kernel backend name (see
             ``hpcquests.kernels.registry``); progress: optional callable(done_rows, total_rows).
+        precision: ``float64`` (None: the default, or a backend object's own) or ``float32``
+            (docs/precision.md): rows whose error bound exceeds ``float32_tolerance`` (nats) are
+            recomputed in float64; ``stats`` (a dict) receives how many and the largest bound kept.
+        must_recompute: callable(L, bound) -> bool rows that float32 must hand to float64.
     """
+    from .kernels.precision import check_tolerance, logsum_to_tolerance
     from .runtime import threads as thread_context
 
     y = as_descriptors(y, "y")
     x = as_descriptors(x, "x")
     _check_widths(y, x)
     hs, _ = as_bandwidths(h)
-    be = backend_on(backend)
+    tolerance = check_tolerance(float32_tolerance)
+    be = backend_on(backend, precision=precision)
     with thread_context(threads):
         center = x.mean(axis=0)
         xc = x - center
-        state = be.prepare_reference(xc, hs)
+        prepared = {}
+        own = getattr(be, "precision", "float64")  # a third-party backend object: float64
+
+        def logsum(rows, prec):
+            if prec not in prepared:
+                b = be if prec == own else be.with_precision(prec)
+                prepared[prec] = (b, b.prepare_reference(xc, hs))
+            b, state = prepared[prec]
+            return b.logsum(rows, state)
+
+        r_x = float(np.sqrt(np.einsum("ij,ij->i", xc, xc).max()))
+        stats = {} if stats is None else stats
         out = np.empty((y.shape[0], hs.size))
         for q0 in range(0, y.shape[0], QUERY_CHUNK):
             q1 = min(q0 + QUERY_CHUNK, y.shape[0])
-            out[q0:q1] = be.logsum(y[q0:q1] - center, state)
+            out[q0:q1] = logsum_to_tolerance(logsum, y[q0:q1] - center, hs, r_x=r_x, n_ref=x.shape[0],
+                                             precision=own, tolerance=tolerance, stats=stats,
+                                             must_recompute=must_recompute)
             if progress is not None:
                 progress(q1, y.shape[0])
     return out
@@ -92,21 +114,24 @@ def _shape(values: np.ndarray, scalar: bool):
     return float(values[0]) if scalar else values
 
 
-def delta_entropy(y, x, h=DEFAULT_BANDWIDTH, *, threads: int | None = None, backend: str = "cpu"):
+def delta_entropy(y, x, h=DEFAULT_BANDWIDTH, *, threads: int | None = None, backend: str = "cpu", **options):
     """Differential entropy δH(y_i | X) = −log Σ_j K(y_i, x_j), finite for any distance.
 
     Returns (M,) float64, or (M, n_h) when h is an array (the reference's shapes).
+    ``options``: ``precision=``, ``float32_tolerance=``, ``stats=`` (see ``kernel_logsum``).
     """
     hs, scalar = as_bandwidths(h)
-    out = -kernel_logsum(y, x, hs, threads=threads, backend=backend)
+    out = -kernel_logsum(y, x, hs, threads=threads, backend=backend, **options)
     return out[:, 0] if scalar else out
 
 
-def entropy(x, h=DEFAULT_BANDWIDTH, *, threads: int | None = None, backend: str = "cpu"):
-    """Dataset entropy H(X) = −(1/n) Σ_i log((1/n) Σ_j K(x_i, x_j)) (nats); float or (n_h,)."""
+def entropy(x, h=DEFAULT_BANDWIDTH, *, threads: int | None = None, backend: str = "cpu", **options):
+    """Dataset entropy H(X) = −(1/n) Σ_i log((1/n) Σ_j K(x_i, x_j)) (nats); float or (n_h,).
+    ``precision=``, ``float32_tolerance=``, ``stats=``: see ``kernel_logsum`` (in float32, |ΔH| is
+    at most the mean of the rows' bounds, ≤ ``stats["float32_max_bound"]``)."""
     x = as_descriptors(x, "x")
     hs, scalar = as_bandwidths(h)
-    L = kernel_logsum(x, x, hs, threads=threads, backend=backend)
+    L = kernel_logsum(x, x, hs, threads=threads, backend=backend, **options)
     return _shape(math.log(x.shape[0]) - L.mean(axis=0), scalar)
 
 
@@ -139,19 +164,19 @@ def structure_entropies(x, offsets, h=DEFAULT_BANDWIDTH, *, threads: int | None 
         return kernel(x, offsets, 1.0 / (2.0 * hs * hs))
 
 
-def diversity(x, h=DEFAULT_BANDWIDTH, *, threads: int | None = None, backend: str = "cpu"):
+def diversity(x, h=DEFAULT_BANDWIDTH, *, threads: int | None = None, backend: str = "cpu", **options):
     """Diversity D(X) = log Σ_i 1/Σ_j K(x_i, x_j), via log-sum-exp; float or (n_h,)."""
     x = as_descriptors(x, "x")
     hs, scalar = as_bandwidths(h)
-    L = kernel_logsum(x, x, hs, threads=threads, backend=backend)
+    L = kernel_logsum(x, x, hs, threads=threads, backend=backend, **options)
     return _shape(logsumexp_columns(-L), scalar)
 
 
-def entropy_and_diversity(x, h=DEFAULT_BANDWIDTH, *, threads: int | None = None, backend: str = "cpu"):
+def entropy_and_diversity(x, h=DEFAULT_BANDWIDTH, *, threads: int | None = None, backend: str = "cpu", **options):
     """(H, D) from one pass over the pairs."""
     x = as_descriptors(x, "x")
     hs, scalar = as_bandwidths(h)
-    L = kernel_logsum(x, x, hs, threads=threads, backend=backend)
+    L = kernel_logsum(x, x, hs, threads=threads, backend=backend, **options)
     return (_shape(math.log(x.shape[0]) - L.mean(axis=0), scalar),
             _shape(logsumexp_columns(-L), scalar))
 
@@ -163,13 +188,24 @@ def logsumexp_columns(a: np.ndarray) -> np.ndarray:
 
 
 def overlap(y, x, h=DEFAULT_BANDWIDTH, eps: float = DEFAULT_OVERLAP_EPS, *, threads: int | None = None,
-            backend: str = "cpu"):
-    """Fraction of the environments y with δH(y|X) < eps (the reference's ε = 1e-5)."""
+            backend: str = "cpu", **options):
+    """Fraction of the environments y with δH(y|X) < eps (the reference's ε = 1e-5).
+
+    In float32 (``precision="float32"``) every row whose δH lies within its error bound of eps is
+    decided in float64, so the fraction equals float64's exactly."""
     if not np.isfinite(eps):
         raise ValueError(f"eps must be finite, got {eps!r}")
     hs, scalar = as_bandwidths(h)
-    dh = delta_entropy(y, x, hs, threads=threads, backend=backend)
+    dh = delta_entropy(y, x, hs, threads=threads, backend=backend, must_recompute=near_threshold(eps),
+                       **options)
     return _shape((dh < eps).mean(axis=0), scalar)
+
+
+def near_threshold(eps: float):
+    """``must_recompute`` for a δH < eps decision: rows whose δH is within their bound of eps."""
+    def near(L, bound):
+        return (np.abs(-L - eps) <= bound[:, None]).any(axis=1)
+    return near
 
 
 def novelty(y, x, h=DEFAULT_BANDWIDTH, eps: float = DEFAULT_OVERLAP_EPS, **kw):
@@ -195,13 +231,14 @@ def get_bandwidth(volume):
     return float(out) if out.ndim == 0 else out
 
 
-def backend_on(backend, comm=None):
-    """The kernel backend ``backend`` (a name or a backend object) for this process. A GPU is
-    chosen by the node-local rank of ``comm`` (collective then: every rank passes the same
-    name); without a communicator, the launcher's (as for any serial run)."""
+def backend_on(backend, comm=None, precision: str | None = None):
+    """The kernel backend ``backend`` (a name or a backend object) for this process, in
+    ``precision`` (None: float64, or a backend object's own). A GPU is chosen by the node-local
+    rank of ``comm`` (collective then: every rank passes the same name); without a communicator,
+    the launcher's (as for any serial run)."""
     from .kernels.registry import get_backend
 
-    return get_backend(backend, local_rank=_node_rank(backend, comm))
+    return get_backend(backend, local_rank=_node_rank(backend, comm), precision=precision)
 
 
 def _node_rank(backend, comm=None) -> int:

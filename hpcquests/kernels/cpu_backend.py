@@ -6,6 +6,13 @@ from __future__ import annotations
 import numpy as np
 
 
+def _as_float32(a) -> np.ndarray:
+    """C-contiguous float32 copy; values beyond float32's range become ±inf silently (their rows'
+    error bound is inf, so they are recomputed in float64)."""
+    with np.errstate(over="ignore"):
+        return np.ascontiguousarray(a, dtype=np.float32)
+
+
 class QueryState:
     """Running log-sum-exp state of a block of (centred) queries: see ``hpcquests.kernels.cpu``."""
 
@@ -23,9 +30,29 @@ class CpuBackend:
     ``reference_params(hs, n_ref_total)`` → (inv2h2, prune_d2);
     ``start(yc, n_h)`` → state; ``fold(state, xc, inv2h2, prune_d2)`` folds one reference block or
     shard (any order); ``finish(state, inv2h2)`` → L, an (M, n_h) float64 numpy array.
+
+    ``precision``: ``"float64"`` (``kernels.cpu``) or ``"float32"`` (``kernels.cpu_float32``: the
+    GEMM, d² and the exps in float32, the state in float64; bound in ``kernels.precision``).
+    Inputs are float64 either way; float32 rounds them (and recomputes their norms) itself.
     """
 
     name = "cpu"
+
+    def __init__(self, precision: str = "float64"):
+        from .precision import check_precision
+
+        self.precision = check_precision(precision)
+
+    def __repr__(self):
+        return f"CpuBackend(precision={self.precision})"
+
+    def with_precision(self, precision: str) -> "CpuBackend":
+        """This backend's twin in ``precision``."""
+        return CpuBackend(precision)
+
+    @property
+    def _f32(self) -> bool:
+        return self.precision == "float32"
 
     @staticmethod
     def reference_params(hs: np.ndarray, n_ref_total: int):
@@ -36,8 +63,14 @@ class CpuBackend:
     def start(self, yc: np.ndarray, n_h: int) -> QueryState:
         from .cpu import squared_norms
 
-        st = QueryState(np.ascontiguousarray(yc, dtype=np.float64), n_h)
-        st.yn = squared_norms(st.y)
+        if self._f32:
+            from .cpu_float32 import squared_norms32
+
+            st = QueryState(_as_float32(yc), n_h)
+            st.yn = squared_norms32(st.y)
+        else:
+            st = QueryState(np.ascontiguousarray(yc, dtype=np.float64), n_h)
+            st.yn = squared_norms(st.y)
         st.m = np.full(st.y.shape[0], np.inf)
         st.s = np.zeros((st.y.shape[0], n_h))
         return st
@@ -46,23 +79,36 @@ class CpuBackend:
              exclude_offset: int = -1):
         from .cpu import kernel_logsum_update, squared_norms
 
-        xc = np.ascontiguousarray(xc, dtype=np.float64)
         if xc.shape[0] == 0 or st.y.shape[0] == 0:
             return
+        if self._f32:
+            from .cpu_float32 import kernel_logsum_update32, squared_norms32
+
+            x32 = _as_float32(xc)
+            xn32 = xn if xn is not None and xn.dtype == np.float32 else squared_norms32(x32)
+            kernel_logsum_update32(st.y, st.yn, x32, xn32, inv2h2, prune_d2, st.m, st.s, exclude_offset)
+            return
+        xc = np.ascontiguousarray(xc, dtype=np.float64)
         kernel_logsum_update(st.y, st.yn, xc, squared_norms(xc) if xn is None else xn, inv2h2, prune_d2,
                              st.m, st.s, exclude_offset)
 
     def finish(self, st: QueryState, inv2h2: np.ndarray) -> np.ndarray:
         from .cpu import logsum_finalize
 
-        return logsum_finalize(st.m, st.s, inv2h2)
+        with np.errstate(divide="ignore", invalid="ignore"):  # float32 rows beyond its range: recomputed
+            return logsum_finalize(st.m, st.s, inv2h2)
 
     # one-shot convenience (serial metrics)
     def prepare_reference(self, xc: np.ndarray, hs: np.ndarray) -> dict:
         from .cpu import squared_norms
 
-        xc = np.ascontiguousarray(xc, dtype=np.float64)
         inv2h2, prune_d2 = self.reference_params(hs, xc.shape[0])
+        if self._f32:
+            from .cpu_float32 import squared_norms32
+
+            x32 = _as_float32(xc)
+            return {"x": x32, "xn": squared_norms32(x32), "inv2h2": inv2h2, "prune_d2": prune_d2}
+        xc = np.ascontiguousarray(xc, dtype=np.float64)
         return {"x": xc, "xn": squared_norms(xc), "inv2h2": inv2h2, "prune_d2": prune_d2}
 
     def logsum(self, yc: np.ndarray, ref: dict) -> np.ndarray:

@@ -29,24 +29,16 @@ Pruning keeps exactly the terms the CPU keeps (d² − m < 2h²_max·T with the 
 float64 results agree with the CPU backend to rounding (|ΔL| ≲ 1e-13 measured; the CPU's
 polynomial exp contributes 3e-14 of it).
 
-**float32** (``dtype="float32"``): the GEMM runs in float32 on float32 copies of y and x; norms,
-d² = |y|² + |x|² − 2G and t = d² − m are formed in float64 from that float32 G; the exponent
-−t·a is rounded to float32 and exponentiated in float32 (CUDA ``expf``, ≤ 2 ulp); m, s and every
-sum stay float64. Since L = log Σ exp(−d²a) is 1-Lipschitz in the max-norm of the −d²a, the error
-on L (hence on δH) is at most
-
-    |ΔL| ≤ a_max · 2u·((d + 1)·R_y·R_x + (R_y + R_x)²)  +  (T_eff + 5)·u,     u = 2⁻²⁴ ≈ 6.0e-8,
-
-where R_y, R_x are the largest centred norms: the first term is the GEMM's rounding (γ_d per
-dot product) and the rounding of y and x to float32 (the norms are those of the rounded rows);
-T_eff = T·(h_max/h_min)² bounds the kept exponents (T = 32 + log N), whose float32 rounding
-costs |arg|·u relative, and expf's own error is ≤ 2 ulp ≤ 4u. ``float32_error_bound``
-evaluates it. It is a worst case: GEMM rounding errors are random, ~√d·u·R_y·R_x. Measured on
-thermal bcc Ta (k = 32, d = 63, R_y ≈ 0.41, R_x ≈ 0.10): h = 0.015: max |ΔδH| = 4.5e-5 against
-float64 (bound 7.6e-4); h ∈ {0.01, 0.015, 0.05}: 1.1e-4 (bound 1.8e-3)
-(``tests/gpu/test_standin.py::test_float32_within_stated_bound``). Use float32 for screening
-scans (thresholds of order 1 nat), float64 (default) for entropies and comparisons to 1e-10.
-Do not set ``CUPY_TF32=1``: TF32 GEMMs keep 10 mantissa bits and void this bound.
+**float32** (``precision="float32"``, the switch the CPU backend shares): the GEMM runs in
+float32 on float32 copies of y and x; norms, d² = |y|² + |x|² − 2G and t = d² − m are formed in
+float64 from that float32 G; the exponent −t·a is rounded to float32 and exponentiated in float32
+(CUDA ``expf``, ≤ 2 ulp); m, s and every sum stay float64. Its error is within the one bound of
+``hpcquests.kernels.precision.float32_error_bound`` (derived there for the CPU's float32 kernel,
+which also forms d² in float32; each step here is at least as accurate), and rows over the
+tolerance are recomputed in float64 by the same ``logsum_to_tolerance``. Measured on thermal bcc
+Ta (k = 32, d = 63): h = 0.015: max |ΔδH| = 4.5e-5 against float64
+(``tests/gpu/test_standin.py::test_float32_within_stated_bound``). Do not set ``CUPY_TF32=1``:
+TF32 GEMMs keep 10 mantissa bits and void this bound.
 """
 
 from __future__ import annotations
@@ -168,8 +160,8 @@ class GpuBackend:
 
     Args:
         xp: array module: None (CuPy, imported on first use) or numpy (the CPU stand-in).
-        dtype: ``"float64"`` (default) or ``"float32"`` for the GEMM and the exps (sums stay
-            float64; error bound in the module docstring).
+        precision: ``"float64"`` (default) or ``"float32"`` for the GEMM and the exps (sums stay
+            float64; error bound: ``kernels.precision.float32_error_bound``).
         device: CUDA device id all work runs on (restored afterwards); None: the current one.
         query_block, ref_block: tile shape (defaults: ``DEVICE_BLOCKS`` on CuPy, ``HOST_BLOCKS``
             on numpy).
@@ -179,11 +171,12 @@ class GpuBackend:
 
     name = "gpu"
 
-    def __init__(self, xp=None, dtype="float64", device=None, query_block: int | None = None,
+    def __init__(self, xp=None, precision="float64", device=None, query_block: int | None = None,
                  ref_block: int | None = None, fused: bool | None = None):
-        dt = np.dtype(dtype)
-        if dt not in (np.dtype(np.float64), np.dtype(np.float32)):
-            raise ValueError(f"dtype must be float64 or float32, got {dtype!r}")
+        from .precision import check_precision
+
+        self.precision = check_precision(precision)
+        dt = np.dtype(self.precision)
         for nm, v in (("query_block", query_block), ("ref_block", ref_block)):
             if v is not None and (isinstance(v, bool) or int(v) != v or v < 1):
                 raise ValueError(f"{nm} must be a positive integer, got {v!r}")
@@ -197,7 +190,12 @@ class GpuBackend:
 
     def __repr__(self):
         xp = "cupy" if self._xp is None else getattr(self._xp, "__name__", "?")
-        return f"GpuBackend(xp={xp}, dtype={self.dtype.name}, device={self.device})"
+        return f"GpuBackend(xp={xp}, precision={self.precision}, device={self.device})"
+
+    def with_precision(self, precision: str) -> "GpuBackend":
+        """This backend's twin in ``precision`` (same array module, device, tiles, kernel path)."""
+        return GpuBackend(xp=self._xp, precision=precision, device=self.device, query_block=self._query_block,
+                          ref_block=self._ref_block, fused=self._fused)
 
     # -- configuration ---------------------------------------------------------------------
     @property
@@ -366,15 +364,4 @@ class GpuBackend:
         return self.finish(st, ref["inv2h2"])
 
 
-def float32_error_bound(hs, d: int, r_y: float, r_x: float, n_ref: int) -> float:
-    """The worst-case |ΔL| (= |ΔδH|) of ``dtype="float32"`` stated in the module docstring."""
-    from .cpu import prune_exponent
-
-    hs = np.asarray(hs, dtype=np.float64).reshape(-1)
-    u = 2.0 ** -24
-    a_max = 1.0 / (2.0 * hs.min() ** 2)
-    t_eff = prune_exponent(n_ref) * (hs.max() / hs.min()) ** 2
-    return float(a_max * 2.0 * u * ((d + 1) * r_y * r_x + (r_y + r_x) ** 2) + (t_eff + 5.0) * u)
-
-
-__all__ = ["GpuBackend", "kernel_source", "float32_error_bound", "THREADS", "BIG"]
+__all__ = ["GpuBackend", "kernel_source", "THREADS", "BIG"]

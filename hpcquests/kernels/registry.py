@@ -22,20 +22,20 @@ __all__ = ["BACKENDS", "CpuBackend", "QueryState", "available_backends", "get_ba
            "gpu_device_count", "gpu_devices", "select_device", "use_device", "_import_cupy"]
 
 
-def _cpu(local_rank):
-    return CpuBackend()
+def _cpu(local_rank, precision="float64"):
+    return CpuBackend(precision)
 
 
-def _gpu(local_rank):
+def _gpu(local_rank, precision="float64"):
     if not gpu_available():
         raise ValueError("backend 'gpu' requested but CuPy or a CUDA device is not available "
                          "(install hpcquests[gpu] on a GPU node, or use --backend cpu)")
     from .gpu import GpuBackend
 
-    return GpuBackend(device=select_device(local_rank))
+    return GpuBackend(precision=precision, device=select_device(local_rank))
 
 
-#: name -> factory(local_rank) of a backend object
+#: name -> factory(local_rank, precision) of a backend object
 BACKENDS = {"cpu": _cpu, "gpu": _gpu}
 
 
@@ -47,15 +47,22 @@ def _is_backend(obj) -> bool:
     return all(callable(getattr(obj, f, None)) for f in ("reference_params", "start", "fold", "finish"))
 
 
-def get_backend(name="cpu", local_rank: int | None = None):
+def get_backend(name="cpu", local_rank: int | None = None, precision: str | None = None):
     """The backend object for ``name`` in {auto, cpu, gpu}; a backend object (anything with
     ``reference_params``/``start``/``fold``/``finish``, e.g. ``GpuBackend(xp=numpy)``) is returned
-    as is. ``local_rank``: this process's node-local rank (``comm.node_rank()``; default 0),
-    which picks the device of ``gpu``."""
+    as is, or as its twin in ``precision`` (``with_precision``) when that differs. ``local_rank``:
+    this process's node-local rank (``comm.node_rank()``; default 0), which picks the device of
+    ``gpu``. ``precision``: float64 | float32 (None: the object's own, float64 for a name)."""
+    from .precision import check_precision
+
+    if precision is not None:
+        precision = check_precision(precision)
     if not isinstance(name, str) and _is_backend(name):
-        return name
+        if precision is None or getattr(name, "precision", "float64") == precision:
+            return name
+        return name.with_precision(precision)
     if name != "auto" and name not in BACKENDS:
         raise ValueError(f"backend must be one of auto, cpu, gpu; got {name!r}")
     if name == "auto":
         name = "gpu" if gpu_available() else "cpu"
-    return BACKENDS[name](local_rank)
+    return BACKENDS[name](local_rank, precision or "float64")

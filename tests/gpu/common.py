@@ -154,8 +154,8 @@ class KernelEmulator:
         return launch
 
 
-def emulated_backend(emulator, dtype="float64", **kw):
+def emulated_backend(emulator, precision="float64", **kw):
     """A numpy-backed GpuBackend whose tile update is the raw kernel run by ``emulator``."""
-    be = gpu_mod.GpuBackend(xp=np, dtype=dtype, fused=True, **kw)
+    be = gpu_mod.GpuBackend(xp=np, precision=precision, fused=True, **kw)
     be._kernel = lambda: emulator.kernel(be.dtype)
     return be

@@ -1,0 +1,133 @@
+"""The precision switch (``float64`` | ``float32``) shared by the CPU and GPU kernels, and the one
+error bound of the float32 path both use (docs/precision.md).
+
+float32 mode, CPU (``kernels.cpu_float32``) and GPU (``kernels.gpu``) alike: the queries y and
+the reference x (centred on the reference mean) are rounded to float32, G = y·xᵀ is a float32
+GEMM, d² = |y|² + |x|² − 2G and t = d² − m are formed (CPU: in float32; GPU: in float64 from the
+float32 G), the exponent −t·a (a = 1/(2h²)) is rounded to float32 and exponentiated in float32;
+the running minimum m and the sums s stay float64. With u = 2⁻²⁴ the unit roundoff of float32:
+
+1. Rounding y and x to float32 moves d² by at most 2u(|y| + |x|)²(1 + u) (|ŷ − y| ≤ u|y|).
+2. The GEMM: |Ĝ − ŷ·x̂| ≤ γ_d |ŷ||x̂|, γ_d = d·u/(1 − d·u) (any summation order, FMA or not).
+3. Forming d² from float32 norms (each rounded once, ≤ u|y|², u|x|²) and two float32 operations
+   (each ≤ u(|y| + |x|)²): at most 3u(|y| + |x|)² more. In all, for every pair
+   |Δd²| ≤ δ(y) = 2γ_d |y|·R_x + 5u(|y| + R_x)²   (R_x = the largest centred reference norm).
+4. L(y) = log Σ_j exp(−d²_j a) is 1-Lipschitz in the max-norm of the exponents: the d² errors move
+   L by at most a·δ(y).
+5. The exponent: t − m, the product by a (itself rounded to float32) and its rounding: at most
+   3u·|t·a| ≤ 3u·T_eff, where the kept terms have t·a ≤ T_eff = T·(h_max/h_min)², T = 32 + log N.
+6. The exponential: relative error ≤ ``EXP32_REL_ERROR`` (the CPU's polynomial, derived in
+   ``kernels.cpu_float32._exp32``; CUDA's expf, ≤ 2 ulp, is well inside it), which moves L by at
+   most that much (a log of a sum of terms each off by that relative amount).
+7. Pruning on float32 values, float64 sums of up to N terms, log: ≤ 1e-12 together.
+
+So every row's L (hence δH, and each row's share of H) is within
+
+    bound(y) = max_h a_h·δ(y) + 3u·T_eff + EXP32_REL_ERROR + 1e-12
+
+of the exact value (``float32_error_bound``). A row whose bound exceeds the tolerance (default
+1e-3 nats) is recomputed in float64 (``logsum_to_tolerance``), and the outputs count them. The
+bound is a worst case: GEMM rounding errors are random, ~√d·u rather than d·u, so measured errors
+are 10–100× smaller (docs/precision.md).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+PRECISIONS = ("float64", "float32")
+DEFAULT_PRECISION = "float64"
+#: A row whose float32 bound exceeds this (nats) is recomputed in float64.
+DEFAULT_FLOAT32_TOLERANCE = 1e-3
+#: The unit roundoff of float32.
+U32 = 2.0 ** -24
+#: Relative error of the float32 exponential: the CPU polynomial's derived bound (3,200 u, see
+#: ``kernels.cpu_float32._exp32``; the tests measure it over [−64, 0]).
+EXP32_REL_ERROR = 2e-4
+
+
+def check_precision(precision, option: str = "precision") -> str:
+    """The precision name (``float64`` or ``float32``); ValueError naming ``option`` otherwise."""
+    name = getattr(precision, "name", precision)  # accepts np.float32 / np.dtype too
+    if isinstance(precision, type) and issubclass(precision, np.floating):
+        name = np.dtype(precision).name
+    if name not in PRECISIONS:
+        raise ValueError(f"{option} must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return str(name)
+
+
+def check_tolerance(tolerance, option: str = "float32_tolerance") -> float:
+    """A positive finite tolerance in nats (ValueError naming ``option`` otherwise)."""
+    try:
+        tol = float(tolerance)
+    except (TypeError, ValueError):
+        raise ValueError(f"{option} must be a positive number of nats, got {tolerance!r}") from None
+    if not (np.isfinite(tol) and tol > 0):
+        raise ValueError(f"{option} must be a positive number of nats, got {tolerance!r}")
+    return tol
+
+
+def float32_error_bound(hs, d: int, r_y, r_x: float, n_ref: int):
+    """The worst-case |ΔL| = |ΔδH| (nats) of a float32 row (module docstring), CPU and GPU.
+
+    Args:
+        hs: bandwidth(s) (the smallest sets a_max; the ratio sets T_eff).
+        d: descriptor width. r_y: the centred norm(s) |y_i| of the row(s) (float or (M,) array).
+        r_x: the largest centred norm of the reference. n_ref: reference size (for T).
+    Returns a float, or an (M,) float64 array for an array ``r_y``; +inf where the data are too
+    large for float32 (their rows must be recomputed in float64).
+    """
+    from .cpu import prune_exponent
+
+    hs = np.asarray(hs, dtype=np.float64).reshape(-1)
+    r_y = np.asarray(r_y, dtype=np.float64)
+    u = U32
+    gamma_d = d * u / (1.0 - d * u)
+    a_max = 1.0 / (2.0 * hs.min() ** 2)
+    t_eff = prune_exponent(n_ref) * (hs.max() / hs.min()) ** 2
+    with np.errstate(over="ignore", invalid="ignore"):
+        delta = (2.0 * gamma_d * r_y * r_x + 5.0 * u * (r_y + r_x) ** 2) * (1.0 + 4.0 * u)
+        out = a_max * delta + 3.0 * u * t_eff + EXP32_REL_ERROR + 1e-12
+        # beyond float32's range (|x|² overflows) nothing is bounded
+        out = np.where(np.isfinite(out) & (np.maximum(r_y, r_x) < 1e18), out, np.inf)
+    return float(out) if out.ndim == 0 else out
+
+
+def logsum_to_tolerance(logsum, yc, hs, *, r_x: float, n_ref: int, precision: str, tolerance: float,
+                        agree_count=None, stats: dict | None = None, must_recompute=None) -> np.ndarray:
+    """L of the centred queries ``yc`` in ``precision``; in float32, rows whose bound exceeds
+    ``tolerance`` are recomputed in float64. The one place the float32 contract is kept.
+
+    Args:
+        logsum: callable(rows (m, d) float64 centred, precision) -> (m, n_h) float64 L. It may be
+            collective (a ring): it is then called the same number of times on every rank,
+            with possibly empty rows.
+        agree_count: callable(int) -> int, the count summed over ranks (None: serial).
+        stats: accumulates (over calls) ``precision``, ``float32_recomputed_rows`` (this rank's)
+            and ``float32_max_bound`` (the largest bound among rows kept in float32).
+        must_recompute: callable(L, bound) -> (m,) bool, rows to recompute in float64 whatever
+            their bound (a decision within the bound of a threshold: overlap, MSC's argmax).
+    """
+    L = logsum(yc, precision)
+    if stats is not None:
+        stats["precision"] = precision
+    if precision == "float64":
+        return L
+    r_y = np.sqrt(np.einsum("ij,ij->i", yc, yc)) if yc.shape[0] else np.zeros(0)
+    bound = np.asarray(float32_error_bound(hs, yc.shape[1], r_y, r_x, n_ref)).reshape(-1)
+    redo_mask = ~(bound <= tolerance)
+    if must_recompute is not None and yc.shape[0]:
+        redo_mask |= np.asarray(must_recompute(L, bound), dtype=bool)
+    redo = np.flatnonzero(redo_mask)
+    n_redo = redo.size if agree_count is None else int(agree_count(int(redo.size)))
+    if n_redo:
+        L[redo] = logsum(yc[redo], "float64")
+    if stats is not None:
+        kept = bound[~redo_mask]
+        stats["float32_recomputed_rows"] = stats.get("float32_recomputed_rows", 0) + int(redo.size)
+        stats["float32_max_bound"] = max(stats.get("float32_max_bound", 0.0), float(kept.max()) if kept.size else 0.0)
+    return L
+
+
+__all__ = ["PRECISIONS", "DEFAULT_PRECISION", "DEFAULT_FLOAT32_TOLERANCE", "EXP32_REL_ERROR", "U32",
+           "check_precision", "check_tolerance", "float32_error_bound", "logsum_to_tolerance"]
