@@ -201,10 +201,14 @@ def overlap(y, x, h=DEFAULT_BANDWIDTH, eps: float = DEFAULT_OVERLAP_EPS, *, thre
     return _shape((dh < eps).mean(axis=0), scalar)
 
 
-def near_threshold(eps: float):
-    """``must_recompute`` for a δH < eps decision: rows whose δH is within their bound of eps."""
+def near_threshold(eps):
+    """``must_recompute`` for δH < eps decisions (one threshold or several): rows whose δH is within
+    their float32 error bound of a threshold, so that float32 decides every row as float64."""
+    thresholds = np.atleast_1d(np.asarray(eps, dtype=np.float64))
+
     def near(L, bound):
-        return (np.abs(-L - eps) <= bound[:, None]).any(axis=1)
+        gap = np.abs(-L[:, :, None] - thresholds[None, None, :]).min(axis=2)  # (m, n_h)
+        return (gap <= bound[:, None]).any(axis=1)
     return near
 
 

@@ -8,8 +8,8 @@ import os
 import numpy as np
 
 from .inputs import load_local, read_frames
-from .options import (DEFAULT_BANDWIDTH, add_bandwidth_option, add_descriptor_options, add_ref_memory_option,
-                      add_run_options, add_structure_options, add_types_option)
+from .options import (DEFAULT_BANDWIDTH, add_bandwidth_option, add_descriptor_options, add_precision_options,
+                      add_ref_memory_option, add_run_options, add_structure_options, add_types_option)
 from .policy import CliError
 
 
@@ -24,7 +24,22 @@ def _fmt_h(h):
 
 
 def _logsum_kwargs(args, ctx) -> dict:
-    return {"ref_memory": args.ref_memory, "threads": ctx.threads, "force_ring": args.ref_memory == 0}
+    return {"ref_memory": args.ref_memory, "threads": ctx.threads, "force_ring": args.ref_memory == 0,
+            "precision": args.precision, "float32_tolerance": args.float32_tolerance}
+
+
+def _precision_out(args, ctx, stats: dict):
+    """(payload entry, text lines) of the precision used (collective: float32 counts are summed)."""
+    from ..distributed.drivers import precision_summary
+
+    summary = precision_summary(ctx.comm, stats, args.float32_tolerance)
+    lines = []
+    if summary["precision"] == "float32":
+        kept = (f"largest bound kept {summary['float32_max_bound']:.2g} nats" if summary["float32_max_bound"] > 0
+                else "no row kept in float32")
+        lines.append(f"  precision    float32: {summary['float32_recomputed_rows']} rows recomputed in float64 "
+                     f"(bound > {summary['float32_tolerance']:g} nats); {kept}")
+    return summary, lines
 
 
 def _energies(frames):
@@ -114,6 +129,7 @@ def _add_metric_options(p):
     add_structure_options(p)
     add_bandwidth_option(p, several=True)
     add_ref_memory_option(p)
+    add_precision_options(p)
     add_run_options(p)
 
 
@@ -122,14 +138,17 @@ def cmd_entropy(args, ctx):
 
     x, info = load_local(args.input, args, ctx)
     h = _bandwidths(args)
-    H, D = distributed_entropy_diversity(ctx.comm, x, h, **_logsum_kwargs(args, ctx))
+    stats = {}
+    H, D = distributed_entropy_diversity(ctx.comm, x, h, stats=stats, **_logsum_kwargs(args, ctx))
+    precision, precision_lines = _precision_out(args, ctx, stats)
     n = info["n_env"]
     eff = np.asarray(H) / np.log(n) if n > 1 else np.nan * np.asarray(H)
-    payload = {**info, "bandwidth": h, "entropy": H, "diversity": D, "efficiency": eff, "ranks": ctx.comm.size}
+    payload = {**info, "bandwidth": h, "entropy": H, "diversity": D, "efficiency": eff, "ranks": ctx.comm.size,
+               "precision": precision}
     ctx.emit(payload, [f"{args.input}: {n} environments, h = {_fmt_h(h)}",
                        f"  entropy H    = {_fmt_h(H)} nats",
                        f"  diversity D  = {_fmt_h(D)}",
-                       f"  efficiency   = {_fmt_h(eff)} (H / log n)"])
+                       f"  efficiency   = {_fmt_h(eff)} (H / log n)"] + precision_lines)
 
 
 # --------------------------------------------------------------------------- dh, overlap
@@ -158,11 +177,12 @@ def _summary(dh: np.ndarray) -> dict:
             "p95": q[5], "max": q[6], "fraction_positive": (dh > 0).mean(axis=0)}
 
 
-def _dh_gathered(args, ctx, test, ref, roles):
-    """δH of every TEST environment against REF, gathered on rank 0 (None elsewhere)."""
+def _dh_gathered(args, ctx, test, ref, roles, eps=None):
+    """δH of every TEST environment against REF, gathered on rank 0 (None elsewhere). ``eps``: a
+    threshold whose decisions float32 must leave to float64 (overlap)."""
     from ..descriptors import check_species
     from ..distributed.drivers import distributed_logsum
-    from ..metrics import as_bandwidths
+    from ..metrics import as_bandwidths, near_threshold
 
     y, info_y = load_local(test, args, ctx, role=roles[0])
     x, info_x = load_local(ref, args, ctx, role=roles[1])
@@ -170,7 +190,9 @@ def _dh_gathered(args, ctx, test, ref, roles):
     h = _bandwidths(args)
     hs, scalar = as_bandwidths(h)
     stats = {}
-    L = distributed_logsum(ctx.comm, y, x, hs, stats=stats, **_logsum_kwargs(args, ctx))
+    L = distributed_logsum(ctx.comm, y, x, hs, stats=stats, **_logsum_kwargs(args, ctx),
+                           must_recompute=None if eps is None else near_threshold(eps))
+    stats["precision_summary"], stats["precision_lines"] = _precision_out(args, ctx, stats)
     dh = ctx.comm.gather_rows_to_root(-L)
     if dh is not None and scalar:
         dh = dh[:, 0]
@@ -185,11 +207,12 @@ def cmd_dh(args, ctx):
         _write_dh(args.output, dh, h, ctx.command_line)
     summary = _summary(dh)
     payload = {"test": info_y, "ref": info_x, "bandwidth": h, "summary": summary, "output": args.output,
-               "ranks": ctx.comm.size, "reference_path": stats.get("path")}
+               "ranks": ctx.comm.size, "reference_path": stats.get("path"), "precision": stats["precision_summary"]}
     lines = [f"dH of {args.test} ({info_y['n_env']} environments) against {args.ref} ({info_x['n_env']}), "
              f"h = {_fmt_h(h)}"]
     for key in ("mean", "min", "median", "p95", "max", "fraction_positive"):
         lines.append(f"  {key:18s} {_fmt_h(summary[key])}")
+    lines += stats["precision_lines"]
     if args.output:
         lines.append(f"  per-environment dH written to {args.output}")
     ctx.emit(payload, lines)
@@ -217,15 +240,15 @@ def _write_dh(path, dh, h, command):
 
 
 def cmd_overlap(args, ctx):
-    dh, h, info_y, info_x, _ = _dh_gathered(args, ctx, args.a, args.b, ("A", "B"))
+    dh, h, info_y, info_x, stats = _dh_gathered(args, ctx, args.a, args.b, ("A", "B"), eps=args.eps)
     if not ctx.is_root:
         return
     ov = (dh < args.eps).mean(axis=0)
     ov = float(ov) if np.ndim(ov) == 0 else ov
     payload = {"a": info_y, "b": info_x, "bandwidth": h, "eps": args.eps, "overlap": ov,
-               "novelty": 1 - np.asarray(ov), "ranks": ctx.comm.size}
+               "novelty": 1 - np.asarray(ov), "ranks": ctx.comm.size, "precision": stats["precision_summary"]}
     ctx.emit(payload, [f"overlap of {args.a} on {args.b} (h = {_fmt_h(h)}, eps = {args.eps:g}): {_fmt_h(ov)}",
-                       f"novelty: {_fmt_h(1 - np.asarray(ov))}"])
+                       f"novelty: {_fmt_h(1 - np.asarray(ov))}"] + stats["precision_lines"])
 
 
 # --------------------------------------------------------------------------- bandwidth

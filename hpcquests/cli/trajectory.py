@@ -8,8 +8,8 @@ import argparse
 import json
 import textwrap
 
-from .options import (DEFAULT_BANDWIDTH, add_descriptor_options, add_ref_memory_option, add_run_options,
-                      add_types_option, memory_size)
+from .options import (DEFAULT_BANDWIDTH, add_descriptor_options, add_precision_options, add_ref_memory_option,
+                      add_run_options, add_types_option, memory_size)
 from .policy import EXIT_STATUS_HELP, preemptible_main, signal_after_hook
 
 HELP = "entropy per frame, dH against the first frame and solid-like clusters of an MD trajectory"
@@ -48,6 +48,7 @@ def add_options(p):
                    help="bytes of atom lines a rank parses and sends at a time (default 32M; no effect on "
                         "results)")
     add_ref_memory_option(p)
+    add_precision_options(p)
     g = p.add_argument_group("solid-like clusters (nucleation)")
     g.add_argument("--clusters", metavar="REF",
                    help="solid reference (store or structure file): atoms with dH < --cluster-eps against it, joined "

@@ -10,8 +10,8 @@ import argparse
 import json
 import textwrap
 
-from .options import (add_bandwidth_option, add_descriptor_options, add_ref_memory_option, add_run_options,
-                      add_types_option, memory_size)
+from .options import (add_bandwidth_option, add_descriptor_options, add_precision_options, add_ref_memory_option,
+                      add_run_options, add_types_option, memory_size)
 from .policy import EXIT_STATUS_HELP, preemptible_main, signal_after_hook
 
 PROG = "python -m hpcquests.uq"
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", help="frame selection START:STOP:STEP (default all)")
     add_types_option(p)
     p.add_argument("--backend", choices=("auto", "cpu", "gpu"), help="kernel backend")
+    add_precision_options(p)
     p.add_argument("--chunk-atoms", type=int,
                    help="atoms per rank per chunk: bounds memory, and the checkpoint granularity")
     p.add_argument("--read-block", type=memory_size,
@@ -80,6 +81,10 @@ def _print_summary(summary, out, as_json):
     fr = summary["frames"]
     print(f"hpcquests.uq: {summary['atoms']:,} atoms in {len(fr)} frame(s), {summary['wall_s']:.1f} s; "
           f"results in {out}/ (summary.json, {RESULT_NAME}, dH_hist.png)")
+    prec = summary.get("precision", {})
+    if prec.get("precision") == "float32":
+        print(f"  precision float32: {prec['float32_recomputed_rows']:,} atoms recomputed in float64 (error bound > "
+              f"{prec['float32_tolerance']:g} nats; flagged in {RESULT_NAME}:float64_recomputed)")
     for s in fr:
         if s.get("atoms"):
             above = ", ".join(f"{100 * v:.2f}% > {k}" for k, v in s["fraction_above"].items())

@@ -18,6 +18,7 @@ import math
 import numpy as np
 
 from ..faults import inject
+from ..kernels.precision import DEFAULT_FLOAT32_TOLERANCE
 from ..parallel.partition import partition, weighted_partition
 
 #: Gather the whole reference on every rank when it needs at most this many bytes.
@@ -25,21 +26,25 @@ DEFAULT_REF_MEMORY = 2 * 1024**3
 
 
 def distributed_logsum(comm, y_local, x_local, h, *, ref_memory: int = DEFAULT_REF_MEMORY,
-                       backend: str = "cpu", threads=None, force_ring: bool = False, stats: dict | None = None):
+                       backend: str = "cpu", threads=None, force_ring: bool = False, stats: dict | None = None,
+                       precision: str | None = None, float32_tolerance: float = DEFAULT_FLOAT32_TOLERANCE,
+                       must_recompute=None):
     """L(y | X) = log Σ_{x∈X} K(y, x) for this rank's queries against the reference spread over
     all ranks (each rank passes its own shard ``x_local``, possibly empty).
 
-    Returns (M_local, n_h) float64. ``stats`` (a dict) receives the path taken and the shape.
+    Returns (M_local, n_h) float64. ``stats`` (a dict) receives the path taken and the shape, and
+    in float32 this rank's recomputed rows and largest kept bound (``ReferenceSet``).
     """
     y_local = np.ascontiguousarray(y_local, dtype=np.float64)
     widths = {w for n, w in comm.gather_objects(y_local.shape) if n > 0}
-    ref = ReferenceSet(comm, x_local, h, ref_memory=ref_memory, backend=backend, force_ring=force_ring)
+    ref = ReferenceSet(comm, x_local, h, ref_memory=ref_memory, backend=backend, force_ring=force_ring,
+                       precision=precision, float32_tolerance=float32_tolerance)
     if widths - {ref.d}:
         raise ValueError(f"descriptor widths differ between the query and reference sets: "
                          f"{sorted(widths | {ref.d})}")
     if stats is not None:
         stats.update(path=ref.path, n_ref=ref.n_ref, ranks=comm.size)
-    return ref.logsum(y_local, threads)
+    return ref.logsum(y_local, threads, stats=stats, must_recompute=must_recompute)
 
 
 def distributed_delta_entropy(comm, y_local, x_local, h, **kw):
@@ -63,6 +68,19 @@ def distributed_entropy_diversity(comm, x_local, h, **kw):
     if np.ndim(h) == 0:
         return float(H[0]), float(D[0])
     return H, D
+
+
+def precision_summary(comm, stats: dict, tolerance: float) -> dict:
+    """What the outputs record of the precision used: ``precision``, and in float32 the tolerance,
+    the rows recomputed in float64 (summed over ranks) and the largest bound kept (max over
+    ranks). Collective. ``stats``: this rank's, as filled by ``ReferenceSet.logsum``."""
+    precision = stats.get("precision", "float64")
+    out = {"precision": precision}
+    if precision == "float32":
+        out.update(float32_tolerance=float(tolerance),
+                   float32_recomputed_rows=int(comm.reduce_sum(int(stats.get("float32_recomputed_rows", 0)))),
+                   float32_max_bound=float(comm.reduce_max(float(stats.get("float32_max_bound", 0.0)))))
+    return out
 
 
 def local_structure_range(comm, atom_counts) -> tuple[int, int]:
@@ -126,10 +144,16 @@ class ReferenceSet:
 
     ``logsum(y_local)`` is collective when the ring is used: every rank must call it the same
     number of times (pass an empty block when a rank has nothing left).
+
+    ``precision="float32"``: the float32 kernels, and rows whose error bound (with the reference's
+    largest centred norm over all ranks) exceeds ``float32_tolerance`` recomputed in float64
+    (``kernels.precision.logsum_to_tolerance``; on the ring, a second pass when any rank has one).
     """
 
     def __init__(self, comm, x_local, h, *, ref_memory: int = DEFAULT_REF_MEMORY, backend: str = "cpu",
-                 force_ring: bool = False):
+                 force_ring: bool = False, precision: str | None = None,
+                 float32_tolerance: float = DEFAULT_FLOAT32_TOLERANCE):
+        from ..kernels.precision import check_tolerance
         from ..metrics import as_bandwidths, backend_on
 
         self.comm = comm
@@ -144,35 +168,55 @@ class ReferenceSet:
         if self.n_ref == 0:
             raise ValueError("the reference set is empty")
         self.d = widths.pop()
-        self.be = backend_on(backend, comm)
+        self.tolerance = check_tolerance(float32_tolerance, "float32 tolerance")
+        self.be = backend_on(backend, comm, precision=precision)
+        self.precision = getattr(self.be, "precision", "float64")
+        self._twins = {self.precision: self.be}
         total = np.asarray(comm.reduce_sum(x_local.sum(axis=0) if x_local.shape[0] else np.zeros(self.d)))
         self.center = total / self.n_ref
         self.inv2h2, self.prune_d2 = self.be.reference_params(self.hs, self.n_ref)
         self.ring = comm.size > 1 and (force_ring or self.n_ref * self.d * 8 > ref_memory)
         xc = x_local - self.center
+        local_rx = float(np.sqrt(np.einsum("ij,ij->i", xc, xc).max())) if xc.shape[0] else 0.0
+        self.r_x = float(comm.reduce_max(local_rx))  # the float32 bound's largest reference norm
         self.x = xc if (self.ring or comm.size == 1) else comm.gather_rows(xc)
 
     @property
     def path(self) -> str:
         return "ring" if self.ring else "broadcast"
 
-    def logsum(self, y_local, threads=None) -> np.ndarray:
-        """L(y|X) (M_local, n_h) for this rank's queries."""
+    def _backend(self, precision: str):
+        if precision not in self._twins:
+            self._twins[precision] = self.be.with_precision(precision)
+        return self._twins[precision]
+
+    def _fold_all(self, yc, precision: str) -> np.ndarray:
+        """L of centred rows against the whole reference in ``precision`` (collective on the ring)."""
+        be = self._backend(precision)
+        st = be.start(yc, self.hs.size)
+        if self.ring:
+            self.comm.ring_pass(self.x.reshape(-1, self.d), self.sizes,
+                                lambda block: be.fold(st, block, self.inv2h2, self.prune_d2))
+        else:
+            be.fold(st, self.x, self.inv2h2, self.prune_d2)
+        return be.finish(st, self.inv2h2)
+
+    def logsum(self, y_local, threads=None, *, stats: dict | None = None, must_recompute=None) -> np.ndarray:
+        """L(y|X) (M_local, n_h) for this rank's queries. ``stats``/``must_recompute``: see
+        ``kernels.precision.logsum_to_tolerance`` (float32 only)."""
+        from ..kernels.precision import logsum_to_tolerance
         from ..runtime import threads as thread_context
 
         y_local = np.ascontiguousarray(y_local, dtype=np.float64).reshape(-1, self.d)
         inject("logsum", self.comm.rank)
         with thread_context(threads):
-            st = self.be.start(y_local - self.center, self.hs.size)
-            if self.ring:
-                self.comm.ring_pass(self.x.reshape(-1, self.d), self.sizes,
-                                    lambda block: self.be.fold(st, block, self.inv2h2, self.prune_d2))
-            else:
-                self.be.fold(st, self.x, self.inv2h2, self.prune_d2)
-            return self.be.finish(st, self.inv2h2)
+            return logsum_to_tolerance(self._fold_all, y_local - self.center, self.hs, r_x=self.r_x, n_ref=self.n_ref,
+                                       precision=self.precision, tolerance=self.tolerance,
+                                       agree_count=self.comm.reduce_sum if self.ring else None, stats=stats,
+                                       must_recompute=must_recompute)
 
-    def delta_entropy(self, y_local, threads=None) -> np.ndarray:
-        L = self.logsum(y_local, threads)
+    def delta_entropy(self, y_local, threads=None, **options) -> np.ndarray:
+        L = self.logsum(y_local, threads, **options)
         return -L[:, 0] if self.scalar else -L
 
 

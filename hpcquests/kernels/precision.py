@@ -67,6 +67,11 @@ def check_tolerance(tolerance, option: str = "float32_tolerance") -> float:
     return tol
 
 
+def check_precision_options(precision, tolerance) -> tuple[str, float]:
+    """(precision, tolerance) of a command's ``--precision``/``--float32-tolerance``, checked."""
+    return check_precision(precision, "--precision"), check_tolerance(tolerance, "--float32-tolerance")
+
+
 def float32_error_bound(hs, d: int, r_y, r_x: float, n_ref: int):
     """The worst-case |ΔL| = |ΔδH| (nats) of a float32 row (module docstring), CPU and GPU.
 
@@ -104,7 +109,8 @@ def logsum_to_tolerance(logsum, yc, hs, *, r_x: float, n_ref: int, precision: st
             with possibly empty rows.
         agree_count: callable(int) -> int, the count summed over ranks (None: serial).
         stats: accumulates (over calls) ``precision``, ``float32_recomputed_rows`` (this rank's)
-            and ``float32_max_bound`` (the largest bound among rows kept in float32).
+            and ``float32_max_bound`` (the largest bound among rows kept in float32); and sets
+            ``float32_recomputed_index``, the rows of this call recomputed.
         must_recompute: callable(L, bound) -> (m,) bool, rows to recompute in float64 whatever
             their bound (a decision within the bound of a threshold: overlap, MSC's argmax).
     """
@@ -125,9 +131,10 @@ def logsum_to_tolerance(logsum, yc, hs, *, r_x: float, n_ref: int, precision: st
     if stats is not None:
         kept = bound[~redo_mask]
         stats["float32_recomputed_rows"] = stats.get("float32_recomputed_rows", 0) + int(redo.size)
+        stats["float32_recomputed_index"] = redo
         stats["float32_max_bound"] = max(stats.get("float32_max_bound", 0.0), float(kept.max()) if kept.size else 0.0)
     return L
 
 
 __all__ = ["PRECISIONS", "DEFAULT_PRECISION", "DEFAULT_FLOAT32_TOLERANCE", "EXP32_REL_ERROR", "U32",
-           "check_precision", "check_tolerance", "float32_error_bound", "logsum_to_tolerance"]
+           "check_precision", "check_tolerance", "check_precision_options", "float32_error_bound", "logsum_to_tolerance"]

@@ -111,13 +111,13 @@ def _analyse_locked(config, comm, run_dir) -> dict:
 def _load_cluster_reference(run, info, f):
     """The solid reference of ``--clusters`` as a ReferenceSet (its species checked against the
     first frame's), and the folder of the annotated frames."""
-    from ..distributed.drivers import ReferenceSet, load_reference_rows
+    from ..distributed.drivers import load_reference_rows
 
     config, comm = run.config, run.world
     species = run.reader.species(comm, info, f)
     x = load_reference_rows(comm, config.clusters, k=config.k, cutoff=config.cutoff, species=species,
                             traj=config.traj, threads=config.threads, option="--clusters")
-    run.cluster_ref = ReferenceSet(comm, x, run.h, ref_memory=config.ref_memory)
+    run.cluster_ref = _reference_set(config, comm, x, run.h)
     if comm.rank == 0 and not config.no_annotated_dump:
         os.makedirs(os.path.join(config.out, "annotated"), exist_ok=True)
     comm.wait_for_all()
@@ -158,8 +158,6 @@ def _identity(path) -> dict:
 def _first_frame(run, frames, chosen) -> list:
     """Analyse the first usable chosen frame on all ranks together; with ``vs_first`` its
     descriptors become the reference. Returns the frames still to do."""
-    from ..distributed.drivers import ReferenceSet
-
     config, comm = run.config, run.world
     for i, f in enumerate(chosen):
         done = os.path.exists(run.run_dir.frame_file(f))
@@ -171,7 +169,7 @@ def _first_frame(run, frames, chosen) -> list:
                 run.run_dir.save_frame(f, stats)
             continue
         if config.vs_first:
-            run.first_ref = ReferenceSet(comm, x, run.h, ref_memory=config.ref_memory)
+            run.first_ref = _reference_set(config, comm, x, run.h)
             if not done:  # the first frame against itself
                 stats.update(_vs_first(run, comm, x))
             del x
@@ -262,7 +260,8 @@ def _frame_clusters(run, comm, info, f, x, dom, part, points) -> dict:
 
     config = run.config
     t = time.perf_counter()
-    dh = -_chunked_logsum(run, comm, run.cluster_ref, x)
+    L, recomputed = _chunked_logsum(run, comm, run.cluster_ref, x, "clusters", eps=config.cluster_eps)
+    dh = -L
     run.timings["dH"] += time.perf_counter() - t
     t = time.perf_counter()
     n_owned = dom["n_owned"]
@@ -281,24 +280,41 @@ def _frame_clusters(run, comm, info, f, x, dom, part, points) -> dict:
         run.timings["write"] += time.perf_counter() - t
     return {"n_clusters": n_clusters, "largest_cluster": int(sizes.max(initial=0)),
             "clustered_atoms": int(sizes.sum()),
-            "cluster_sizes": [[int(s), int(c)] for s, c in zip(size_values, size_counts)]}
+            "cluster_sizes": [[int(s), int(c)] for s, c in zip(size_values, size_counts)],
+            **recomputed}
 
 
 def _annotated_frame_path(config, f) -> str:
     return os.path.join(config.out, "annotated", f"frame-{f:06d}.lammpstrj")
 
 
-def _chunked_logsum(run, comm, ref, q) -> np.ndarray:
-    """log Σ_j K(q_i, x_j) of this rank's queries against ``ref``, ``chunk_atoms`` at a time; the
-    same number of calls on every rank of ``comm`` (the ring is collective)."""
+def _reference_set(config, comm, x, h):
+    """A ReferenceSet in the run's precision (collective)."""
+    from ..distributed.drivers import ReferenceSet
+
+    return ReferenceSet(comm, x, h, ref_memory=config.ref_memory, precision=config.precision,
+                        float32_tolerance=config.float32_tolerance)
+
+
+def _chunked_logsum(run, comm, ref, q, measure: str, eps=None) -> tuple[np.ndarray, dict]:
+    """(log Σ_j K(q_i, x_j) of this rank's queries against ``ref``, {}), ``chunk_atoms`` at a
+    time; the same number of calls on every rank of ``comm`` (the ring is collective). In float32,
+    rows within their bound of ``eps`` (a δH threshold the measure decides on) are recomputed in
+    float64 too, and the dict is ``{MEASURE_float32_recomputed: rows recomputed}`` (collective)."""
+    from ..metrics import near_threshold
+
     chunk = run.config.chunk_atoms
     n_chunks = int(comm.reduce_max(-(-q.shape[0] // chunk)))
     out = np.empty(q.shape[0])
+    stats = {}
     for c in range(n_chunks):
         a, b = min(c * chunk, q.shape[0]), min((c + 1) * chunk, q.shape[0])
-        out[a:b] = ref.logsum(q[a:b], run.config.threads)[:, 0]
+        out[a:b] = ref.logsum(q[a:b], run.config.threads, stats=stats,
+                              must_recompute=None if eps is None else near_threshold(eps))[:, 0]
         run.world.poll()
-    return out
+    if run.config.precision != "float32":
+        return out, {}
+    return out, {f"{measure}_float32_recomputed": int(comm.reduce_sum(int(stats.get("float32_recomputed_rows", 0))))}
 
 
 def sample_hashes(seed: int, frame: int, ids) -> np.ndarray:
@@ -327,16 +343,15 @@ def sample_mask(comm, keys, m: int) -> np.ndarray:
 
 def _frame_entropy(run, comm, x, ids, f, n) -> dict:
     """H of the frame: exact, or estimated from a sample of query atoms (with its standard error)."""
-    from ..distributed.drivers import ReferenceSet
-
     config = run.config
-    ref = ReferenceSet(comm, x, run.h, ref_memory=config.ref_memory)
+    ref = _reference_set(config, comm, x, run.h)
     exact = n <= config.exact_atoms or config.sample_atoms >= n
     q = x if exact else x[sample_mask(comm, sample_hashes(config.seed, f, ids), config.sample_atoms)]
-    L = _chunked_logsum(run, comm, ref, q)
+    L, recomputed = _chunked_logsum(run, comm, ref, q, "entropy")
     m = int(comm.reduce_sum(int(L.size)))
     mean = float(comm.reduce_sum(float(L.sum()))) / m
-    out = {"entropy": math.log(n) - mean, "entropy_stderr": 0.0, "entropy_exact": exact, "entropy_sample": m}
+    out = {"entropy": math.log(n) - mean, "entropy_stderr": 0.0, "entropy_exact": exact, "entropy_sample": m,
+           **recomputed}
     if not exact:
         var = float(comm.reduce_sum(float(((L - mean) ** 2).sum()))) / (m - 1)
         out["entropy_stderr"] = math.sqrt(var / m * (1.0 - m / n))
@@ -347,13 +362,15 @@ def _vs_first(run, comm, x) -> dict:
     """δH of this frame's atoms against the first frame: mean, extremes, quantiles, novelty."""
     from ..distributed.statistics import frame_statistics
 
-    dh = -_chunked_logsum(run, comm, run.first_ref, x)
+    L, recomputed = _chunked_logsum(run, comm, run.first_ref, x, "dH_vs_first", eps=run.config.eps)
+    dh = -L
     st = frame_statistics(comm, dh, [])
     novel = int(comm.reduce_sum(int(np.count_nonzero(dh >= run.config.eps))))
     q = st["quantiles"]
     return {"dH_vs_first_mean": st["mean"], "dH_vs_first_min": st["min"], "dH_vs_first_max": st["max"],
             "dH_vs_first_quantiles": q, "dH_vs_first_p50": q["p50"],
-            "dH_vs_first_quantile_resolution": st["quantile_resolution"], "novelty": novel / st["atoms"]}
+            "dH_vs_first_quantile_resolution": st["quantile_resolution"], "novelty": novel / st["atoms"],
+            **recomputed}
 
 
 def _finalize(run, chosen, bad, mode, wall) -> dict:

@@ -61,6 +61,8 @@ class TrajectoryConfig(CommandLineConfig):
     chunk_atoms: int = 65_536
     read_block: int = READ_BLOCK
     ref_memory: int = 2 << 30
+    precision: str = "float64"
+    float32_tolerance: float = 1e-3
     skip_bad_frames: bool = False
     frame_parallel_atoms: int = 200_000
     clusters: str | None = None
@@ -98,6 +100,11 @@ class TrajectoryConfig(CommandLineConfig):
         if not (math.isfinite(float(self.eps)) and float(self.eps) >= 0):
             raise ValueError(f"--eps must be a finite number >= 0, got {self.eps!r}")
         object.__setattr__(self, "read_block", max(1, int(self.read_block or READ_BLOCK)))
+        from ..kernels.precision import check_precision_options
+
+        precision, tolerance = check_precision_options(self.precision, self.float32_tolerance)
+        object.__setattr__(self, "precision", precision)
+        object.__setattr__(self, "float32_tolerance", tolerance)
 
     def _check_clusters(self):
         c = float(self.cluster_cutoff)

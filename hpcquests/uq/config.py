@@ -21,7 +21,9 @@ class ScanConfig(CommandLineConfig):
     traj: the dump. ref: a descriptor store or a structure file. out: output directory.
     bandwidth: h. threshold: report the fraction of atoms with δH above each value. frames:
     selection "START:STOP:STEP" (None: all). types: LAMMPS type to element map ("1=Ta,2=W").
-    backend: kernel backend. chunk_atoms: atoms per rank per chunk (memory bound and checkpoint
+    backend: kernel backend. precision: float64 | float32 (docs/precision.md); float32_tolerance:
+    the largest error bound (nats) a float32 row keeps, others are recomputed in float64 (each
+    atom's flag is in the result store). chunk_atoms: atoms per rank per chunk (memory bound and checkpoint
     granularity). read_block: bytes of atom lines parsed and sent at a time (no effect on
     results). k, cutoff: descriptor parameters. ref_memory: gather the reference up to this many
     bytes, else the ring. skip_bad_frames: skip truncated or malformed frames.
@@ -42,6 +44,8 @@ class ScanConfig(CommandLineConfig):
     frames: str | None = None
     types: str | None = None
     backend: str = "cpu"
+    precision: str = "float64"
+    float32_tolerance: float = 1e-3
     chunk_atoms: int = 262_144
     read_block: int = READ_BLOCK
     k: int = 32
@@ -60,5 +64,10 @@ class ScanConfig(CommandLineConfig):
             raise ValueError(f"--chunk-atoms must be >= 1, got {self.chunk_atoms}")
         if self.backend not in BACKENDS:
             raise ValueError(f"--backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        from ..kernels.precision import check_precision_options
+
+        precision, tolerance = check_precision_options(self.precision, self.float32_tolerance)
+        object.__setattr__(self, "precision", precision)
+        object.__setattr__(self, "float32_tolerance", tolerance)
         object.__setattr__(self, "threshold", tuple(float(t) for t in self.threshold))
         object.__setattr__(self, "read_block", max(1, int(self.read_block or READ_BLOCK)))

@@ -236,7 +236,8 @@ def _prepare(config: ScanConfig, comm, frames, chosen, reader) -> _Run:
     # the first chosen frame's species (streamed in blocks), to check against the reference
     species = reader.species(comm, frames[chosen[0]], chosen[0])
     x_ref = load_reference(comm, config, species)
-    ref = ReferenceSet(comm, x_ref, config.bandwidth, ref_memory=config.ref_memory, backend=config.backend)
+    ref = ReferenceSet(comm, x_ref, config.bandwidth, ref_memory=config.ref_memory, backend=config.backend,
+                       precision=config.precision, float32_tolerance=config.float32_tolerance)
     del x_ref
     mem("reference")
     # many frames, small ones, a gathered reference: each rank scans whole frames on its own;
@@ -277,11 +278,12 @@ def _scan_frames(run: _Run, frames, chosen):
             _atomic_json(run.ckpt.frame_file(f), stats)
 
 
-def _scan_chunk(run, binned, dom, info, f, c, q0, q1, dh_owned):
+def _scan_chunk(run, binned, dom, info, f, c, q0, q1, dh_owned, redone_owned):
     """Descriptors and δH of owned atoms q0:q1 of frame f, written as checkpoint chunk c."""
     config, world, ref, ckpt, timings = run.config, run.world, run.ref, run.ckpt, run.timings
     from ..distributed.dump_frames import owned_descriptors
     from ..faults import inject
+    from ..metrics import near_threshold
 
     rank = world.rank  # fault points and the test signal name the world rank
     t = time.perf_counter()
@@ -289,12 +291,18 @@ def _scan_chunk(run, binned, dom, info, f, c, q0, q1, dh_owned):
     inject("uq.chunk", rank)
     timings["descriptors"] += time.perf_counter() - t
     t = time.perf_counter()
-    dh = ref.delta_entropy(x, config.threads)
+    precision = {}
+    dh = ref.delta_entropy(x, config.threads, stats=precision, must_recompute=near_threshold(config.threshold))
     timings["dH"] += time.perf_counter() - t
     t = time.perf_counter()
-    _write_chunk(ckpt.chunk_file(f, c), {
-        "dH": dh, "frame": np.full(q1 - q0, f, dtype=np.int64), "atom_id": dom["id"][q0:q1],
-        "timestep": np.full(q1 - q0, info.timestep, dtype=np.int64), "row": dom["row"][q0:q1]})
+    arrays = {"dH": dh, "frame": np.full(q1 - q0, f, dtype=np.int64), "atom_id": dom["id"][q0:q1],
+              "timestep": np.full(q1 - q0, info.timestep, dtype=np.int64), "row": dom["row"][q0:q1]}
+    if config.precision == "float32":  # which atoms' dH float32 could not bound: recomputed in float64
+        redone = np.zeros(q1 - q0, dtype=np.uint8)
+        redone[precision["float32_recomputed_index"]] = 1
+        arrays["float64_recomputed"] = redone
+        redone_owned[q0:q1] = redone
+    _write_chunk(ckpt.chunk_file(f, c), arrays)
     ckpt.log_computed(f, c)
     timings["write"] += time.perf_counter() - t
     run.chunk_done()
@@ -328,6 +336,7 @@ def _scan_frame(run, comm, info, f, prog):
     n_chunks = comm.reduce_max(-(-n_owned // config.chunk_atoms))
     prog.total = n_chunks
     dh_owned = np.empty(n_owned)
+    redone_owned = np.zeros(n_owned, dtype=np.uint8)
     for c in range(n_chunks):
         q0 = min(c * config.chunk_atoms, n_owned)
         q1 = min(q0 + config.chunk_atoms, n_owned)
@@ -336,11 +345,13 @@ def _scan_frame(run, comm, info, f, prog):
         # every rank must agree whether to compute (the ring is collective)
         all_done = comm.every_rank(done_here)
         if all_done:
-            dh_owned[q0:q1] = _read_chunk(path)["dH"]
+            chunk = _read_chunk(path)
+            dh_owned[q0:q1] = chunk["dH"]
+            redone_owned[q0:q1] = chunk.get("float64_recomputed", 0)
             prog.update(c + 1)
             continue
         with deferred_signals():  # a signal now waits until this chunk is checkpointed
-            _scan_chunk(run, binned, dom, info, f, c, q0, q1, dh_owned)
+            _scan_chunk(run, binned, dom, info, f, c, q0, q1, dh_owned, redone_owned)
         prog.update(c + 1)
         world.poll()  # a chunk boundary: act on a signal, or on another rank's stop
     binned = None  # the point set: not needed any more
@@ -348,6 +359,8 @@ def _scan_frame(run, comm, info, f, prog):
     mem("chunks (descriptors, dH, shards)")
     stats = frame_statistics(comm, dh_owned, config.threshold)
     stats.update(frame=int(f), timestep=int(info.timestep))
+    if config.precision == "float32":
+        stats["float32_recomputed_rows"] = int(comm.reduce_sum(int(redone_owned.sum())))
     if not config.no_annotated_dump:
         t = time.perf_counter()
         # δH back to the rank that read each row, then written in file order
@@ -446,6 +459,7 @@ def _finalize(run, chosen, frame_stats, bad, wall):
         frame_stats.sort(key=lambda s: s["frame"])
         summary = {"traj": config.traj, "ref": config.ref, "reference_environments": ref.n_ref,
                    "reference_path": ref.path, "bandwidth": config.bandwidth, "thresholds": config.threshold,
+                   "precision": _precision_summary(config, frame_stats),
                    "ranks": comm.size, "mode": run.mode, "frames": frame_stats, "skipped_frames": bad,
                    "atoms": int(sum(s.get("atoms", 0) for s in frame_stats)),
                    "timings_s": timings, "wall_s": wall, "peak_rss_mib_per_rank": peak_rss}
@@ -457,6 +471,15 @@ def _finalize(run, chosen, frame_stats, bad, wall):
         return summary
 
     return write()
+
+
+def _precision_summary(config, frame_stats) -> dict:
+    """The precision record of summary.json: in float32, the tolerance and the atoms recomputed in
+    float64 (counted from the chunks themselves, so a resumed scan counts every chunk)."""
+    if config.precision != "float32":
+        return {"precision": config.precision}
+    return {"precision": "float32", "float32_tolerance": config.float32_tolerance,
+            "float32_recomputed_rows": int(sum(s.get("float32_recomputed_rows", 0) for s in frame_stats))}
 
 
 def _concatenate_annotated(config, chosen):

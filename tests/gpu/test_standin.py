@@ -5,7 +5,6 @@ self-pair indices, running-minimum rescales and log-sum finish on numpy; the emu
 runs the CUDA tile kernel's source itself (compiled as C++20, one thread per CUDA thread).
 """
 
-import math
 
 import numpy as np
 import pytest
