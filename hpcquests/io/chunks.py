@@ -42,10 +42,10 @@ def create_checked_dataset(group, name: str, data) -> None:
 
     Numeric arrays: the chunks are formed here (the last one padded with the fill value, as
     HDF5 stores edge chunks whole) and written with ``write_direct_chunk``, their checksum from
-    ``kernels.checksum.hdf5_fletcher32_words`` (bit-exact with HDF5's filter): one pass, no
+    ``kernels.checksum.hdf5_fletcher32`` (bit-exact with HDF5's filter): one pass, no
     filter pipeline. Anything else (strings, 0-d, empty) goes through HDF5's writer
     (checksummed where HDF5 can chunk it)."""
-    from ..kernels.checksum import hdf5_fletcher32_words
+    from ..kernels.checksum import hdf5_fletcher32
 
     a = _native(data)
     if a.ndim == 0 or a.dtype.kind not in "biufc" or any(n == 0 for n in a.shape):
@@ -70,6 +70,6 @@ def create_checked_dataset(group, name: str, data) -> None:
             full[:block.shape[0]] = block
             block = full
         body[:] = block.reshape(-1).view(np.uint8)
-        checksum = hdf5_fletcher32_words(body.view(np.uint16))
+        checksum = hdf5_fletcher32(body)  # any byte count (uint8 columns can be odd)
         buf[nbytes:] = np.frombuffer(int(checksum).to_bytes(4, "little"), dtype=np.uint8)
         ds.id.write_direct_chunk((r0, *tail), buf)

@@ -624,7 +624,7 @@ class DescriptorStore:
         """Rows [start, stop) of ``name`` and whether their values were checked too: chunks read
         with ``preadv`` into the result, their checksums verified and (descriptors) their values
         checked while in cache, spread over a few threads (all release the GIL)."""
-        from ..kernels.checksum import first_nonfinite_row, hdf5_fletcher32_words
+        from ..kernels.checksum import first_nonfinite_row, hdf5_fletcher32
 
         spans = self._sources.get(name)
         hdf5 = (lambda: (self._read_hdf5(name, ds, slice(start, stop)), False))
@@ -666,7 +666,7 @@ class DescriptorStore:
                     return f"shard {file} dataset {name!r} rows {g0}-{r_hi - 1}: {exc.strerror}"
                 if got != nbytes + 4:
                     return f"shard {file} dataset {name!r} rows {g0}-{r_hi - 1}: the file ends early (truncated)"
-                if hdf5_fletcher32_words(body.view(np.uint16)) != int.from_bytes(trailer, "little"):
+                if hdf5_fletcher32(body) != int.from_bytes(trailer, "little"):
                     return f"shard {file} dataset {name!r} rows {g0}-{r_hi - 1} fail their checksum"
                 if not whole:
                     flat[(a - start) * rb:(b - start) * rb] = body[(a - g0) * rb:(b - g0) * rb]

@@ -126,6 +126,22 @@ def test_datasets_are_chunked_checksummed_and_filled(tmp_path):
     assert verify_store(path)["descriptors"] == 6000
 
 
+@pytest.mark.parametrize("n_rows", [1, 7, 1001])
+def test_one_byte_columns_of_odd_length(tmp_path, n_rows):
+    """A uint8 column (the UQ scan's float64_recomputed flags) whose chunks hold an odd number of
+    bytes: written with HDF5's checksum (plain h5py verifies it) and read back through the
+    verified reader (1b2157d..this change: 'its size must be a divisor' when viewing as uint16)."""
+    x = np.random.default_rng(0).standard_normal((n_rows, 3))
+    flags = (np.arange(n_rows) % 3 == 0).astype(np.uint8)
+    path = str(tmp_path / "s.h5")
+    write_store(path, x, [0, n_rows], k=32, cutoff=5.0, extra={"flags": flags})
+    with h5py.File(path) as f:
+        assert np.array_equal(f["flags"][...], flags)
+    with open_store(path) as s:
+        assert np.array_equal(s.read("flags"), flags)
+        assert np.array_equal(s.read("flags", slice(0, max(1, n_rows // 2))), flags[:max(1, n_rows // 2)])
+
+
 def flip(path, offset):
     with open(path, "r+b") as f:
         f.seek(offset)
