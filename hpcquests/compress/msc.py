@@ -110,7 +110,7 @@ def _stack_centred(arrs, d, offsets):
 
 
 def msc(descs, size, h: float = DEFAULT_BANDWIDTH, *, reference=None, lazy: bool = True, threads=None,
-        backend: str = "cpu", progress=None, details: bool = False):
+        backend: str = "cpu", progress=None, details: bool = False, precision: str | None = None):
     """Greedy MSC selection of ``size`` structures from a list of descriptor arrays (serial).
 
     Args:
@@ -122,6 +122,10 @@ def msc(descs, size, h: float = DEFAULT_BANDWIDTH, *, reference=None, lazy: bool
         threads: numba threads; backend: 'cpu' (lazy/eager numba kernels) or 'gpu'/'auto'
             (eager updates through the kernel backend registry).
         details: return the ``GreedyResult`` instead of the index list(s).
+        precision: float64 (None: the default, or a backend object's own) or float32. Picks and
+            scores are float64's either way: the CPU's lazy greedy does its bulk work (the
+            bounds) in float32 and every value it accepts in float64; a float32 backend's
+            argmax is certified (``_EagerPicker``).
 
     Returns:
         The selected global indices in pick order (a list, or a list of lists for a list of
@@ -133,7 +137,7 @@ def msc(descs, size, h: float = DEFAULT_BANDWIDTH, *, reference=None, lazy: bool
     entropies = _entropies_of_list(arrs, offsets, h, threads)
     y, centre = _stack_centred(arrs, d, offsets)
     res = distributed_msc(SerialComm(), y, offsets, 0, size, h=h, reference=reference, lazy=lazy, threads=threads,
-                          backend=backend, progress=progress, _prepared=(centre, d, entropies))
+                          backend=backend, progress=progress, _prepared=(centre, d, entropies), precision=precision)
     if details:
         return res
     sizes = res.extra["sizes"]
@@ -159,7 +163,7 @@ def _entropies_of_list(arrs, offsets, h, threads, batch_rows: int = 1 << 20):
 
 def distributed_msc(comm, x_local, local_offsets, first_index: int, size, *, h: float = DEFAULT_BANDWIDTH,
                     reference=None, lazy: bool = True, threads=None, backend: str = "cpu",
-                    progress=None, _prepared=None) -> GreedyResult:
+                    progress=None, _prepared=None, precision: str | None = None) -> GreedyResult:
     """Greedy MSC over structures spread in contiguous blocks over the ranks of ``comm``.
 
     Args:
@@ -179,6 +183,10 @@ def distributed_msc(comm, x_local, local_offsets, first_index: int, size, *, h: 
     x_local = np.ascontiguousarray(x_local, dtype=np.float64)
     local_offsets = np.ascontiguousarray(local_offsets, dtype=np.int64)
     n_local = local_offsets.size - 1
+    if precision is not None:
+        from ..kernels.precision import check_precision
+
+        precision = check_precision(precision)
 
     # _prepared = (centre, d, H(S)): x_local is already centred on it and zero-padded, and the
     # structures' entropies were computed from the rows as given (``msc``)
@@ -212,7 +220,7 @@ def distributed_msc(comm, x_local, local_offsets, first_index: int, size, *, h: 
     if backend != "cpu":
         return _eager_backend(comm, backend, y, local_offsets, entropies,
                               _PickPlan(target, n_total, first_index, owner_of, all_counts), centre, ref, sizes,
-                              threads, progress, (inv2h2, prune_d2))
+                              threads, progress, (inv2h2, prune_d2), precision)
 
     axes, spectrum = principal_axes(comm, y)
     rank = bound_rank(spectrum, n_env_total, hs, y.shape[1])
@@ -236,7 +244,7 @@ def distributed_msc(comm, x_local, local_offsets, first_index: int, size, *, h: 
     eager = _eager_pair_count(order, all_counts, None if ref is None else ref.shape[0], ref is not None)
     return GreedyResult(order, np.asarray(scores), entropies, pairs, eager,
                         extra={"sizes": sizes, "n_env_total": n_env_total, "bound_pairs": bound_pairs,
-                               "bound_rank": rank if use_bounds else 0})
+                               "bound_rank": rank if use_bounds else 0, "precision": precision or "float64"})
 
 
 class _PickPlan(NamedTuple):
@@ -324,9 +332,20 @@ class _LazyPicker:
 
 class _EagerPicker:
     """Scores from a kernel backend (the GPU path): every live candidate's state is folded with
-    each pick; the scores come from one ``finish`` per step."""
+    each pick; the scores come from one ``finish`` per step, and the step's leaders are scored
+    again exactly (``_certified_best``), so the picks are the CPU lazy greedy's.
 
-    def __init__(self, be, y, offsets, ent_local, first_index, inv2h2, prune_d2):
+    float32 backend (``precision="float32"``): its scores are within a bound B_i of the float64
+    ones (``kernels.precision.float32_error_bound`` of each environment, with the largest norm
+    folded so far; a structure's score moves by at most its environments' largest bound). The
+    argmax is *certified*: every live structure whose float32 score + B_i reaches the leader's
+    float32 score − B_lead is a contender, and the contenders' scores are recomputed in float64
+    by the CPU lazy greedy's own exact folds (``kernels.greedy.exact_scores``: each environment on
+    its own, one selected structure at a time in order). The proposed (score, index) is then the
+    CPU greedy's, bit for bit, so the picks are float64's, exact ties included.
+    """
+
+    def __init__(self, be, y, offsets, ent_local, first_index, inv2h2, prune_d2, n_prune: int = 1):
         self.be, self.y, self.offsets = be, y, offsets
         self.ent_local, self.first_index = ent_local, first_index
         self.inv = np.array([inv2h2])
@@ -334,17 +353,67 @@ class _EagerPicker:
         self.alive = np.ones(offsets.size - 1, dtype=bool)
         self.st = be.start(y, 1)
         self.folded_any = False
+        from ..kernels.cpu import squared_norms
+
+        self.float32 = getattr(be, "precision", "float64") == "float32"
+        self.yn = squared_norms(y) if y.shape[0] else np.zeros(0)
+        self.folds: list = []  # every block folded, in order (the exact recomputation replays them)
+        self.r_x = 0.0  # the largest centred norm folded so far
+        self.y_norms = np.sqrt(self.yn)
+        self.n_prune = int(n_prune)
+        self.h = math.sqrt(1.0 / (2.0 * inv2h2))
+        self.recomputed_structures = 0
+
+    def _fold(self, rows):
+        self.be.fold(self.st, rows, self.inv, self.prune_d2)
+        self.folded_any = True
+        if len(rows):
+            self.folds.append(np.ascontiguousarray(rows, dtype=np.float64))
+            self.r_x = max(self.r_x, float(np.sqrt(np.einsum("ij,ij->i", rows, rows).max())))
 
     def fold_reference(self, ref_c):
-        self.be.fold(self.st, ref_c, self.inv, self.prune_d2)
-        self.folded_any = True
+        self._fold(ref_c)
 
     def propose(self, step):
         if not self.folded_any:
             return _best_of(self.ent_local, self.first_index, self.alive)
         L = self.be.finish(self.st, self.inv)[:, 0]
         worst = np.minimum.reduceat(L, self.offsets[:-1]) if self.alive.size else np.zeros(0)
-        return _best_of(self.ent_local - worst, self.first_index, self.alive)
+        score = self.ent_local - worst
+        if not self.alive.any():
+            return _best_of(score, self.first_index, self.alive)
+        return self._certified_best(score)
+
+    def _certified_best(self, score):
+        """The local argmax with the CPU greedy's exact score: contenders resolved exactly. A
+        float64 backend's scores differ from the CPU's in the last bits (GEMM blocking): its band
+        is the lazy greedy's TIE_BAND, so exact copies still tie and go to the lowest index."""
+        from ..kernels.greedy import TIE_BAND
+        from ..kernels.precision import float32_error_bound
+
+        if self.float32:
+            env_bound = float32_error_bound([self.h], self.y.shape[1], self.y_norms, self.r_x, self.n_prune)
+            bound = np.maximum.reduceat(env_bound, self.offsets[:-1])
+        else:
+            bound = TIE_BAND * np.maximum(1.0, np.abs(score))
+        live = np.where(self.alive, score - bound, -np.inf)
+        floor = live.max()  # the leader's float64 score is at least this
+        contenders = np.flatnonzero(self.alive & ~(score + bound < floor))
+        exact = np.full(score.shape, -np.inf)
+        exact[contenders] = self._float64_scores(contenders)
+        self.recomputed_structures += contenders.size
+        return _best_of(exact, self.first_index, self.alive)
+
+    def _float64_scores(self, structures) -> np.ndarray:
+        """The float64 scores of ``structures`` (local indices), as the CPU lazy greedy has them."""
+        from ..kernels.cpu import squared_norms
+        from ..kernels.greedy import exact_scores
+
+        sel_x = np.ascontiguousarray(np.concatenate(self.folds), dtype=np.float64)
+        sel_off = np.concatenate([[0], np.cumsum([len(b) for b in self.folds])]).astype(np.int64)
+        sel_xn = np.concatenate([squared_norms(np.ascontiguousarray(b, dtype=np.float64)) for b in self.folds])
+        return exact_scores(np.asarray(structures, dtype=np.int64), self.offsets, self.y, self.yn, sel_x, sel_xn,
+                            sel_off, float(self.inv[0]), float(self.prune_d2), self.ent_local)
 
     def look_ahead(self) -> bool:
         return False
@@ -357,8 +426,7 @@ class _EagerPicker:
         return (np.empty((n_rows, self.y.shape[1])),)
 
     def add(self, rows):
-        self.be.fold(self.st, rows, self.inv, self.prune_d2)
-        self.folded_any = True
+        self._fold(rows)
 
 
 def _may_speculate(comm) -> bool:
@@ -636,20 +704,23 @@ class _LazyState:
 
 
 def _eager_backend(comm, backend, y, offsets, entropies, plan: _PickPlan, centre, ref, sizes, threads, progress,
-                   kernel):
+                   kernel, precision=None):
     """The greedy through the kernel-backend protocol (``_EagerPicker``), in the one pick loop."""
     from ..metrics import backend_on
     from ..runtime import threads as thread_context
 
-    be = backend_on(backend, comm)
+    be = backend_on(backend, comm, precision=precision)
     inv2h2, prune_d2 = kernel  # 1/(2h²) and the pruning distance²
     n_local = offsets.size - 1
     ent_local = entropies[plan.first_index:plan.first_index + n_local]
+    n_prune = int(plan.all_counts.sum()) + (0 if ref is None else ref.shape[0])
     with thread_context(threads):
-        picker = _EagerPicker(be, y, offsets, ent_local, plan.first_index, inv2h2, prune_d2)
+        picker = _EagerPicker(be, y, offsets, ent_local, plan.first_index, inv2h2, prune_d2, n_prune)
         if ref is not None:
             picker.fold_reference(_centred_padded(ref, centre))
         order, scores = _pick_loop(comm, picker, plan, False, progress)
     eager = _eager_pair_count(order, plan.all_counts, None if ref is None else ref.shape[0], ref is not None)
-    return GreedyResult(order, np.asarray(scores), entropies, eager, eager,
-                        extra={"sizes": sizes, "n_env_total": int(plan.all_counts.sum()), "backend": be.name})
+    extra = {"sizes": sizes, "n_env_total": int(plan.all_counts.sum()), "backend": be.name,
+             "precision": getattr(be, "precision", "float64"),
+             "exact_rescored_structures": int(comm.reduce_sum(picker.recomputed_structures))}
+    return GreedyResult(order, np.asarray(scores), entropies, eager, eager, extra=extra)

@@ -532,6 +532,33 @@ def refresh_all(cands, env_off, env, st, sel, n_sel, inv2h2, prune_d2, structs):
 
 
 @nb.njit(parallel=True, cache=True)
+def exact_scores(cands, env_off, y, yn, sel_x, sel_xn, sel_off, inv2h2, prune_d2, entropies):
+    """The lazy greedy's exact scores (bitwise: the same folds, one selected structure at a time in
+    selection order) of the structures ``cands`` against every selected structure of ``sel_off``,
+    each computed from scratch: max_e δH(y_e | C) + H(c). The certification of a float32 backend's
+    argmax (``compress.msc._EagerPicker``). Returns (len(cands),) float64."""
+    prune = min(prune_d2, BIG)
+    n_sel = sel_off.shape[0] - 1
+    out = np.empty(cands.shape[0])
+    for k in nb.prange(cands.shape[0]):
+        c = cands[k]
+        a = env_off[c]
+        b = env_off[c + 1]
+        fst = np.zeros((5, b - a))
+        fst[M] = np.inf
+        fst[MB] = np.inf
+        fst[UB] = np.inf
+        ist = np.zeros((2, b - a), dtype=np.int64)
+        row = np.empty(COL_BLOCK)
+        ys = y[a:b]
+        yns = yn[a:b]
+        for e in range(b - a):
+            _exact_env(e, n_sel, ys, yns, fst, ist, sel_x, sel_xn, sel_off, inv2h2, prune, row)
+        out[k] = fst[UB, _top_env(fst, 0, b - a)] + entropies[c]
+    return out
+
+
+@nb.njit(parallel=True, cache=True)
 def structure_entropies(y, env_off, inv2h2):
     """H(S) = log n − (1/n) Σ_i log Σ_j K(y_i, y_j) of each structure's own environments.
 

@@ -21,6 +21,12 @@ SCRIPT = textwrap.dedent('''
     from hpcquests.compress.msc import distributed_msc
 
     conditional = sys.argv[1] == "conditional"
+    backend = "cpu"
+    if len(sys.argv) > 2:  # an eager kernel backend in float32: its argmax certified exactly
+        from hpcquests.kernels.cpu_backend import CpuBackend
+        from hpcquests.kernels.gpu import GpuBackend
+        backend = {"cpu32": CpuBackend("float32"),
+                   "gpu32": GpuBackend(xp=np, precision="float32", query_block=30, ref_block=40)}[sys.argv[2]]
     rng = np.random.default_rng(11)
     sizes = rng.integers(3, 40, size=37)            # uneven structures: uneven partitions
     descs = [rng.normal(scale=0.04, size=(int(n), 9)) + 0.03 * (i % 5) for i, n in enumerate(sizes)]
@@ -31,7 +37,7 @@ SCRIPT = textwrap.dedent('''
     lo, hi = local_structure_range(comm, sizes)
     x = np.concatenate(descs[lo:hi]) if hi > lo else np.zeros((0, 9))
     off = np.concatenate([[0], np.cumsum(sizes[lo:hi])]).astype(np.int64)
-    res = distributed_msc(comm, x, off, lo, [5, 0.5, 1.0], reference=ref)
+    res = distributed_msc(comm, x, off, lo, [5, 0.5, 1.0], reference=ref, backend=backend)
     if comm.rank == 0:
         print(json.dumps({"order": res.order, "scores": [float(v).hex() for v in res.scores],
                           "entropies": [float(v).hex() for v in res.entropies], "sizes": res.extra["sizes"],
@@ -75,3 +81,17 @@ def test_same_selection_on_any_rank_count(script, n, mode, lookahead, monkeypatc
     assert got["sizes"] == [5, 19, 37]
     if mode == "plain":
         assert got["order"].index(7) < got["order"].index(20)
+
+
+@pytest.mark.parametrize("backend", ["cpu32", "gpu32"])
+@pytest.mark.parametrize("mode", ["plain", "conditional"])
+@pytest.mark.parametrize("n", RANK_COUNTS)
+def test_float32_backend_picks_the_float64_selection(script, n, mode, backend):
+    """A float32 eager backend (the CPU's float32 kernel, or the GPU twin on numpy) picks the
+    float64 lazy greedy's structures with its scores, bit for bit, the exact tie included."""
+    out = run_mpi(n, [script, mode, backend], timeout=180)
+    assert out.returncode == 0, out.stderr
+    got = json.loads([ln for ln in out.stdout.splitlines() if ln.startswith("{")][0])
+    ref = serial(mode == "conditional")
+    assert got["order"] == ref.order
+    assert got["scores"] == [float(v).hex() for v in ref.scores]

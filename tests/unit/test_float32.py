@@ -249,3 +249,42 @@ def test_cli_dh_and_overlap_float32(files, tmp_path):
 def test_cli_bad_precision_options(files, args, message):
     out = run_cli("entropy", files / "ref.extxyz", *args)
     assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    descs = [hq.get_descriptors(a) for a in testing.mixed_dataset(n_structures=40, seed=3)]
+    return descs + [descs[5].copy(), descs[7].copy(), descs[5].copy()]  # copies: exact ties
+
+
+@pytest.mark.parametrize("h", [0.004, 0.015, 0.05])
+@pytest.mark.parametrize("make", ["cpu32", "gpu32", "gpu64"])
+def test_msc_float32_backend_picks_are_float64s(dataset, h, make):
+    """The certified argmax: picks and scores bitwise the CPU lazy greedy's (float64), ties to the
+    lowest index; a float64 eager backend too (its last bits differ; it is certified the same way)."""
+    from hpcquests.compress.msc import msc
+    from hpcquests.kernels.gpu import GpuBackend
+
+    be = {"cpu32": lambda: CpuBackend("float32"),
+          "gpu32": lambda: GpuBackend(xp=np, precision="float32", query_block=50, ref_block=70),
+          "gpu64": lambda: GpuBackend(xp=np, query_block=50, ref_block=70)}[make]()
+    ref = msc(dataset, 25, h, details=True)
+    got = msc(dataset, 25, h, details=True, backend=be)
+    assert got.order == ref.order
+    assert [v.hex() for v in got.scores] == [v.hex() for v in ref.scores]
+    assert got.extra["precision"] == be.precision and got.extra["exact_rescored_structures"] >= 24
+    # conditional, with a reference set
+    cond = np.concatenate(dataset[:3])
+    assert msc(dataset, 10, h, reference=cond, backend=be) == msc(dataset, 10, h, reference=cond)
+
+
+def test_msc_precision_switch(dataset):
+    from hpcquests.compress.msc import msc
+
+    ref = msc(dataset, 15, details=True)
+    lazy32 = msc(dataset, 15, details=True, precision="float32")  # the lazy greedy: exact values are float64
+    assert lazy32.order == ref.order and lazy32.extra["precision"] == "float32"
+    eager32 = msc(dataset, 15, details=True, backend=CpuBackend(), precision="float32")
+    assert eager32.order == ref.order and eager32.extra["precision"] == "float32"
+    with pytest.raises(ValueError, match="precision"):
+        msc(dataset, 3, precision="bfloat16")
