@@ -6,7 +6,8 @@ import os
 
 import numpy as np
 
-from .options import DEFAULT_BANDWIDTH, add_descriptor_options, add_run_options, add_structure_options
+from .options import (DEFAULT_BANDWIDTH, add_descriptor_options, add_precision_options, add_run_options,
+                      add_structure_options)
 from .policy import CliError
 
 
@@ -31,6 +32,7 @@ def add_compress(sub):
                         "remaining structures; the copies are listed in duplicates.tsv and the report")
     add_descriptor_options(p)
     add_structure_options(p)
+    add_precision_options(p)
     add_run_options(p)
     p.set_defaults(func=cmd_compress)
 
@@ -58,7 +60,8 @@ def compress_config(args, ctx):
                           threads=ctx.threads, write_structures=not args.no_structures,
                           multicomponent=args.multicomponent, species=args.species,
                           drop_duplicates=args.drop_duplicates, labels=parse_labels(args.labels),
-                          types=parse_types(args.types), command=ctx.command_line, progress_factory=ctx.progress)
+                          types=parse_types(args.types), command=ctx.command_line, progress_factory=ctx.progress,
+                          precision=args.precision, float32_tolerance=args.float32_tolerance)
 
 
 def cmd_compress(args, ctx):

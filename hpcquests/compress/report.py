@@ -30,23 +30,29 @@ def selection_rows(local_offsets, first_index: int, selected) -> np.ndarray:
     return np.concatenate([np.arange(local_offsets[c], local_offsets[c + 1]) for c in sel])
 
 
-def set_metrics(comm, x_local, h: float, *, threads=None, ref_memory=None) -> dict:
-    """H, D, n_envs and efficiency of the set whose rows are spread over the ranks."""
+def set_metrics(comm, x_local, h: float, *, threads=None, ref_memory=None, **precision) -> dict:
+    """H, D, n_envs and efficiency of the set whose rows are spread over the ranks. ``precision``:
+    ``precision=``, ``float32_tolerance=``, ``stats=`` (``distributed.drivers.distributed_logsum``)."""
     from ..distributed.drivers import DEFAULT_REF_MEMORY, distributed_entropy_diversity
 
     n = int(comm.reduce_sum(int(x_local.shape[0])))
     H, D = distributed_entropy_diversity(comm, x_local, h, threads=threads,
-                                         ref_memory=DEFAULT_REF_MEMORY if ref_memory is None else ref_memory)
+                                         ref_memory=DEFAULT_REF_MEMORY if ref_memory is None else ref_memory,
+                                         **precision)
     return {"n_envs": n, "entropy": float(H), "diversity": float(D),
             "efficiency": float(H / math.log(n)) if n > 1 else float("nan")}
 
 
-def coverage(comm, x_local, x_sel_local, h: float, eps: float, *, threads=None, ref_memory=None) -> float:
-    """overlap(full | selected): fraction of all environments with δH(y | selected) < eps."""
+def coverage(comm, x_local, x_sel_local, h: float, eps: float, *, threads=None, ref_memory=None,
+             precision=None, float32_tolerance=1e-3, stats=None) -> float:
+    """overlap(full | selected): fraction of all environments with δH(y | selected) < eps (in
+    float32, the rows within their bound of eps are decided in float64: float64's fraction)."""
     from ..distributed.drivers import DEFAULT_REF_MEMORY, ReferenceSet
+    from ..metrics import near_threshold
 
-    ref = ReferenceSet(comm, x_sel_local, h, ref_memory=DEFAULT_REF_MEMORY if ref_memory is None else ref_memory)
-    dh = ref.delta_entropy(x_local, threads=threads)
+    ref = ReferenceSet(comm, x_sel_local, h, ref_memory=DEFAULT_REF_MEMORY if ref_memory is None else ref_memory,
+                       precision=precision, float32_tolerance=float32_tolerance)
+    dh = ref.delta_entropy(x_local, threads=threads, stats=stats, must_recompute=near_threshold(eps))
     hits = int(comm.reduce_sum(int((dh < eps).sum())))
     total = int(comm.reduce_sum(int(x_local.shape[0])))
     return hits / total

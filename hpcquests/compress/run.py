@@ -67,6 +67,9 @@ class CompressConfig:
     sizes then count the remaining structures, selections keep the dataset's own indices, and
     the report lists every dropped copy. command: recorded in the report. progress_factory:
     callable(label, total, unit) -> progress object (a hook; not part of the result).
+    precision, float32_tolerance: the kernels' precision (docs/precision.md): in float32 the
+    report's H, D and overlap are float32's within their bound (rows over the tolerance and
+    overlap decisions near eps in float64, counted in the report); MSC's picks are float64's.
     """
 
     data: str
@@ -89,8 +92,15 @@ class CompressConfig:
     types: dict | None = None
     command: str = ""
     progress_factory: object = dataclasses.field(default=None, compare=False)
+    precision: str = "float64"
+    float32_tolerance: float = 1e-3
 
     def __post_init__(self):
+        from ..kernels.precision import check_precision_options
+
+        precision, tolerance = check_precision_options(self.precision, self.float32_tolerance)
+        object.__setattr__(self, "precision", precision)
+        object.__setattr__(self, "float32_tolerance", tolerance)
         object.__setattr__(self, "methods", tuple(check_methods(self.methods)))
         object.__setattr__(self, "sizes", tuple(self.sizes))
         if self.species is not None:
@@ -243,7 +253,7 @@ def _select(config: CompressConfig, comm, d: _Described, kept: _Kept):
         t0 = time.perf_counter()
         prog = config.progress("msc", max(kept.counts), "picks")
         res = distributed_msc(comm, kept.x_local, kept.local_offsets, kept.first, kept.counts, h=config.h,
-                              reference=ref_x, threads=config.threads, progress=prog)
+                              reference=ref_x, threads=config.threads, progress=prog, precision=config.precision)
         if prog is not None:
             prog.close()
         entropies = res.entropies
@@ -289,16 +299,20 @@ def _report(config: CompressConfig, comm, d: _Described, kept: _Kept, selections
     """Metrics of the full set and of every selection (collective), as the report."""
     from .report import coverage, force_tail, selection_rows, set_metrics
 
+    from ..distributed.drivers import precision_summary
+
     h, threads = config.h, config.threads
-    full = set_metrics(comm, d.x_local, h, threads=threads)
+    kernel = {"threads": threads, "precision": config.precision, "float32_tolerance": config.float32_tolerance,
+              "stats": {}}
+    full = set_metrics(comm, d.x_local, h, **kernel)
     forces = _force_norms(d.structures)
     rows_out = []
     for m in config.methods:
         for c in kept.counts:
             sel, dt = selections[(m, c)]
             x_sel_local = d.x_local[selection_rows(d.local_offsets, d.lo, sel)]
-            met = set_metrics(comm, x_sel_local, h, threads=threads)
-            ov = coverage(comm, d.x_local, x_sel_local, h, config.eps, threads=threads)
+            met = set_metrics(comm, x_sel_local, h, **kernel)
+            ov = coverage(comm, d.x_local, x_sel_local, h, config.eps, **kernel)
             row = {"method": m, "size": int(c), "fraction": c / kept.kept.size, **met, "overlap": ov, "time_s": dt}
             if forces is not None:
                 row["force_tail"] = force_tail(np.concatenate(forces),
@@ -314,7 +328,8 @@ def _report(config: CompressConfig, comm, d: _Described, kept: _Kept, selections
             "cutoff": config.cutoff, "eps": config.eps, "seed": config.seed, "ranks": comm.size,
             "methods": list(config.methods), "sizes": kept.counts, "full": full, "selections": rows_out,
             "descriptor_time_s": d.seconds, "compile_s": compile_s, "command": config.command,
-            "reference": config.reference, "wall_s": None}
+            "reference": config.reference, "wall_s": None,
+            "precision": precision_summary(comm, kernel["stats"], config.float32_tolerance)}
 
 
 def _write_outputs(config: CompressConfig, d: _Described, selections, entropies, report, t_start):

@@ -7,6 +7,7 @@ Every float32 value is checked against an independent float64 brute force (expli
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -288,3 +289,30 @@ def test_msc_precision_switch(dataset):
     assert eager32.order == ref.order and eager32.extra["precision"] == "float32"
     with pytest.raises(ValueError, match="precision"):
         msc(dataset, 3, precision="bfloat16")
+
+
+def test_cli_compress_float32(tmp_path):
+    """compress --precision float32: the same selections (MSC's picks are float64's), H and D within
+    the bound, overlap equal (decided in float64 near eps), the recomputed rows in the report."""
+    from ase.io import write
+
+    write(tmp_path / "d.extxyz", testing.mixed_dataset(n_structures=24, seed=4))
+    reports = []
+    for p in ("float64", "float32"):
+        out = run_cli("compress", tmp_path / "d.extxyz", "-o", tmp_path / p, "-m", "msc", "random", "-s", "4", "8",
+                      "--precision", p, "-q")
+        assert out.returncode == 0, out.stderr
+        reports.append(json.loads((tmp_path / p / "report.json").read_text()))
+        assert reports[-1]["precision"]["precision"] == p
+    r64, r32 = reports
+    bound = r32["precision"]["float32_max_bound"]
+    assert r32["precision"]["float32_recomputed_rows"] >= 0 and 0 < bound <= 1e-3
+    assert abs(r32["full"]["entropy"] - r64["full"]["entropy"]) <= bound
+    for a, b in zip(r64["selections"], r32["selections"]):
+        assert (a["method"], a["size"]) == (b["method"], b["size"])
+        assert abs(a["entropy"] - b["entropy"]) <= bound and abs(a["diversity"] - b["diversity"]) <= bound
+        assert a["overlap"] == b["overlap"]
+    for m in ("msc", "random"):
+        for size in (4, 8):
+            rel = os.path.join("selections", m, f"size_{size}", "indices.txt")
+            assert (tmp_path / "float64" / rel).read_text() == (tmp_path / "float32" / rel).read_text()
