@@ -6,13 +6,6 @@ from __future__ import annotations
 import numpy as np
 
 
-def _as_float32(a) -> np.ndarray:
-    """C-contiguous float32 copy; values beyond float32's range become ±inf silently (their rows'
-    error bound is inf, so they are recomputed in float64)."""
-    with np.errstate(over="ignore"):
-        return np.ascontiguousarray(a, dtype=np.float32)
-
-
 class QueryState:
     """Running log-sum-exp state of a block of (centred) queries: see ``hpcquests.kernels.cpu``."""
 
@@ -33,7 +26,8 @@ class CpuBackend:
 
     ``precision``: ``"float64"`` (``kernels.cpu``) or ``"float32"`` (``kernels.cpu_float32``: the
     GEMM, d² and the exps in float32, the state in float64; bound in ``kernels.precision``).
-    Inputs are float64 either way; float32 rounds them (and recomputes their norms) itself.
+    Inputs are float64 either way; float32 rounds them (and recomputes their norms) itself; values
+    beyond float32's range become inf there, and their rows' bound is inf (recomputed in float64).
     """
 
     name = "cpu"
@@ -64,10 +58,11 @@ class CpuBackend:
         from .cpu import squared_norms
 
         if self._f32:
-            from .cpu_float32 import squared_norms32
+            from .cpu_float32 import augment_queries
 
-            st = QueryState(_as_float32(yc), n_h)
-            st.yn = squared_norms32(st.y)
+            y, yn = augment_queries(np.ascontiguousarray(yc, dtype=np.float64))
+            st = QueryState(y, n_h)
+            st.yn = yn
         else:
             st = QueryState(np.ascontiguousarray(yc, dtype=np.float64), n_h)
             st.yn = squared_norms(st.y)
@@ -82,11 +77,12 @@ class CpuBackend:
         if xc.shape[0] == 0 or st.y.shape[0] == 0:
             return
         if self._f32:
-            from .cpu_float32 import kernel_logsum_update32, squared_norms32
+            from .cpu_float32 import augment_reference, kernel_logsum_update32
 
-            x32 = _as_float32(xc)
-            xn32 = xn if xn is not None and xn.dtype == np.float32 else squared_norms32(x32)
-            kernel_logsum_update32(st.y, st.yn, x32, xn32, inv2h2, prune_d2, st.m, st.s, exclude_offset)
+            # a prepared reference is already augmented ([x, -|x|^2/2], float32, one column more)
+            if not (xc.dtype == np.float32 and xc.shape[1] == st.y.shape[1]):
+                xc = augment_reference(np.ascontiguousarray(xc, dtype=np.float64))
+            kernel_logsum_update32(st.y, st.yn, xc, inv2h2, prune_d2, st.m, st.s, exclude_offset)
             return
         xc = np.ascontiguousarray(xc, dtype=np.float64)
         kernel_logsum_update(st.y, st.yn, xc, squared_norms(xc) if xn is None else xn, inv2h2, prune_d2,
@@ -104,10 +100,10 @@ class CpuBackend:
 
         inv2h2, prune_d2 = self.reference_params(hs, xc.shape[0])
         if self._f32:
-            from .cpu_float32 import squared_norms32
+            from .cpu_float32 import augment_reference
 
-            x32 = _as_float32(xc)
-            return {"x": x32, "xn": squared_norms32(x32), "inv2h2": inv2h2, "prune_d2": prune_d2}
+            x32 = augment_reference(np.ascontiguousarray(xc, dtype=np.float64))
+            return {"x": x32, "xn": None, "inv2h2": inv2h2, "prune_d2": prune_d2}
         xc = np.ascontiguousarray(xc, dtype=np.float64)
         return {"x": xc, "xn": squared_norms(xc), "inv2h2": inv2h2, "prune_d2": prune_d2}
 

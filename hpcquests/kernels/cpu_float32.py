@@ -1,10 +1,13 @@
 """float32 twin of ``hpcquests.kernels.cpu.kernel_logsum_update`` (``precision="float32"``).
 
 Same running log-sum-exp state (m float64, s float64) and the same exact pruning, but the GEMM
-tile (SGEMM), d² = |y|² + |x|² − 2G, the exponent and the exponential are float32: twice the
-vector width and half the GEMM cost. The error bound is ``kernels.precision.float32_error_bound``
-(rows over the tolerance are recomputed in float64 by the caller). Tiles are 256 × 512 (the
-fastest SGEMM shape for K = 63 measured on a Zen 2 core: 2.0× DGEMM's best tile).
+tile (SGEMM), d², the exponent and the exponential are float32: twice the vector width and half
+the GEMM cost. The rows are augmented by one column ([y, 1] and [x, −|x|²/2]) so that the GEMM
+itself yields g' = y·x − |x|²/2 and d² = |y|² − 2g': each row needs one pass for its nearest
+reference and one for the exps, nothing else. The error bound is
+``kernels.precision.float32_error_bound`` (rows over the tolerance are recomputed in float64 by
+the caller). Tiles are 256 × 512 (the fastest SGEMM shape for K = 63–64 measured on a Zen 2 core:
+2.0× DGEMM's best tile).
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ import numpy as np
 
 QUERY_BLOCK = 256
 REF_BLOCK = 512
-#: Stands in for +inf inside fastmath loops (float32's largest finite is 3.4e38).
-BIG32 = np.float32(1e38)
+#: Stands in for −inf inside fastmath loops (float32's largest finite is 3.4e38).
+NEG32 = np.float32(-1e38)
 _F0 = np.float32(0.0)
+_F1 = np.float32(1.0)
 _F2 = np.float32(2.0)
+_HALF = np.float32(0.5)
 
 
 @nb.njit(cache=True, fastmath={"contract", "arcp", "nsz"}, inline="always")
@@ -63,82 +68,99 @@ def exp32_values(a):
     return out
 
 
-@nb.njit(cache=True)
-def squared_norms32(x):
-    """(n,) float32 squared norms of a (n, d) float32 array, summed in float64 and rounded once."""
-    n, d = x.shape
-    out = np.empty(n, dtype=np.float32)
-    for i in range(n):
-        acc = 0.0
-        for c in range(d):
-            v = np.float64(x[i, c])
-            acc += v * v
-        out[i] = np.float32(acc)
-    return out
-
-
 @nb.njit(cache=True, fastmath=True)
-def _row_to_d2(yi, xn, r0, row, nr, lim_est):
-    """row[j] ← max(|y|² + |x_j|² − 2 y·x_j, 0) in place; returns (row minimum, the number of
-    d² below ``lim_est``), the count only choosing the dense or the gathered sum (both exact)."""
-    rmin = BIG32
+def _row_max(row, nr, g_est):
+    """(max_j g'_j, the number of g'_j above ``g_est``): the nearest reference (d² = |y|² − 2g'),
+    and a count that only chooses the dense or the gathered sum (both exact)."""
+    gmax = NEG32
     c = 0
     for j in range(nr):
-        d2 = max(yi + xn[r0 + j] - _F2 * row[j], _F0)
-        row[j] = d2
-        rmin = min(rmin, d2)
-        c += 1 if d2 < lim_est else 0
-    return rmin, c
+        g = row[j]
+        gmax = max(gmax, g)
+        c += 1 if g > g_est else 0
+    return gmax, c
 
 
 @nb.njit(cache=True, fastmath=True)
-def _row_min(row, nr):
-    rmin = BIG32
-    for j in range(nr):
-        rmin = min(rmin, row[j])
-    return rmin
-
-
-@nb.njit(cache=True, fastmath=True)
-def _masked_expsum(row, nr, m, lim, a):
-    """Σ exp(−(d² − m)·a) over d² < lim, each float32 term added in float64."""
+def _masked_expsum(row, nr, g_cut, c_i, a2):
+    """Σ exp(2a·g'_j + c_i) over g'_j > g_cut (d²_j − m < prune), each float32 term added in
+    float64. The exponent is −(d²_j − m)·a; rounding can lift it above 0 by less than the bound,
+    where it is clamped."""
     acc = 0.0
     for j in range(nr):
-        t = row[j]
-        e = _exp32(-(t - m) * a)
-        acc += np.float64(e) if t < lim else 0.0
+        g = row[j]
+        e = _exp32(min(a2 * g + c_i, _F0))
+        acc += np.float64(e) if g > g_cut else 0.0
     return acc
 
 
 @nb.njit(cache=True)
-def _compact_below(row, nr, lim, m, buf):
+def _compact_above(row, nr, g_cut, buf):
     c = 0
     for j in range(nr):
-        t = row[j]
-        buf[c] = t - m
-        c += 1 if t < lim else 0
+        g = row[j]
+        buf[c] = g
+        c += 1 if g > g_cut else 0
     return c
 
 
 @nb.njit(cache=True, fastmath=True)
-def _expsum(buf, c, a):
+def _expsum(buf, c, c_i, a2):
     acc = 0.0
     for j in range(c):
-        acc += np.float64(_exp32(-buf[j] * a))
+        acc += np.float64(_exp32(min(a2 * buf[j] + c_i, _F0)))
     return acc
 
 
+@nb.njit(cache=True)
+def augment_queries(y):
+    """(M, d + 1) float32 [y, 1] of centred float64 queries, and their (M,) float32 squared norms
+    (of the rounded rows, summed in float64, rounded once)."""
+    n, d = y.shape
+    out = np.empty((n, d + 1), dtype=np.float32)
+    yn = np.empty(n, dtype=np.float32)
+    for i in range(n):
+        acc = 0.0
+        for c in range(d):
+            v = np.float32(y[i, c])
+            out[i, c] = v
+            acc += np.float64(v) * np.float64(v)
+        out[i, d] = _F1
+        yn[i] = np.float32(acc)
+    return out, yn
+
+
+@nb.njit(cache=True)
+def augment_reference(x):
+    """(N, d + 1) float32 [x, −|x|²/2] of a centred float64 reference: the GEMM of the augmented
+    rows gives g' = y·x − |x|²/2 directly, so d² = |y|² − 2g' needs no pass over |x|²."""
+    n, d = x.shape
+    out = np.empty((n, d + 1), dtype=np.float32)
+    for j in range(n):
+        acc = 0.0
+        for c in range(d):
+            v = np.float32(x[j, c])
+            out[j, c] = v
+            acc += np.float64(v) * np.float64(v)
+        out[j, d] = np.float32(-0.5 * np.float64(np.float32(acc)))
+    return out
+
+
 @nb.njit(parallel=True, cache=True)
-def kernel_logsum_update32(y, yn, x, xn, inv2h2, prune_d2, m_state, s_state, exclude_offset):
+def kernel_logsum_update32(y, yn, x, inv2h2, prune_d2, m_state, s_state, exclude_offset):
     """Fold a float32 reference into the float64 running state of float32 queries.
 
     Args:
-        y: (M, d) float32 centred queries; yn: (M,) float32 squared norms (``squared_norms32``).
-        x: (N, d) float32 centred reference; xn: (N,) float32 squared norms.
+        y: (M, d + 1) float32 ``augment_queries`` rows; yn: (M,) float32 their squared norms.
+        x: (N, d + 1) float32 ``augment_reference`` rows.
         inv2h2: (n_h,) float64 1/(2h²); prune_d2: as in ``kernels.cpu`` (float64).
         m_state: (M,) float64 running minimum d² (every value a float32), in place.
         s_state: (M, n_h) float64 running sums, in place.
         exclude_offset: query i skips reference row i − exclude_offset when ≥ 0.
+
+    One SGEMM per 256 × 512 tile gives g' = y·x − |x|²/2; per row, one pass finds max g' (the
+    nearest reference: d² = |y|² − 2g') and one sums exp(−(d² − m)·a) = exp(2a·g' − (|y|² − m)·a)
+    over the kept terms (d² − m < prune_d2 ⇔ g' > (|y|² − m − prune_d2)/2).
     """
     M = y.shape[0]
     N = x.shape[0]
@@ -159,32 +181,34 @@ def kernel_logsum_update32(y, yn, x, xn, inv2h2, prune_d2, m_state, s_state, exc
             for ii in range(q1 - q0):
                 i = q0 + ii
                 row = gv[ii]
-                # the count uses the state's m before this tile (one pass fewer over the row)
-                lim_est = np.float32(min(m_state[i], 1e38)) + prune
-                rmin, c = _row_to_d2(yn[i], xn, r0, row, nr, lim_est)
+                yi = yn[i]
                 if exclude_offset >= 0:
                     skip = i - exclude_offset - r0
                     if 0 <= skip < nr:
-                        row[skip] = BIG32
-                        rmin = _row_min(row, nr)
-                if not rmin < BIG32:  # also NaN (data beyond float32: the caller recomputes)
+                        row[skip] = NEG32
+                # the count uses the state's m before this tile (the cut only moves up after)
+                g_est = (yi - np.float32(min(m_state[i], 1e38)) - prune) * _HALF
+                gmax, c = _row_max(row, nr, g_est)
+                if not gmax > NEG32:  # all excluded, or NaN (data beyond float32: recomputed)
                     continue
+                r64 = np.float64(max(yi - _F2 * gmax, _F0))
                 m_old = m_state[i]
-                r64 = np.float64(rmin)
                 if r64 < m_old:
                     if m_old < np.inf:
                         for hh in range(n_h):
                             s_state[i, hh] *= math.exp(-(m_old - r64) * inv2h2[hh])
                     m_state[i] = r64
                 m = np.float32(m_state[i])
-                # as kernels.cpu.prune_limit: always above m, so the nearest term is kept
-                lim = m + max(prune, m * np.float32(1.2e-7))
-                if not rmin < lim:
+                # as kernels.cpu.prune_limit: the cut stays below the nearest term, which is kept
+                g_cut = (yi - m - max(prune, m * np.float32(1.2e-7))) * _HALF
+                if not gmax > g_cut:
                     continue
                 if 4 * c >= nr:
                     for hh in range(n_h):
-                        s_state[i, hh] += _masked_expsum(row, nr, m, lim, np.float32(inv2h2[hh]))
+                        a = np.float32(inv2h2[hh])
+                        s_state[i, hh] += _masked_expsum(row, nr, g_cut, -(yi - m) * a, _F2 * a)
                 else:
-                    c = _compact_below(row, nr, lim, m, buf)
+                    c = _compact_above(row, nr, g_cut, buf)
                     for hh in range(n_h):
-                        s_state[i, hh] += _expsum(buf, c, np.float32(inv2h2[hh]))
+                        a = np.float32(inv2h2[hh])
+                        s_state[i, hh] += _expsum(buf, c, -(yi - m) * a, _F2 * a)

@@ -2,20 +2,26 @@
 error bound of the float32 path both use (docs/precision.md).
 
 float32 mode, CPU (``kernels.cpu_float32``) and GPU (``kernels.gpu``) alike: the queries y and
-the reference x (centred on the reference mean) are rounded to float32, G = y·xᵀ is a float32
-GEMM, d² = |y|² + |x|² − 2G and t = d² − m are formed (CPU: in float32; GPU: in float64 from the
-float32 G), the exponent −t·a (a = 1/(2h²)) is rounded to float32 and exponentiated in float32;
-the running minimum m and the sums s stay float64. With u = 2⁻²⁴ the unit roundoff of float32:
+the reference x (centred on the reference mean) are rounded to float32 and multiplied by a
+float32 GEMM; the exponent −(d² − m)·a (a = 1/(2h²)) is formed and exponentiated in float32;
+the running minimum m and the sums s stay float64. The CPU augments the rows ([y, 1] and
+[x, −|x|²/2], d + 1 columns) so that its GEMM gives g' = y·x − |x|²/2 and d² = |y|² − 2g'; the GPU
+forms d² = |y|² + |x|² − 2G in float64 from the float32 G = y·x. With u = 2⁻²⁴ the unit roundoff
+of float32, for every pair (R_x = the largest centred reference norm):
 
 1. Rounding y and x to float32 moves d² by at most 2u(|y| + |x|)²(1 + u) (|ŷ − y| ≤ u|y|).
-2. The GEMM: |Ĝ − ŷ·x̂| ≤ γ_d |ŷ||x̂|, γ_d = d·u/(1 − d·u) (any summation order, FMA or not).
-3. Forming d² from float32 norms (each rounded once, ≤ u|y|², u|x|²) and two float32 operations
-   (each ≤ u(|y| + |x|)²): at most 3u(|y| + |x|)² more. In all, for every pair
-   |Δd²| ≤ δ(y) = 2γ_d |y|·R_x + 5u(|y| + R_x)²   (R_x = the largest centred reference norm).
-4. L(y) = log Σ_j exp(−d²_j a) is 1-Lipschitz in the max-norm of the exponents: the d² errors move
+2. The GEMM: |Ĝ − ŷ·x̂| ≤ γ_{d+1}(|ŷ||x̂| + |x̂|²/2) for the CPU's augmented rows (|x|²/2 is one
+   more term of the sum, rounded once), γ_d|ŷ||x̂| for the GPU; γ_n = n·u/(1 − n·u), any
+   summation order, FMA or not. Twice that in d².
+3. The norms, each rounded once to float32 (≤ u|y|², u|x|²), and the float32 operations that form
+   the exponent from them (CPU: |y|² − m, 2a·g' and their sum; GPU: the rounding of −t·a) move
+   it by at most 5u·a(|y| + |x|)². In all,
+   |Δd²|·a ≤ a·δ(y),  δ(y) = γ_{d+1}(2|y|R_x + R_x²) + 7u(|y| + R_x)².
+4. L(y) = log Σ_j exp(−d²_j a) is 1-Lipschitz in the max-norm of the exponents: those errors move
    L by at most a·δ(y).
-5. The exponent: t − m, the product by a (itself rounded to float32) and its rounding: at most
-   3u·|t·a| ≤ 3u·T_eff, where the kept terms have t·a ≤ T_eff = T·(h_max/h_min)², T = 32 + log N.
+5. What is left of the exponent's rounding is relative: at most 3u·|t·a| ≤ 3u·T_eff (a itself
+   rounded to float32, and the final product), where the kept terms have t·a ≤ T_eff =
+   T·(h_max/h_min)², T = 32 + log N.
 6. The exponential: relative error ≤ ``EXP32_REL_ERROR`` (the CPU's polynomial, derived in
    ``kernels.cpu_float32._exp32``; CUDA's expf, ≤ 2 ulp, is well inside it), which moves L by at
    most that much (a log of a sum of terms each off by that relative amount).
@@ -87,11 +93,11 @@ def float32_error_bound(hs, d: int, r_y, r_x: float, n_ref: int):
     hs = np.asarray(hs, dtype=np.float64).reshape(-1)
     r_y = np.asarray(r_y, dtype=np.float64)
     u = U32
-    gamma_d = d * u / (1.0 - d * u)
+    gamma = (d + 1) * u / (1.0 - (d + 1) * u)
     a_max = 1.0 / (2.0 * hs.min() ** 2)
     t_eff = prune_exponent(n_ref) * (hs.max() / hs.min()) ** 2
     with np.errstate(over="ignore", invalid="ignore"):
-        delta = (2.0 * gamma_d * r_y * r_x + 5.0 * u * (r_y + r_x) ** 2) * (1.0 + 4.0 * u)
+        delta = (gamma * (2.0 * r_y * r_x + r_x * r_x) + 7.0 * u * (r_y + r_x) ** 2) * (1.0 + 4.0 * u)
         out = a_max * delta + 3.0 * u * t_eff + EXP32_REL_ERROR + 1e-12
         # beyond float32's range (|x|² overflows) nothing is bounded
         out = np.where(np.isfinite(out) & (np.maximum(r_y, r_x) < 1e18), out, np.inf)

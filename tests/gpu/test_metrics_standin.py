@@ -22,12 +22,12 @@ def gpu_standin(monkeypatch):
     original = registry.get_backend
     made = []
 
-    def fake(name="cpu", local_rank=None):
+    def fake(name="cpu", local_rank=None, precision=None):
         if name == "gpu":
-            be = GpuBackend(xp=np, query_block=37, ref_block=211)
+            be = GpuBackend(xp=np, query_block=37, ref_block=211, precision=precision or "float64")
             made.append(be)
             return be
-        return original(name, local_rank)
+        return original(name, local_rank, precision)
 
     monkeypatch.setattr(registry, "get_backend", fake)
     return made
@@ -55,6 +55,23 @@ def test_metrics_gpu_equals_cpu(gpu_standin, data, h):
     H_c, D_c = metrics.entropy_and_diversity(x, h, backend="cpu")
     assert_close(H_g, H_c)
     assert_close(D_g, D_c)
+
+
+def test_float32_metrics_through_the_gpu_twin(gpu_standin, data):
+    """--backend gpu --precision float32: the GPU twin's float32 within the shared bound, rows over
+    the tolerance recomputed by its float64 twin, overlap decided as float64's."""
+    x, y = data
+    stats = {}
+    got = metrics.delta_entropy(y, x, H, backend="gpu", precision="float32", stats=stats)
+    ref = metrics.delta_entropy(y, x, H)
+    assert gpu_standin[0].precision == "float32"
+    assert np.abs(got - ref).max() <= max(stats["float32_max_bound"], 1e-12)
+    stats = {}
+    got = metrics.delta_entropy(y, x, H, backend="gpu", precision="float32", float32_tolerance=1e-9, stats=stats)
+    assert stats["float32_recomputed_rows"] == len(y)
+    assert_close(got, ref)
+    eps = float(np.sort(ref)[40]) + 1e-9  # float32 alone could flip it; float64 on either twin cannot
+    assert metrics.overlap(y, x, H, eps, backend="gpu", precision="float32") == metrics.overlap(y, x, H, eps)
 
 
 def test_metrics_accept_a_backend_object(data):

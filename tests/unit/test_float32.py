@@ -73,10 +73,10 @@ def test_exp32_relative_error_over_its_range():
 def test_bound_formula():
     hs, d, ry, rx, n = np.array([0.015]), 63, 0.4, 0.1, 4224
     u = 2.0 ** -24
-    gamma = d * u / (1 - d * u)
+    gamma = (d + 1) * u / (1 - (d + 1) * u)
     a = 1 / (2 * 0.015 ** 2)
-    expect = a * (2 * gamma * ry * rx + 5 * u * (ry + rx) ** 2) * (1 + 4 * u) + 3 * u * (32 + np.log(n)) \
-        + EXP32_REL_ERROR + 1e-12
+    expect = a * (gamma * (2 * ry * rx + rx * rx) + 7 * u * (ry + rx) ** 2) * (1 + 4 * u) \
+        + 3 * u * (32 + np.log(n)) + EXP32_REL_ERROR + 1e-12
     assert float32_error_bound(hs, d, ry, rx, n) == pytest.approx(expect, rel=1e-12)
     assert U32 == u
     # per row, monotone in the row's norm; inf beyond float32's range
