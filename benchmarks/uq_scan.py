@@ -7,6 +7,8 @@ already in memory.
                                      # the issue's scan: ~5 GB of files, per-phase peak RSS per rank
     python benchmarks/uq_scan.py --atoms 4000000 --ranks 2      # a smaller run
     python benchmarks/uq_scan.py --slice-only                   # only the 1M-atom per-core comparison
+    python benchmarks/uq_scan.py --atoms 4000000 --ranks 2 --precisions float64 float32
+                                     # the same scans in both kernel precisions, side by side
 """
 
 from __future__ import annotations
@@ -69,14 +71,14 @@ def reference_store(path):
     write_store(path, x, [0, len(x)], k=32, cutoff=5.0, species=["Ta"])
 
 
-def run_scan(dump, ref, ranks, threads, out_dir, memtrace=False):
+def run_scan(dump, ref, ranks, threads, out_dir, memtrace=False, precision="float64"):
     shutil.rmtree(out_dir, ignore_errors=True)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), NUMBA_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS="1")
     if memtrace:
         env["HPCQUESTS_UQ_MEMTRACE"] = "1"  # per-phase peak RSS of every rank on stderr
     mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
     cmd = [sys.executable, "-m", "hpcquests.uq", dump, ref, "--out", out_dir, "--types", "1=Ta", "-q",
-           "--threads", str(threads), "--chunk-atoms", "262144"]
+           "--threads", str(threads), "--chunk-atoms", "262144", "--precision", precision]
     if ranks > 1:
         cmd = [mpiexec, "-n", str(ranks), *cmd]
     t = time.perf_counter()
@@ -89,6 +91,14 @@ def run_scan(dump, ref, ranks, threads, out_dir, memtrace=False):
     s["wall_total_s"] = wall
     s["memtrace"] = [ln.strip() for ln in proc.stderr.splitlines() if ln.startswith("[mem]")]
     return s
+
+
+def blas_rates() -> dict:
+    """DGEMM and SGEMM GF/s of this machine, 1 thread, at the kernels' shape (own process)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, os.path.join(HERE, "worker.py"), "blas", "blas", "1"], env=env,
+                          capture_output=True, text=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def quests_slice(dump, ref_path):
@@ -123,6 +133,8 @@ def main():
     ap.add_argument("--slice-only", action="store_true")
     ap.add_argument("--memtrace", action="store_true",
                     help="print every rank's peak RSS per phase (HPCQUESTS_UQ_MEMTRACE)")
+    ap.add_argument("--precisions", nargs="+", default=["float64"], choices=("float64", "float32"),
+                    help="kernel precision(s) of the scans (each scan and slice is run in each)")
     ap.add_argument("--workdir", default=OUT,
                     help="where dumps, the reference and scan outputs go (default benchmarks/out; "
                          "the 32M-atom run needs ~6 GB)")
@@ -131,33 +143,46 @@ def main():
     os.makedirs(work, exist_ok=True)
     ref = os.path.join(work, "uq_ref4224.h5")
     reference_store(ref)
-    results = {}
+    results = {"blas": blas_rates()}
+    print(f"BLAS, 1 thread, (2048 x 64) @ (64 x 2048): DGEMM {results['blas']['dgemm_gflops']:.1f} GF/s, "
+          f"SGEMM {results['blas']['sgemm_gflops']:.1f} GF/s")
     if not args.slice_only:
         dump = os.path.join(work, f"ta_{args.atoms}.lammpstrj")
         t = time.perf_counter()
         snapshot_dump(dump, args.atoms)
         print(f"snapshot dump: {os.path.getsize(dump) / 2**30:.2f} GiB ({time.perf_counter() - t:.0f} s to make)")
-        s = run_scan(dump, ref, args.ranks, 1, os.path.join(work, "uq_big"), memtrace=args.memtrace)
-        n = s["atoms"]
-        print(f"scan: {n:,} atoms on {args.ranks} ranks x 1 thread: {s['wall_total_s']:.1f} s wall "
-              f"({n / s['wall_total_s'] / args.ranks:,.0f} atoms/s per core)")
-        print("  step times (max over ranks): " + ", ".join(f"{k} {v:.1f} s" for k, v in s["timings_s"].items()))
-        print("  peak RSS per rank (MiB): " + ", ".join(f"{v:.0f}" for v in s["peak_rss_mib_per_rank"]))
-        for line in s["memtrace"]:
-            print("   ", line)
-        fr = s["frames"][0]
-        print(f"  dH: mean {fr['mean']:.2f}, max {fr['max']:.1f}, {100 * fr['fraction_above']['0']:.2f}% > 0")
-        results["scan"] = s
+        for precision in args.precisions:
+            s = run_scan(dump, ref, args.ranks, 1, os.path.join(work, "uq_big"), memtrace=args.memtrace,
+                         precision=precision)
+            n = s["atoms"]
+            print(f"scan [{precision}]: {n:,} atoms on {args.ranks} ranks x 1 thread: {s['wall_total_s']:.1f} s wall "
+                  f"({n / s['wall_total_s'] / args.ranks:,.0f} atoms/s per core)")
+            print("  step times (max over ranks): " + ", ".join(f"{k} {v:.1f} s" for k, v in s["timings_s"].items()))
+            print("  peak RSS per rank (MiB): " + ", ".join(f"{v:.0f}" for v in s["peak_rss_mib_per_rank"]))
+            for line in s["memtrace"]:
+                print("   ", line)
+            fr = s["frames"][0]
+            prec = s.get("precision", {})
+            recomputed = (f"; {prec['float32_recomputed_rows']:,} atoms recomputed in float64"
+                          if prec.get("precision") == "float32" else "")
+            print(f"  dH: mean {fr['mean']:.2f}, max {fr['max']:.1f}, {100 * fr['fraction_above']['0']:.2f}% > 0"
+                  f"{recomputed}")
+            results[f"scan_{precision}"] = s
+        if len(args.precisions) > 1:
+            a, b = (results[f"scan_{p}"]["wall_total_s"] for p in ("float64", "float32"))
+            print(f"scan float32 / float64 wall time: {b:.1f} / {a:.1f} s = {b / a:.2f}")
     slice_dump = os.path.join(work, "ta_1000000.lammpstrj")
     snapshot_dump(slice_dump, 1_000_000)
-    hs = run_scan(slice_dump, ref, 1, 1, os.path.join(work, "uq_slice"))
     qs = quests_slice(slice_dump, ref)
     q_total = qs["descriptors_s"] + qs["dH_s_extrapolated"]
-    print(f"1M-atom slice, 1 core: hpcquests end to end (read, descriptors, dH, write) {hs['wall_total_s']:.1f} s "
-          f"[{', '.join(f'{k} {v:.1f}' for k, v in hs['timings_s'].items())}]; quests descriptors "
-          f"{qs['descriptors_s']:.1f} s + dH {qs['dH_s_extrapolated']:.1f} s (from 10% of the atoms) = {q_total:.1f} s "
-          f"in memory -> {q_total / hs['wall_total_s']:.2f}x")
-    results["slice"] = {"hpcquests": hs, "quests": qs, "speedup": q_total / hs["wall_total_s"]}
+    results["slice"] = {"quests": qs}
+    for precision in args.precisions:
+        hs = run_scan(slice_dump, ref, 1, 1, os.path.join(work, "uq_slice"), precision=precision)
+        print(f"1M-atom slice, 1 core [{precision}]: hpcquests end to end (read, descriptors, dH, write) "
+              f"{hs['wall_total_s']:.1f} s [{', '.join(f'{k} {v:.1f}' for k, v in hs['timings_s'].items())}]; quests "
+              f"descriptors {qs['descriptors_s']:.1f} s + dH {qs['dH_s_extrapolated']:.1f} s (from 10% of the atoms) = "
+              f"{q_total:.1f} s in memory -> {q_total / hs['wall_total_s']:.2f}x")
+        results["slice"][precision] = {"hpcquests": hs, "speedup": q_total / hs["wall_total_s"]}
     with open(os.path.join(work, "uq_scan.json"), "w") as fh:
         json.dump(results, fh, indent=1, default=str)
 

@@ -1,9 +1,9 @@
 """One benchmark measurement in its own process (so peak RSS belongs to one tool).
 
-    python benchmarks/worker.py TASK TOOL THREADS [--scale S]
+    python benchmarks/worker.py TASK TOOL THREADS [--scale S] [--precision float64|float32]
 
-Prints one JSON line: {"task", "tool", "threads", "seconds", "items", "rate", "unit",
-"peak_rss_mib", ...}. Inputs are generated from fixed seeds by ``hpcquests.testing`` and cached
+Prints one JSON line: {"task", "tool", "threads", "precision", "seconds", "items", "rate", "unit",
+"peak_rss_mib", ...}. ``--precision`` is hpcquests' kernel precision (quests has float64 only). Inputs are generated from fixed seeds by ``hpcquests.testing`` and cached
 as .npy under benchmarks/out/ so both tools see identical arrays.
 """
 
@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import resource
-import sys
 import time
 
 import numpy as np
@@ -83,12 +82,12 @@ def entropy_set(scale: float):
     return x[: int(len(x) * scale)]
 
 
-def run(task: str, tool: str, threads: int, scale: float) -> dict:
+def run(task: str, tool: str, threads: int, scale: float, precision: str = "float64") -> dict:
     import numba
 
     from hpcquests.runtime import threads as thread_context
 
-    res = {"task": task, "tool": tool, "threads": threads}
+    res = {"task": task, "tool": tool, "threads": threads, "precision": precision if tool == "hpcquests" else "float64"}
     with thread_context(threads):
         if tool == "quests":
             numba.set_num_threads(threads)
@@ -108,18 +107,21 @@ def run(task: str, tool: str, threads: int, scale: float) -> dict:
             t = time.perf_counter()
             fn(frames)
             res.update(seconds=time.perf_counter() - t, items=n, unit="atoms/s", structures=len(frames))
-        elif task == "dH-1Mx4096":
+        elif task in ("dH-1Mx4096", "dH-100kx4096"):
+            # 100k x 4096: the first ~10% of the 1M queries (quests' own size in dH-1Mx4096 too)
             x = realistic_reference(scale)
-            y = realistic_queries(scale if tool == "hpcquests" else min(scale, 0.1))
-            fn = _dh_fn(tool)
+            q_scale = scale * (0.1 if task == "dH-100kx4096" else 1.0)
+            y = realistic_queries(q_scale if tool == "hpcquests" else min(q_scale, 0.1))
+            fn = _dh_fn(tool, precision)
             fn(y[:100], x)
             t = time.perf_counter()
             dh = fn(y, x)
             res.update(seconds=time.perf_counter() - t, items=len(y) * len(x), unit="pairs/s", queries=len(y),
                        reference=len(x), dH_median=float(np.median(dh)))
+            res.update(_precision_stats(tool, precision, y, x))
         elif task == "entropy-50k":
             x = entropy_set(scale)
-            fn = _entropy_fn(tool)
+            fn = _entropy_fn(tool, precision)
             fn(x[:100])
             t = time.perf_counter()
             H = fn(x)
@@ -142,27 +144,62 @@ def _desc_fn(tool):
     return get_descriptors
 
 
-def _dh_fn(tool):
+def _dh_fn(tool, precision="float64"):
     if tool == "hpcquests":
         import hpcquests as hq
 
-        return hq.delta_entropy
+        return lambda y, x: hq.delta_entropy(y, x, precision=precision)
     from quests.entropy import delta_entropy
 
     return delta_entropy
 
 
-def _entropy_fn(tool):
+def _entropy_fn(tool, precision="float64"):
     if tool == "hpcquests":
         import hpcquests as hq
 
-        return hq.entropy
+        return lambda x: hq.entropy(x, precision=precision)
     from quests.entropy import entropy
 
     return entropy
 
 
+def _precision_stats(tool, precision, y, x) -> dict:
+    """float32: the rows recomputed in float64 and the largest bound kept (outside the timing)."""
+    if tool != "hpcquests" or precision != "float32":
+        return {}
+    import hpcquests as hq
+
+    stats = {}
+    hq.delta_entropy(y[:20000], x, precision="float32", stats=stats)
+    return {"float32_recomputed_of_20000": stats["float32_recomputed_rows"],
+            "float32_max_bound": stats["float32_max_bound"]}
+
+
+def dgemm_gflops(k: int = 64, dtype=np.float64) -> float:
+    """GF/s of this process's BLAS on (2048 x k) @ (k x 2048) products (the kernels' shape)."""
+    rng = np.random.default_rng(0)
+    a, b = rng.random((2048, k)).astype(dtype), rng.random((k, 2048)).astype(dtype)
+    out = np.empty((2048, 2048), dtype=dtype)
+    np.dot(a, b, out)
+    reps, t = 0, time.perf_counter()
+    while time.perf_counter() - t < 1.0:
+        np.dot(a, b, out)
+        reps += 1
+    return 2.0 * 2048 * 2048 * k * reps / (time.perf_counter() - t) / 1e9
+
+
 if __name__ == "__main__":
-    task, tool, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    scale = float(sys.argv[5]) if len(sys.argv) > 5 and sys.argv[4] == "--scale" else 1.0
-    print(json.dumps(run(task, tool, threads, scale)))
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("task")
+    ap.add_argument("tool", choices=("hpcquests", "quests", "blas"))
+    ap.add_argument("threads", type=int)
+    ap.add_argument("--scale", type=float, default=1.0)
+    ap.add_argument("--precision", choices=("float64", "float32"), default="float64")
+    a = ap.parse_args()
+    if a.tool == "blas":  # the machine's GEMM rates at the kernels' shape
+        print(json.dumps({"dgemm_gflops": dgemm_gflops(), "sgemm_gflops": dgemm_gflops(dtype=np.float32)}))
+    else:
+        print(json.dumps(run(a.task, a.tool, a.threads, a.scale, a.precision)))
