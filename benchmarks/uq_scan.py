@@ -14,6 +14,7 @@ already in memory.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 
@@ -135,6 +136,9 @@ def main():
                     help="print every rank's peak RSS per phase (HPCQUESTS_UQ_MEMTRACE)")
     ap.add_argument("--precisions", nargs="+", default=["float64"], choices=("float64", "float32"),
                     help="kernel precision(s) of the scans (each scan and slice is run in each)")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="run the scans this many times, the precisions interleaved; medians reported")
+    ap.add_argument("--no-slice", action="store_true", help="skip the 1M-atom per-core comparison with quests")
     ap.add_argument("--workdir", default=OUT,
                     help="where dumps, the reference and scan outputs go (default benchmarks/out; "
                          "the 32M-atom run needs ~6 GB)")
@@ -151,12 +155,14 @@ def main():
         t = time.perf_counter()
         snapshot_dump(dump, args.atoms)
         print(f"snapshot dump: {os.path.getsize(dump) / 2**30:.2f} GiB ({time.perf_counter() - t:.0f} s to make)")
-        for precision in args.precisions:
+        walls = {p: [] for p in args.precisions}
+        for rep, precision in itertools.product(range(args.repeats), args.precisions):
             s = run_scan(dump, ref, args.ranks, 1, os.path.join(work, "uq_big"), memtrace=args.memtrace,
                          precision=precision)
             n = s["atoms"]
-            print(f"scan [{precision}]: {n:,} atoms on {args.ranks} ranks x 1 thread: {s['wall_total_s']:.1f} s wall "
-                  f"({n / s['wall_total_s'] / args.ranks:,.0f} atoms/s per core)")
+            walls[precision].append(s["wall_total_s"])
+            print(f"scan [{precision}] (run {rep + 1}/{args.repeats}): {n:,} atoms on {args.ranks} ranks x 1 thread: "
+                  f"{s['wall_total_s']:.1f} s wall ({n / s['wall_total_s'] / args.ranks:,.0f} atoms/s per core)")
             print("  step times (max over ranks): " + ", ".join(f"{k} {v:.1f} s" for k, v in s["timings_s"].items()))
             print("  peak RSS per rank (MiB): " + ", ".join(f"{v:.0f}" for v in s["peak_rss_mib_per_rank"]))
             for line in s["memtrace"]:
@@ -167,10 +173,14 @@ def main():
                           if prec.get("precision") == "float32" else "")
             print(f"  dH: mean {fr['mean']:.2f}, max {fr['max']:.1f}, {100 * fr['fraction_above']['0']:.2f}% > 0"
                   f"{recomputed}")
-            results[f"scan_{precision}"] = s
+            results.setdefault(f"scan_{precision}", []).append(s)
         if len(args.precisions) > 1:
-            a, b = (results[f"scan_{p}"]["wall_total_s"] for p in ("float64", "float32"))
-            print(f"scan float32 / float64 wall time: {b:.1f} / {a:.1f} s = {b / a:.2f}")
+            a, b = (float(np.median(walls[p])) for p in ("float64", "float32"))
+            print(f"scan float32 / float64 wall time (medians of {args.repeats}): {b:.1f} / {a:.1f} s = {b / a:.2f}")
+    if args.no_slice:
+        with open(os.path.join(work, "uq_scan.json"), "w") as fh:
+            json.dump(results, fh, indent=1, default=str)
+        return
     slice_dump = os.path.join(work, "ta_1000000.lammpstrj")
     snapshot_dump(slice_dump, 1_000_000)
     qs = quests_slice(slice_dump, ref)
