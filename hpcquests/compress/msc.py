@@ -133,11 +133,20 @@ def msc(descs, size, h: float = DEFAULT_BANDWIDTH, *, reference=None, lazy: bool
     """
     from ..parallel.comm import SerialComm
 
+    if precision is not None:
+        from ..kernels.precision import check_precision
+
+        precision = check_precision(precision)
+        if not (isinstance(backend, str) and backend == "cpu"):  # the eager greedy in this precision
+            from ..metrics import backend_on
+
+            backend = backend_on(backend, precision=precision)
     arrs, d, offsets = _checked_arrays(descs, "descriptors")
     entropies = _entropies_of_list(arrs, offsets, h, threads)
     y, centre = _stack_centred(arrs, d, offsets)
     res = distributed_msc(SerialComm(), y, offsets, 0, size, h=h, reference=reference, lazy=lazy, threads=threads,
-                          backend=backend, progress=progress, _prepared=(centre, d, entropies), precision=precision)
+                          backend=backend, progress=progress, _prepared=(centre, d, entropies))
+    res.extra["precision"] = precision or res.extra["precision"]
     if details:
         return res
     sizes = res.extra["sizes"]
@@ -163,7 +172,7 @@ def _entropies_of_list(arrs, offsets, h, threads, batch_rows: int = 1 << 20):
 
 def distributed_msc(comm, x_local, local_offsets, first_index: int, size, *, h: float = DEFAULT_BANDWIDTH,
                     reference=None, lazy: bool = True, threads=None, backend: str = "cpu",
-                    progress=None, _prepared=None, precision: str | None = None) -> GreedyResult:
+                    progress=None, _prepared=None) -> GreedyResult:
     """Greedy MSC over structures spread in contiguous blocks over the ranks of ``comm``.
 
     Args:
@@ -174,7 +183,7 @@ def distributed_msc(comm, x_local, local_offsets, first_index: int, size, *, h: 
             in rank order).
         size: as in ``msc`` (validated against the global structure count).
         reference: conditional MSC reference (n_R, d), the same on every rank (or None).
-        Others as in ``msc``.
+        Others as in ``msc`` (a backend object keeps its own precision: ``_EagerPicker``).
     """
     from ..kernels.cpu import prune_exponent, squared_norms
     from ..metrics import structure_entropies
@@ -183,10 +192,6 @@ def distributed_msc(comm, x_local, local_offsets, first_index: int, size, *, h: 
     x_local = np.ascontiguousarray(x_local, dtype=np.float64)
     local_offsets = np.ascontiguousarray(local_offsets, dtype=np.int64)
     n_local = local_offsets.size - 1
-    if precision is not None:
-        from ..kernels.precision import check_precision
-
-        precision = check_precision(precision)
 
     # _prepared = (centre, d, H(S)): x_local is already centred on it and zero-padded, and the
     # structures' entropies were computed from the rows as given (``msc``)
@@ -220,7 +225,7 @@ def distributed_msc(comm, x_local, local_offsets, first_index: int, size, *, h: 
     if backend != "cpu":
         return _eager_backend(comm, backend, y, local_offsets, entropies,
                               _PickPlan(target, n_total, first_index, owner_of, all_counts), centre, ref, sizes,
-                              threads, progress, (inv2h2, prune_d2), precision)
+                              threads, progress, (inv2h2, prune_d2))
 
     axes, spectrum = principal_axes(comm, y)
     rank = bound_rank(spectrum, n_env_total, hs, y.shape[1])
@@ -244,7 +249,7 @@ def distributed_msc(comm, x_local, local_offsets, first_index: int, size, *, h: 
     eager = _eager_pair_count(order, all_counts, None if ref is None else ref.shape[0], ref is not None)
     return GreedyResult(order, np.asarray(scores), entropies, pairs, eager,
                         extra={"sizes": sizes, "n_env_total": n_env_total, "bound_pairs": bound_pairs,
-                               "bound_rank": rank if use_bounds else 0, "precision": precision or "float64"})
+                               "bound_rank": rank if use_bounds else 0, "precision": "float64"})
 
 
 class _PickPlan(NamedTuple):
@@ -704,12 +709,12 @@ class _LazyState:
 
 
 def _eager_backend(comm, backend, y, offsets, entropies, plan: _PickPlan, centre, ref, sizes, threads, progress,
-                   kernel, precision=None):
+                   kernel):
     """The greedy through the kernel-backend protocol (``_EagerPicker``), in the one pick loop."""
     from ..metrics import backend_on
     from ..runtime import threads as thread_context
 
-    be = backend_on(backend, comm, precision=precision)
+    be = backend_on(backend, comm)
     inv2h2, prune_d2 = kernel  # 1/(2h²) and the pruning distance²
     n_local = offsets.size - 1
     ent_local = entropies[plan.first_index:plan.first_index + n_local]

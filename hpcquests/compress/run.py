@@ -69,7 +69,8 @@ class CompressConfig:
     callable(label, total, unit) -> progress object (a hook; not part of the result).
     precision, float32_tolerance: the kernels' precision (docs/precision.md): in float32 the
     report's H, D and overlap are float32's within their bound (rows over the tolerance and
-    overlap decisions near eps in float64, counted in the report); MSC's picks are float64's.
+    overlap decisions near eps in float64, counted in the report); MSC (the CPU lazy greedy,
+    whose accepted values are float64) is the same in both.
     """
 
     data: str
@@ -253,7 +254,7 @@ def _select(config: CompressConfig, comm, d: _Described, kept: _Kept):
         t0 = time.perf_counter()
         prog = config.progress("msc", max(kept.counts), "picks")
         res = distributed_msc(comm, kept.x_local, kept.local_offsets, kept.first, kept.counts, h=config.h,
-                              reference=ref_x, threads=config.threads, progress=prog, precision=config.precision)
+                              reference=ref_x, threads=config.threads, progress=prog)
         if prog is not None:
             prog.close()
         entropies = res.entropies

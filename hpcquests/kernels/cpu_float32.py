@@ -113,37 +113,32 @@ def _expsum(buf, c, c_i, a2):
 
 
 @nb.njit(cache=True)
-def augment_queries(y):
-    """(M, d + 1) float32 [y, 1] of centred float64 queries, and their (M,) float32 squared norms
-    (of the rounded rows, summed in float64, rounded once)."""
-    n, d = y.shape
+def _augment(a, reference):
+    """(rows rounded to float32 with one more column, their float32 squared norms summed in
+    float64 and rounded once). The column is −|x|²/2 for a reference, 1 for queries."""
+    n, d = a.shape
     out = np.empty((n, d + 1), dtype=np.float32)
-    yn = np.empty(n, dtype=np.float32)
+    norms = np.empty(n, dtype=np.float32)
     for i in range(n):
         acc = 0.0
         for c in range(d):
-            v = np.float32(y[i, c])
+            v = np.float32(a[i, c])
             out[i, c] = v
             acc += np.float64(v) * np.float64(v)
-        out[i, d] = _F1
-        yn[i] = np.float32(acc)
-    return out, yn
+        norms[i] = np.float32(acc)
+        out[i, d] = np.float32(-0.5 * np.float64(norms[i])) if reference else _F1
+    return out, norms
 
 
-@nb.njit(cache=True)
+def augment_queries(y):
+    """(M, d + 1) float32 [y, 1] of centred float64 queries, and their (M,) float32 squared norms."""
+    return _augment(y, False)
+
+
 def augment_reference(x):
     """(N, d + 1) float32 [x, −|x|²/2] of a centred float64 reference: the GEMM of the augmented
     rows gives g' = y·x − |x|²/2 directly, so d² = |y|² − 2g' needs no pass over |x|²."""
-    n, d = x.shape
-    out = np.empty((n, d + 1), dtype=np.float32)
-    for j in range(n):
-        acc = 0.0
-        for c in range(d):
-            v = np.float32(x[j, c])
-            out[j, c] = v
-            acc += np.float64(v) * np.float64(v)
-        out[j, d] = np.float32(-0.5 * np.float64(np.float32(acc)))
-    return out
+    return _augment(x, True)[0]
 
 
 @nb.njit(parallel=True, cache=True)
