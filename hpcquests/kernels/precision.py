@@ -41,6 +41,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..faults import inject
+
 PRECISIONS = ("float64", "float32")
 DEFAULT_PRECISION = "float64"
 #: A row whose float32 bound exceeds this (nats) is recomputed in float64.
@@ -107,38 +109,49 @@ def float32_error_bound(hs, d: int, r_y, r_x: float, n_ref: int):
 def logsum_to_tolerance(logsum, yc, hs, *, r_x: float, n_ref: int, precision: str, tolerance: float,
                         agree_count=None, stats: dict | None = None, must_recompute=None) -> np.ndarray:
     """L of the centred queries ``yc`` in ``precision``; in float32, rows whose bound exceeds
-    ``tolerance`` are recomputed in float64. The one place the float32 contract is kept.
+    ``tolerance`` are computed in float64 instead, and rows ``must_recompute`` picks from the
+    float32 result are recomputed in float64. The one place the float32 contract is kept.
 
     Args:
         logsum: callable(rows (m, d) float64 centred, precision) -> (m, n_h) float64 L. It may be
-            collective (a ring): it is then called the same number of times on every rank,
-            with possibly empty rows.
+            collective (a ring): it is then called the same number of times on every rank
+            (once in float32, then once in float64 when any rank has a row for it), with
+            possibly empty rows.
         agree_count: callable(int) -> int, the count summed over ranks (None: serial).
-        stats: accumulates (over calls) ``precision``, ``float32_recomputed_rows`` (this rank's)
-            and ``float32_max_bound`` (the largest bound among rows kept in float32); and sets
-            ``float32_recomputed_index``, the rows of this call recomputed.
+        stats: accumulates (over calls) ``precision``, ``float32_recomputed_rows`` (this rank's
+            rows done in float64) and ``float32_max_bound`` (the largest bound among rows kept in
+            float32); and sets ``float32_recomputed_index``, the rows of this call done in float64.
         must_recompute: callable(L, bound) -> (m,) bool, rows to recompute in float64 whatever
             their bound (a decision within the bound of a threshold: overlap, MSC's argmax).
     """
-    L = logsum(yc, precision)
     if stats is not None:
         stats["precision"] = precision
     if precision == "float64":
-        return L
+        return logsum(yc, precision)
     r_y = np.sqrt(np.einsum("ij,ij->i", yc, yc)) if yc.shape[0] else np.zeros(0)
     bound = np.asarray(float32_error_bound(hs, yc.shape[1], r_y, r_x, n_ref)).reshape(-1)
-    redo_mask = ~(bound <= tolerance)
-    if must_recompute is not None and yc.shape[0]:
-        redo_mask |= np.asarray(must_recompute(L, bound), dtype=bool)
+    # the bound needs no float32 result: rows over the tolerance go to float64 directly (a
+    # widely spread set costs float64's time, not float32's plus float64's)
+    over = ~(bound <= tolerance)
+    kept = np.flatnonzero(~over)
+    L32 = logsum(yc[kept] if over.any() else yc, precision)
+    L = np.empty((yc.shape[0], L32.shape[1]))
+    L[kept] = L32
+    redo_mask = over
+    if must_recompute is not None and kept.size:
+        redo_mask = over.copy()
+        redo_mask[kept] |= np.asarray(must_recompute(L32, bound[kept]), dtype=bool)
     redo = np.flatnonzero(redo_mask)
+    inject("float32.recompute")
     n_redo = redo.size if agree_count is None else int(agree_count(int(redo.size)))
     if n_redo:
         L[redo] = logsum(yc[redo], "float64")
     if stats is not None:
-        kept = bound[~redo_mask]
+        kept_bounds = bound[~redo_mask]
         stats["float32_recomputed_rows"] = stats.get("float32_recomputed_rows", 0) + int(redo.size)
         stats["float32_recomputed_index"] = redo
-        stats["float32_max_bound"] = max(stats.get("float32_max_bound", 0.0), float(kept.max()) if kept.size else 0.0)
+        stats["float32_max_bound"] = max(stats.get("float32_max_bound", 0.0),
+                                         float(kept_bounds.max()) if kept_bounds.size else 0.0)
     return L
 
 

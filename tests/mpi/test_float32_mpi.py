@@ -115,3 +115,16 @@ def test_uq_float32_on_any_rank_count(data, n, tmp_path):
         vals = np.array([v for (f, _), v in exact.items() if f == fr["frame"]])
         for t in thresholds:
             assert fr["fraction_above"][f"{t:g}"] == pytest.approx((vals > t).mean(), abs=0)
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_error_on_one_rank_between_the_ring_passes(data, rank):
+    """A failure on one rank after the float32 ring pass and before the float64 one (collective):
+    every rank stops with one message, exit 2, no hang."""
+    d = data[0]
+    out = run_mpi(2, ["-m", "hpcquests", "dh", str(d / "test.extxyz"), str(d / "ref.extxyz"), "--precision", "float32",
+                      "--float32-tolerance", "1e-9", "--ref-memory", "0", "-q"],
+                  timeout=90, env={"HPCQUESTS_FAULT": f"float32.recompute@{rank}=value"})
+    assert out.returncode == 2, out.stderr
+    lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
+    assert lines == [f"hpcquests dh: error: rank {rank}: injected fault at float32.recompute (rank {rank})"], lines

@@ -192,6 +192,15 @@ def test_logsum_to_tolerance_agrees_counts_and_calls_collectively():
     L = logsum_to_tolerance(logsum, yc, np.array([0.015]), r_x=0.1, n_ref=10, precision="float32", tolerance=1.0,
                             agree_count=lambda n: n + 2)  # another rank has 2 rows to redo
     assert calls == [(5, "float32"), (0, "float64")] and L.shape == (5, 1)
+    # rows over the tolerance never run in float32: their bound needs no float32 result
+    calls.clear()
+    yc = np.zeros((5, 3))
+    yc[[1, 3], 0] = 100.0
+    stats = {}
+    logsum_to_tolerance(logsum, yc, np.array([0.015]), r_x=0.1, n_ref=10, precision="float32", tolerance=1.0,
+                        stats=stats)
+    assert calls == [(3, "float32"), (2, "float64")]
+    assert stats["float32_recomputed_index"].tolist() == [1, 3] and stats["float32_recomputed_rows"] == 2
 
 
 def test_precision_names():
