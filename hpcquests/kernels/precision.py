@@ -122,7 +122,7 @@ def logsum_to_tolerance(logsum, yc, hs, *, r_x: float, n_ref: int, precision: st
             rows done in float64) and ``float32_max_bound`` (the largest bound among rows kept in
             float32); and sets ``float32_recomputed_index``, the rows of this call done in float64.
         must_recompute: callable(L, bound) -> (m,) bool, rows to recompute in float64 whatever
-            their bound (a decision within the bound of a threshold: overlap, MSC's argmax).
+            their bound (a decision on a threshold within the bound: overlap, UQ thresholds).
     """
     if stats is not None:
         stats["precision"] = precision
