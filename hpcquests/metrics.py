@@ -75,7 +75,7 @@ def kernel_logsum(y, x, h=DEFAULT_BANDWIDTH, *, threads: int | None = None, back
             recomputed in float64; ``stats`` (a dict) receives how many and the largest bound kept.
         must_recompute: callable(L, bound) -> bool rows that float32 must hand to float64.
     """
-    from .kernels.precision import check_tolerance, logsum_to_tolerance
+    from .kernels.precision import check_tolerance, logsum_to_tolerance, row_norms
     from .runtime import threads as thread_context
 
     y = as_descriptors(y, "y")
@@ -97,7 +97,7 @@ def kernel_logsum(y, x, h=DEFAULT_BANDWIDTH, *, threads: int | None = None, back
             b, state = prepared[prec]
             return b.logsum(rows, state)
 
-        r_x = float(np.sqrt(np.einsum("ij,ij->i", xc, xc).max()))
+        r_x = float(row_norms(xc).max())
         stats = {} if stats is None else stats
         out = np.empty((y.shape[0], hs.size))
         for q0 in range(0, y.shape[0], QUERY_CHUNK):

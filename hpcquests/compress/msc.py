@@ -362,7 +362,9 @@ class _EagerPicker:
 
         self.float32 = getattr(be, "precision", "float64") == "float32"
         self.yn = squared_norms(y) if y.shape[0] else np.zeros(0)
-        self.folds: list = []  # every block folded, in order (the exact recomputation replays them)
+        # every block folded, in order, with its squared norms (the exact rescoring replays them)
+        self.folds: list = []
+        self.fold_norms: list = []
         self.r_x = 0.0  # the largest centred norm folded so far
         self.y_norms = np.sqrt(self.yn)
         self.n_prune = int(n_prune)
@@ -373,8 +375,12 @@ class _EagerPicker:
         self.be.fold(self.st, rows, self.inv, self.prune_d2)
         self.folded_any = True
         if len(rows):
-            self.folds.append(np.ascontiguousarray(rows, dtype=np.float64))
-            self.r_x = max(self.r_x, float(np.sqrt(np.einsum("ij,ij->i", rows, rows).max())))
+            from ..kernels.cpu import squared_norms
+
+            rows = np.ascontiguousarray(rows, dtype=np.float64)
+            self.folds.append(rows)
+            self.fold_norms.append(squared_norms(rows))
+            self.r_x = max(self.r_x, math.sqrt(float(self.fold_norms[-1].max())))
 
     def fold_reference(self, ref_c):
         self._fold(ref_c)
@@ -411,12 +417,11 @@ class _EagerPicker:
 
     def _float64_scores(self, structures) -> np.ndarray:
         """The float64 scores of ``structures`` (local indices), as the CPU lazy greedy has them."""
-        from ..kernels.cpu import squared_norms
         from ..kernels.greedy import exact_scores
 
-        sel_x = np.ascontiguousarray(np.concatenate(self.folds), dtype=np.float64)
+        sel_x = np.concatenate(self.folds)
         sel_off = np.concatenate([[0], np.cumsum([len(b) for b in self.folds])]).astype(np.int64)
-        sel_xn = np.concatenate([squared_norms(np.ascontiguousarray(b, dtype=np.float64)) for b in self.folds])
+        sel_xn = np.concatenate(self.fold_norms)
         return exact_scores(np.asarray(structures, dtype=np.int64), self.offsets, self.y, self.yn, sel_x, sel_xn,
                             sel_off, float(self.inv[0]), float(self.prune_d2), self.ent_local)
 

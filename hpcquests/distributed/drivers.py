@@ -153,7 +153,7 @@ class ReferenceSet:
     def __init__(self, comm, x_local, h, *, ref_memory: int = DEFAULT_REF_MEMORY, backend: str = "cpu",
                  force_ring: bool = False, precision: str | None = None,
                  float32_tolerance: float = DEFAULT_FLOAT32_TOLERANCE):
-        from ..kernels.precision import check_tolerance
+        from ..kernels.precision import check_tolerance, row_norms
         from ..metrics import as_bandwidths, backend_on
 
         self.comm = comm
@@ -177,8 +177,7 @@ class ReferenceSet:
         self.inv2h2, self.prune_d2 = self.be.reference_params(self.hs, self.n_ref)
         self.ring = comm.size > 1 and (force_ring or self.n_ref * self.d * 8 > ref_memory)
         xc = x_local - self.center
-        local_rx = float(np.sqrt(np.einsum("ij,ij->i", xc, xc).max())) if xc.shape[0] else 0.0
-        self.r_x = float(comm.reduce_max(local_rx))  # the float32 bound's largest reference norm
+        self.r_x = float(comm.reduce_max(float(row_norms(xc).max(initial=0.0))))  # the float32 bound's largest reference norm
         self.x = xc if (self.ring or comm.size == 1) else comm.gather_rows(xc)
 
     @property

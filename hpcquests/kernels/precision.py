@@ -56,12 +56,18 @@ EXP32_REL_ERROR = 2e-4
 
 def check_precision(precision, option: str = "precision") -> str:
     """The precision name (``float64`` or ``float32``); ValueError naming ``option`` otherwise."""
-    name = getattr(precision, "name", precision)  # accepts np.float32 / np.dtype too
-    if isinstance(precision, type) and issubclass(precision, np.floating):
-        name = np.dtype(precision).name
+    try:  # a name, np.float32 or a dtype
+        name = None if precision is None else np.dtype(precision).name
+    except TypeError:
+        name = None
     if name not in PRECISIONS:
         raise ValueError(f"{option} must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     return str(name)
+
+
+def row_norms(a) -> np.ndarray:
+    """(n,) Euclidean norms of the rows of an (n, d) float64 array: the |y| and R_x of the bound."""
+    return np.sqrt(np.einsum("ij,ij->i", a, a)) if len(a) else np.zeros(0)
 
 
 def check_tolerance(tolerance, option: str = "float32_tolerance") -> float:
@@ -128,8 +134,7 @@ def logsum_to_tolerance(logsum, yc, hs, *, r_x: float, n_ref: int, precision: st
         stats["precision"] = precision
     if precision == "float64":
         return logsum(yc, precision)
-    r_y = np.sqrt(np.einsum("ij,ij->i", yc, yc)) if yc.shape[0] else np.zeros(0)
-    bound = np.asarray(float32_error_bound(hs, yc.shape[1], r_y, r_x, n_ref)).reshape(-1)
+    bound = np.asarray(float32_error_bound(hs, yc.shape[1], row_norms(yc), r_x, n_ref)).reshape(-1)
     # the bound needs no float32 result: rows over the tolerance go to float64 directly (a
     # widely spread set costs float64's time, not float32's plus float64's)
     over = ~(bound <= tolerance)
@@ -156,4 +161,4 @@ def logsum_to_tolerance(logsum, yc, hs, *, r_x: float, n_ref: int, precision: st
 
 
 __all__ = ["PRECISIONS", "DEFAULT_PRECISION", "DEFAULT_FLOAT32_TOLERANCE", "EXP32_REL_ERROR", "U32",
-           "check_precision", "check_tolerance", "check_precision_options", "float32_error_bound", "logsum_to_tolerance"]
+           "check_precision", "check_tolerance", "check_precision_options", "row_norms", "float32_error_bound", "logsum_to_tolerance"]

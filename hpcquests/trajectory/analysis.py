@@ -307,10 +307,10 @@ def _chunked_logsum(run, comm, ref, q, measure: str, eps=None) -> tuple[np.ndarr
     n_chunks = int(comm.reduce_max(-(-q.shape[0] // chunk)))
     out = np.empty(q.shape[0])
     stats = {}
+    decide = None if eps is None else near_threshold(eps)
     for c in range(n_chunks):
         a, b = min(c * chunk, q.shape[0]), min((c + 1) * chunk, q.shape[0])
-        out[a:b] = ref.logsum(q[a:b], run.config.threads, stats=stats,
-                              must_recompute=None if eps is None else near_threshold(eps))[:, 0]
+        out[a:b] = ref.logsum(q[a:b], run.config.threads, stats=stats, must_recompute=decide)[:, 0]
         run.world.poll()
     if run.config.precision != "float32":
         return out, {}
