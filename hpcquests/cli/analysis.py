@@ -37,7 +37,8 @@ def _precision_out(args, ctx, stats: dict):
     if summary["precision"] == "float32":
         kept = (f"largest bound kept {summary['float32_max_bound']:.2g} nats" if summary["float32_max_bound"] > 0
                 else "no row kept in float32")
-        lines.append(f"  precision    float32: {summary['float32_recomputed_rows']} rows recomputed in float64 "
+        n = summary["float32_recomputed_rows"]
+        lines.append(f"  precision    float32: {n} row{'' if n == 1 else 's'} recomputed in float64 "
                      f"(bound > {summary['float32_tolerance']:g} nats); {kept}")
     return summary, lines
 

@@ -83,7 +83,8 @@ def _print_summary(summary, out, as_json):
           f"results in {out}/ (summary.json, {RESULT_NAME}, dH_hist.png)")
     prec = summary.get("precision", {})
     if prec.get("precision") == "float32":
-        print(f"  precision float32: {prec['float32_recomputed_rows']:,} atoms recomputed in float64 (error bound > "
+        n = prec["float32_recomputed_rows"]
+        print(f"  precision float32: {n:,} atom{'' if n == 1 else 's'} recomputed in float64 (error bound > "
               f"{prec['float32_tolerance']:g} nats; flagged in {RESULT_NAME}:float64_recomputed)")
     for s in fr:
         if s.get("atoms"):
