@@ -100,12 +100,12 @@ def stack_structures(descs, name: str = "descriptors"):
 def _stack_centred(arrs, d, offsets):
     """What ``distributed_msc`` builds from a stacked block, built straight from the validated
     per-structure arrays (one large array instead of two: at 1.6M environments each copy costs
-    ~1 s of first-touch page faults): (y (n_env, d rounded up to 4) float64 centred on structure
-    0's mean with zero padding, centre (d,))."""
+    ~1 s of first-touch page faults): (y (n_env, d) float64 centred on structure 0's mean,
+    centre (d,))."""
     centre = arrs[0].mean(axis=0)
-    y = np.zeros((int(offsets[-1]), -(-d // 4) * 4))
+    y = np.empty((int(offsets[-1]), d))
     for a, lo, hi in zip(arrs, offsets[:-1], offsets[1:]):
-        np.subtract(a, centre, out=y[lo:hi, :d])
+        np.subtract(a, centre, out=y[lo:hi])
     return y, centre
 
 
@@ -144,8 +144,9 @@ def msc(descs, size, h: float = DEFAULT_BANDWIDTH, *, reference=None, lazy: bool
     arrs, d, offsets = _checked_arrays(descs, "descriptors")
     entropies = _entropies_of_list(arrs, offsets, h, threads)
     y, centre = _stack_centred(arrs, d, offsets)
-    res = distributed_msc(SerialComm(), y, offsets, 0, size, h=h, reference=reference, lazy=lazy, threads=threads,
-                          backend=backend, progress=progress, _prepared=(centre, d, entropies))
+    comm = SerialComm()
+    run = _plan_run(comm, offsets, 0, d, size, h, reference)
+    res = _run_greedy(comm, y, offsets, 0, run, centre, entropies, (lazy, threads, backend, progress))
     res.extra["precision"] = precision or res.extra["precision"]
     if details:
         return res
@@ -172,7 +173,7 @@ def _entropies_of_list(arrs, offsets, h, threads, batch_rows: int = 1 << 20):
 
 def distributed_msc(comm, x_local, local_offsets, first_index: int, size, *, h: float = DEFAULT_BANDWIDTH,
                     reference=None, lazy: bool = True, threads=None, backend: str = "cpu",
-                    progress=None, _prepared=None) -> GreedyResult:
+                    progress=None, overwrite_x: bool = False) -> GreedyResult:
     """Greedy MSC over structures spread in contiguous blocks over the ranks of ``comm``.
 
     Args:
@@ -183,72 +184,98 @@ def distributed_msc(comm, x_local, local_offsets, first_index: int, size, *, h: 
             in rank order).
         size: as in ``msc`` (validated against the global structure count).
         reference: conditional MSC reference (n_R, d), the same on every rank (or None).
+        overwrite_x: the greedy may keep its centred environments in ``x_local`` itself (when
+            it is a writeable C-contiguous float64 array) instead of a centred copy: it saves
+            the copy (8 bytes per feature per environment: 4 GiB per rank for 16M environments
+            on 2 ranks) and leaves ``x_local`` centred, i.e. changed.
         Others as in ``msc`` (a backend object keeps its own precision: ``_EagerPicker``).
     """
-    from ..kernels.cpu import prune_exponent, squared_norms
     from ..metrics import structure_entropies
-    from ..runtime import threads as thread_context
 
     x_local = np.ascontiguousarray(x_local, dtype=np.float64)
     local_offsets = np.ascontiguousarray(local_offsets, dtype=np.int64)
-    n_local = local_offsets.size - 1
+    _check_offsets(x_local, local_offsets, first_index)
+    run = _plan_run(comm, local_offsets, first_index, x_local.shape[1], size, h, reference)
+    centre = _common_centre(comm, x_local, local_offsets, int(run.owner_of[0]))
+    # H(S) from the rows as given (the one routine: bitwise what the baselines and the report use)
+    ent_local = structure_entropies(x_local, local_offsets, run.h, threads=threads, checked=False)
+    if overwrite_x and x_local.flags.writeable:
+        y = _centre_in_place(x_local, centre)
+    else:
+        y = _centred(x_local, centre)
+    return _run_greedy(comm, y, local_offsets, first_index, run, centre, ent_local,
+                       (lazy, threads, backend, progress))
 
-    # _prepared = (centre, d, H(S)): x_local is already centred on it and zero-padded, and the
-    # structures' entropies were computed from the rows as given (``msc``)
-    _check_offsets(x_local, local_offsets, first_index, _prepared is None)
-    width = x_local.shape[1] if x_local.ndim == 2 else -1
-    layout, n_total, d = _global_layout(comm, first_index, n_local, width if _prepared is None else _prepared[1])
+
+class _Run(NamedTuple):
+    """What every rank knows of a greedy run before it starts (``_plan_run``)."""
+
+    sizes: list
+    target: int
+    n_total: int
+    h: float
+    inv2h2: float
+    prune_d2: float
+    all_counts: np.ndarray  # environments per structure, every structure
+    owner_of: np.ndarray  # the rank of every structure
+    ref: object  # the conditional reference (n_R, d) or None
+
+
+def _plan_run(comm, local_offsets, first_index, width, size, h, reference) -> _Run:
+    """Validated sizes, bandwidth and reference, and every structure's environment count and
+    rank (collective)."""
+    from ..kernels.cpu import prune_exponent
+
+    n_local = local_offsets.size - 1
+    layout, n_total, d = _global_layout(comm, first_index, n_local, width)
     sizes = _size_list(size, n_total)
-    target = max(sizes)
     hs = float(h)
     if not (math.isfinite(hs) and hs > 0):
         raise ValueError(f"bandwidth h must be positive and finite, got {h!r}")
-    inv2h2 = 1.0 / (2.0 * hs * hs)
-
     # global environment counts per structure (everyone needs them to receive a broadcast)
-    counts_local = np.diff(local_offsets)
-    all_counts = np.concatenate(comm.gather_objects(counts_local)).astype(np.int64)
-    n_env_total = int(all_counts.sum())
+    all_counts = np.concatenate(comm.gather_objects(np.diff(local_offsets))).astype(np.int64)
     owner_of = np.repeat(np.arange(len(layout)), [c for _, c, _ in layout])
-
-    centre = _common_centre(comm, x_local, local_offsets, int(owner_of[0])) if _prepared is None else _prepared[0]
     ref = None if reference is None else _checked_reference(reference, d)
-    prune_d2 = 2.0 * hs * hs * prune_exponent(n_env_total + (0 if ref is None else ref.shape[0]))
+    prune_d2 = 2.0 * hs * hs * prune_exponent(int(all_counts.sum()) + (0 if ref is None else ref.shape[0]))
+    return _Run(sizes, max(sizes), n_total, hs, 1.0 / (2.0 * hs * hs), prune_d2, all_counts, owner_of, ref)
 
-    # H(S) from the rows as given (the one routine: bitwise what the baselines and the report use)
-    ent_local = (structure_entropies(x_local, local_offsets, hs, threads=threads, checked=False) if _prepared is None
-                 else np.asarray(_prepared[2], dtype=np.float64))
-    y = _centred_padded(x_local, centre) if _prepared is None else x_local
+
+def _run_greedy(comm, y, local_offsets, first_index, run: _Run, centre, ent_local, options) -> GreedyResult:
+    """The greedy on centred rows ``y`` of this rank's structures (their H(S) ``ent_local``);
+    ``options`` = (lazy, threads, backend, progress)."""
+    from ..kernels.cpu import squared_norms
+    from ..runtime import threads as thread_context
+
+    lazy, threads, backend, progress = options
     yn = squared_norms(y) if y.shape[0] else np.zeros(0)
     entropies = np.concatenate(comm.gather_objects(ent_local))
-
+    plan = _PickPlan(run.target, run.n_total, first_index, run.owner_of, run.all_counts)
+    ref = run.ref
     if backend != "cpu":
-        return _eager_backend(comm, backend, y, local_offsets, entropies,
-                              _PickPlan(target, n_total, first_index, owner_of, all_counts), centre, ref, sizes,
-                              threads, progress, (inv2h2, prune_d2))
-
+        return _eager_backend(comm, backend, y, local_offsets, entropies, plan, centre, ref, run.sizes,
+                              threads, progress, (run.inv2h2, run.prune_d2))
+    n_env_total = int(run.all_counts.sum())
     axes, spectrum = principal_axes(comm, y)
-    rank = bound_rank(spectrum, n_env_total, hs, y.shape[1])
+    rank = bound_rank(spectrum, n_env_total, run.h, y.shape[1])
     # the float32 bound fields hold |y|² and the exponent's scale 1/(2h²): beyond ~1e30 they
     # would overflow, so such data (never descriptors) is folded exactly throughout
-    ref_c = None if ref is None else _centred_padded(ref, centre)
+    ref_c = None if ref is None else _centred(ref, centre)
     ref_max = 0.0 if ref_c is None else float(squared_norms(ref_c).max(initial=0.0))
     biggest = comm.reduce_max(max(float(yn.max(initial=0.0)), ref_max))
-    use_bounds = biggest < BOUND_LIMIT and inv2h2 < BOUND_LIMIT
+    use_bounds = biggest < BOUND_LIMIT and run.inv2h2 < BOUND_LIMIT
     state = _LazyState(y, yn, local_offsets, ent_local, first_index, lazy=lazy, axes=axes, rank=rank,
                        use_bounds=use_bounds)
     if ref_c is not None:
         state.append_selected(ref_c)
-    picker = _LazyPicker(state, ent_local, first_index, inv2h2, prune_d2, conditional=ref is not None)
-    plan = _PickPlan(target, n_total, first_index, owner_of, all_counts)
+    picker = _LazyPicker(state, ent_local, first_index, run.inv2h2, run.prune_d2, conditional=ref is not None)
     with thread_context(threads):  # (the look-ahead decision reads the thread count)
-        overlap = comm.size > 1 and n_total < 2**31 - 1 and state.use_bounds and _may_speculate(comm)
+        overlap = comm.size > 1 and run.n_total < 2**31 - 1 and state.use_bounds and _may_speculate(comm)
         order, scores = _pick_loop(comm, picker, plan, overlap, progress)
     pairs = int(comm.reduce_sum(state.pairs))
     bound_pairs = int(comm.reduce_sum(state.bound_pairs))
-    eager = _eager_pair_count(order, all_counts, None if ref is None else ref.shape[0], ref is not None)
+    eager = _eager_pair_count(order, run.all_counts, None if ref is None else ref.shape[0], ref is not None)
     return GreedyResult(order, np.asarray(scores), entropies, pairs, eager,
-                        extra={"sizes": sizes, "n_env_total": n_env_total, "bound_pairs": bound_pairs,
+                        extra={"sizes": run.sizes, "n_env_total": n_env_total, "bound_pairs": bound_pairs,
                                "bound_rank": rank if use_bounds else 0, "precision": "float64"})
 
 
@@ -270,7 +297,14 @@ def _pick_loop(comm, picker, plan: _PickPlan, overlap: bool, progress):
     lowest index), its owner hands over its rows (``picker.take``), every rank adds them
     (``picker.add``). Returns (order, scores).
 
-    With ``overlap`` the vote is non-blocking and a rank whose part is done works ahead
+    On several ranks a step has two rounds when the picker can bid (``picker.floor_bid``): every
+    rank first settles the exact score of its top candidate where that is cheap (the exact best
+    of the last step, one pick behind), and one vote gives the largest, L; each rank then
+    searches only down to L (``propose(step, floor)``). Without it the rank whose best was
+    picked searched alone down to its own next best, below the step's winner, while the others
+    waited: the step's work lay on one rank.
+
+    With ``overlap`` the votes are non-blocking and a rank whose part is done works ahead
     (``picker.look_ahead``) until the others are done."""
     from ..faults import inject
 
@@ -279,16 +313,12 @@ def _pick_loop(comm, picker, plan: _PickPlan, overlap: bool, progress):
     order, scores = [], []
     for step in range(plan.target):
         inject("msc.step", comm.rank)
-        best = picker.propose(step)  # (value, -global index)
-        if overlap:
-            vote = comm.maxloc_vote(best[0], min(-best[1], plan.n_total))
-            while not vote.test():
-                if not picker.look_ahead():
-                    break
-            value, g = vote.result()
-        else:
-            key = comm.reduce_max(best)  # (value, -index): the largest value, ties to the lowest index
-            value, g = key[0], -key[1]
+        floor = -math.inf
+        if comm.size > 1:
+            bid = picker.floor_bid(step)  # (value, -global index), or None: no first round
+            if bid is not None:
+                floor = _vote(comm, picker, bid, plan.n_total, overlap)[0]
+        value, g = _vote(comm, picker, picker.propose(step, floor), plan.n_total, overlap)
         if g < 0 or g >= plan.n_total:
             raise RuntimeError(f"MSC step {step}: no candidate left (internal error)")
         owner = int(plan.owner_of[g])
@@ -306,6 +336,20 @@ def _pick_loop(comm, picker, plan: _PickPlan, overlap: bool, progress):
     return order, scores
 
 
+def _vote(comm, picker, best, n_total: int, overlap: bool):
+    """(largest value, its global index) over the ranks' ``best`` = (value, −global index), ties
+    to the lowest index. With ``overlap``: a non-blocking vote, the picker working ahead while
+    it is open."""
+    if overlap:
+        vote = comm.maxloc_vote(best[0], min(-best[1], n_total))
+        while not vote.test():
+            if not picker.look_ahead():
+                break
+        return vote.result()
+    key = comm.reduce_max(best)
+    return key[0], -key[1]
+
+
 class _LazyPicker:
     """Scores from the lazy greedy's state (``_LazyState``): cheap bounds, exact folds only where
     a candidate can still win. A rank's exact local best is work the serial lazy greedy mostly
@@ -316,13 +360,18 @@ class _LazyPicker:
         self.state, self.ent_local, self.first_index = state, ent_local, first_index
         self.inv2h2, self.prune_d2, self.conditional = inv2h2, prune_d2, conditional
 
-    def propose(self, step):
+    def propose(self, step, floor=-math.inf):
         if step == 0 and not self.conditional:
             return _best_of(self.ent_local, self.first_index, self.state.alive)
-        return self.state.local_best(self.inv2h2, self.prune_d2)
+        return self.state.local_best(self.inv2h2, self.prune_d2, floor)
+
+    def floor_bid(self, step):
+        if step == 0 and not self.conditional:
+            return None
+        return self.state.settle_top(self.inv2h2, self.prune_d2)
 
     def look_ahead(self) -> bool:
-        return self.state.speculate(self.inv2h2)
+        return self.state.look_ahead(self.inv2h2, self.prune_d2)
 
     def take(self, loc):
         self.state.remove(loc)
@@ -385,7 +434,10 @@ class _EagerPicker:
     def fold_reference(self, ref_c):
         self._fold(ref_c)
 
-    def propose(self, step):
+    def floor_bid(self, step):
+        return None
+
+    def propose(self, step, floor=-math.inf):  # (the floor is the two-round step's: not used here)
         if not self.folded_any:
             return _best_of(self.ent_local, self.first_index, self.alive)
         L = self.be.finish(self.st, self.inv)[:, 0]
@@ -493,7 +545,7 @@ def _checked_reference(reference, d):
     return ref
 
 
-def _check_offsets(x_local, offsets, first_index, check_values=True):
+def _check_offsets(x_local, offsets, first_index):
     """The local block must be (n_env, d) with offsets 0 = o_0 < o_1 < ... < o_n = n_env."""
     if x_local.ndim != 2:
         raise ValueError(f"x_local must be a 2-D (n_environments, n_features) array, got shape {x_local.shape}")
@@ -504,19 +556,33 @@ def _check_offsets(x_local, offsets, first_index, check_values=True):
     if (steps <= 0).any():
         bad = int(np.argmin(steps > 0))
         raise ValueError(f"structure {first_index + bad} has no environments (offsets must increase)")
-    if check_values and not np.isfinite(x_local).all():
-        row = int(np.argmin(np.isfinite(x_local).all(axis=1)))
+    row = _first_nonfinite_row(x_local)
+    if row >= 0:
         s = int(np.searchsorted(offsets, row, side="right") - 1)
         raise ValueError(f"structure {first_index + s} environment {row - offsets[s]} is not finite")
 
 
-def _centred_padded(x, centre):
-    """x − centre with zero columns appended up to a multiple of 4 features (whole SIMD
-    vectors in the distance loops; zeros change no distance)."""
-    n, d = x.shape
-    out = np.zeros((n, -(-d // 4) * 4))
-    np.subtract(x, centre, out=out[:, :d])
-    return out
+def _centred(x, centre):
+    """x − centre (a new array). The rows keep their width: padding them to whole SIMD vectors
+    measured no faster, and an in-place centred block (``overwrite_x``) could not be padded."""
+    return np.subtract(x, centre)
+
+
+def _centre_in_place(x, centre, block: int = 1 << 16):
+    """x − centre in x itself, a block of rows at a time (no full-size temporary)."""
+    for lo in range(0, x.shape[0], block):
+        np.subtract(x[lo:lo + block], centre, out=x[lo:lo + block])
+    return x
+
+
+def _first_nonfinite_row(x, block: int = 1 << 16) -> int:
+    """The first row of x holding a NaN or an infinity, or -1 (checked a block at a time: no
+    full-size boolean temporary)."""
+    for lo in range(0, x.shape[0], block):
+        ok = np.isfinite(x[lo:lo + block]).all(axis=1)
+        if not ok.all():
+            return lo + int(np.argmin(ok))
+    return -1
 
 
 def _best_of(values, first_index, alive):
@@ -545,8 +611,11 @@ def _eager_pair_count(order, counts, n_ref, conditional) -> int:
 #: rank has a core of its own), "on" or "off"; the environment variable HPCQUESTS_MSC_LOOKAHEAD
 #: overrides it.
 SPECULATE = "auto"
-#: Heap positions the look-ahead considers.
-SPECULATE_SCAN = 64
+#: Exact candidates the look-ahead sets aside: it searches for this rank's best candidates after
+#: them (its runner-ups in case its best ones are picked).
+LOOK_AHEAD_DEPTH = 32
+#: Structure steps per look-ahead call (between tests of the vote).
+LOOK_AHEAD_STEPS = 16
 #: |y|² (about the common centre) or 1/(2h²) at or beyond which the float32 bounds are not used.
 BOUND_LIMIT = 1e30
 #: Slack per kept component, times |x|², added to every float32 bound distance (covers
@@ -625,6 +694,7 @@ class _LazyState:
         self.pairs = 0
         self.bound_pairs = 0
         self.scratch = np.empty(2 * max(n, 1), dtype=np.int64)  # heap-band positions and DFS stack
+        self.aside = np.empty(LOOK_AHEAD_DEPTH, dtype=np.int64)
 
     def _bound_rows(self, cap):
         from ..kernels.greedy import LANES  # spare columns: the row stride stays off a power of two
@@ -684,18 +754,35 @@ class _LazyState:
             self.heap[: self.n_heap] = live
             heap_build(self.heap, self.n_heap, self.st_bound)
 
-    def speculate(self, inv2h2) -> bool:
-        """One unit of look-ahead work (see ``kernels.greedy.speculate``); False when none is left."""
-        from ..kernels.greedy import speculate
+    def look_ahead(self, inv2h2, prune_d2) -> bool:
+        """A few structure steps of the search for this rank's next best candidates (see
+        ``kernels.greedy.look_ahead``); False when none is left. Only with the cheap bounds."""
+        from ..kernels.greedy import look_ahead
 
-        pairs = speculate(self.heap, self.n_heap, self.off, self.env, self.st, self.sel, self.n_sel, inv2h2,
-                          self.ent, self.st_bound, SPECULATE_SCAN)
-        self.bound_pairs += int(pairs)
-        return pairs > 0
+        steps, exact, bound = look_ahead(self.heap, self.n_heap, self.off, self.env, self.st, self.sel, self.n_sel,
+                                         inv2h2, prune_d2, self.structs, self.aside, LOOK_AHEAD_STEPS)
+        self.pairs += int(exact)
+        self.bound_pairs += int(bound)
+        return steps > 0
 
-    def local_best(self, inv2h2, prune_d2):
+    def settle_top(self, inv2h2, prune_d2):
+        """(exact score, −global index) of this rank's top candidate where that is cheap (its
+        state at most one pick behind), else (−inf, ...): ``kernels.greedy.settle_top``."""
+        from ..kernels.greedy import settle_top
+
+        c = int(self.heap[0]) if self.n_heap else -1
+        value, exact, bound = settle_top(self.heap, self.n_heap, self.off, self.env, self.st, self.sel, self.n_sel,
+                                         (inv2h2, prune_d2), self.structs, self.use_bounds, 1)
+        self.pairs += int(exact)
+        self.bound_pairs += int(bound)
+        if value == -math.inf:
+            return (-math.inf, -(2**62))
+        return (float(value), -(self.first + c))
+
+    def local_best(self, inv2h2, prune_d2, floor=-math.inf):
         """(score, −global index) of this rank's best live candidate, with an exact score, or
-        (−inf, ...) when none is left.
+        (−inf, ...) when none is left or none can reach ``floor`` less the tie band (another
+        rank holds a candidate scoring ``floor``).
         Call inside the caller's ``threads`` context (entering one per step costs ~1 ms)."""
         from ..kernels.greedy import heap_build, lazy_best, refresh_all
 
@@ -704,8 +791,12 @@ class _LazyState:
             self.pairs += int(refresh_all(self.heap[: self.n_heap].copy(), self.off, self.env, self.st, self.sel,
                                           self.n_sel, inv2h2, prune_d2, self.structs))
             heap_build(self.heap, self.n_heap, self.st_bound)
-        c, exact, bound = lazy_best(self.heap, self.n_heap, self.off, self.env, self.st, self.sel, self.n_sel, inv2h2,
-                                    prune_d2, self.structs, self.scratch, self.use_bounds)
+        from ..kernels.greedy import TIE_BAND
+
+        if floor > -math.inf:
+            floor -= TIE_BAND * max(1.0, abs(floor))
+        c, exact, bound = lazy_best(self.heap, self.n_heap, self.off, self.env, self.st, self.sel, self.n_sel,
+                                    (inv2h2, prune_d2), self.structs, self.scratch, self.use_bounds, floor)
         self.pairs += int(exact)
         self.bound_pairs += int(bound)
         if c < 0:
@@ -727,7 +818,7 @@ def _eager_backend(comm, backend, y, offsets, entropies, plan: _PickPlan, centre
     with thread_context(threads):
         picker = _EagerPicker(be, y, offsets, ent_local, plan.first_index, inv2h2, prune_d2, n_prune)
         if ref is not None:
-            picker.fold_reference(_centred_padded(ref, centre))
+            picker.fold_reference(_centred(ref, centre))
         order, scores = _pick_loop(comm, picker, plan, False, progress)
     eager = _eager_pair_count(order, plan.all_counts, None if ref is None else ref.shape[0], ref is not None)
     extra = {"sizes": sizes, "n_env_total": int(plan.all_counts.sum()), "backend": be.name,

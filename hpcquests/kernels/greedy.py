@@ -428,8 +428,9 @@ def _collect_band(heap, n, bound, band, out, stack):
 
 
 @nb.njit(cache=True)
-def lazy_best(heap, n, env_off, env, st, sel, n_sel, inv2h2, prune_d2, structs, scratch, use_bounds=True):
-    """The best live structure of this rank (heap top) with an exact, up-to-date score.
+def lazy_best(heap, n, env_off, env, st, sel, n_sel, kernel, structs, scratch, use_bounds=True, floor=-np.inf):
+    """The best live structure of this rank (heap top) with an exact, up-to-date score, or none
+    when every live structure scores below ``floor``.
 
     Args:
         heap: (n_local,) int64 structure indices, heap[:n] the live ones, ordered on st_bound.
@@ -444,16 +445,21 @@ def lazy_best(heap, n, env_off, env, st, sel, n_sel, inv2h2, prune_d2, structs, 
             selected structure).
         structs: (entropies, st_bound, st_folded), each (n_local,): H(S), score bounds, exact
             fold counts.
+        kernel: (1/(2h²), pruning distance² ``prune_d2``).
         scratch: (2·n_local,) int64 work space.
         use_bounds: lower bounds with the cheap float32 bounds first (False: exact folds only,
             for data whose float32 bound fields would overflow).
+        floor: stop (and return -1) once the top score bound falls below it: a structure of
+            another rank is known to score at least ``floor`` plus the tie band
+            (``compress.msc``'s two-round step), so no structure here can win or tie.
 
     Returns:
         (local index or -1 when none is left, exact pairs evaluated, bound pairs evaluated).
     """
     st_bound = structs[1]
     st_folded = structs[2]
-    prune = min(prune_d2, BIG)
+    inv2h2 = kernel[0]
+    prune = min(kernel[1], BIG)
     work = (np.empty(COL_BLOCK), np.empty(COL_BLOCK, dtype=np.float32), np.zeros(2, dtype=np.int64))
     pairs = work[2]
     half = scratch.shape[0] // 2
@@ -469,6 +475,8 @@ def lazy_best(heap, n, env_off, env, st, sel, n_sel, inv2h2, prune_d2, structs, 
         if budget < 0:
             raise RuntimeError("lazy greedy made no progress (internal error): rerun with lazy=False")
         c = heap[0]
+        if st_bound[c] < floor:
+            break
         if st_folded[c] < n_sel:
             limit = -np.inf
             if n > 1:
@@ -495,28 +503,84 @@ def lazy_best(heap, n, env_off, env, st, sel, n_sel, inv2h2, prune_d2, structs, 
 
 
 @nb.njit(cache=True)
-def speculate(heap, n, env_off, env, st, sel, n_sel, inv2h2, entropies, st_bound, scan):
-    """One unit of work a rank can do while the other ranks finish a step: among heap positions
-    1..scan-1 (the strongest candidates after this rank's exact best), the first structure whose
-    top environment's cheap bound lags behind C extends it over all of C. The lazy greedy needs
-    that work in later steps anyway (nearly every structure near the top is worked on every
-    step), and doing it early changes no value. Returns the pairs evaluated (0: nothing to do)."""
-    yb = env[2]
-    fst, ist = st
-    sel_bt = sel[2]
-    sel_off = sel[3]
-    row32 = np.empty(COL_BLOCK, dtype=np.float32)
-    for p in range(1, min(n, scan)):
-        c = heap[p]
-        a = env_off[c]
-        b = env_off[c + 1]
-        top = _top_env(fst, a, b)
-        if ist[G, top] < n_sel:
-            pairs = _bound_env(top, n_sel, yb, fst, ist, sel_bt, sel_off, inv2h2, row32)
-            st_bound[c] = fst[UB, _top_env(fst, a, b)] + entropies[c]
-            _sift_down(heap, n, p, st_bound)
-            return pairs
-    return 0
+def heap_push(heap, n, c, bound):
+    """Add structure c to the heap heap[:n]; returns the new size."""
+    i = n
+    heap[i] = c
+    while i > 0:
+        p = (i - 1) // 2
+        if not _before(bound, heap[i], heap[p]):
+            break
+        heap[i], heap[p] = heap[p], heap[i]
+        i = p
+    return n + 1
+
+
+@nb.njit(cache=True)
+def settle_top(heap, n, env_off, env, st, sel, n_sel, kernel, structs, use_bounds, max_stale):
+    """The exact score of this rank's top candidate when its state lags at most ``max_stale``
+    selected structures behind (cheap: the exact best of the last step lags one), else -inf:
+    the first round of ``compress.msc``'s two-round step, a lower bound of the step's best
+    score that lets every rank stop its search there. Keeps the heap ordered. Arguments as in
+    ``lazy_best``. Returns (score or -inf, exact pairs, bound pairs)."""
+    st_bound = structs[1]
+    st_folded = structs[2]
+    if n == 0 or n_sel - st_folded[heap[0]] > max_stale:
+        return -np.inf, 0, 0
+    c = heap[0]
+    work = (np.empty(COL_BLOCK), np.empty(COL_BLOCK, dtype=np.float32), np.zeros(2, dtype=np.int64))
+    prune = min(kernel[1], BIG)
+    budget = 64 + 4 * (env_off[c + 1] - env_off[c]) * (2 * n_sel + 2)  # as in lazy_best
+    while st_folded[c] < n_sel:
+        budget -= 1
+        if budget < 0:
+            raise RuntimeError("lazy greedy made no progress (internal error): rerun with lazy=False")
+        _structure_step(c, -np.inf, n_sel, env_off, env, st, sel, structs, work, kernel[0], prune, use_bounds)
+    _sift_down(heap, n, 0, st_bound)
+    return st_bound[c], work[2][0], work[2][1]
+
+
+@nb.njit(cache=True)
+def look_ahead(heap, n, env_off, env, st, sel, n_sel, inv2h2, prune_d2, structs, aside, max_steps):
+    """Work a rank can do while the other ranks finish a step: the lazy search for its *next*
+    best candidates, as if its exact best (and the ones after it, up to ``aside.size``) had
+    been picked. The rank whose candidate wins a step must find its next best in the following
+    step, while the others, whose exact bests stand, wait; with this search done while waiting,
+    that work is spread over the ranks instead of lying on one. It is the very work the lazy
+    greedy does when those candidates rise to the top (each environment's value depends only on
+    the selected sequence, never on when it is computed), so it changes no value.
+
+    Exact candidates at the heap top are set aside (at most ``aside.size``), up to ``max_steps``
+    structure steps of ``lazy_best`` are done on the rest, and the set-aside ones are put back.
+    Arguments as in ``lazy_best``; ``aside`` (depth,) int64 scratch.
+    Returns (structure steps done, exact pairs, bound pairs): 0 steps when nothing is left to do.
+    """
+    st_bound = structs[1]
+    st_folded = structs[2]
+    prune = min(prune_d2, BIG)
+    work = (np.empty(COL_BLOCK), np.empty(COL_BLOCK, dtype=np.float32), np.zeros(2, dtype=np.int64))
+    k = 0
+    steps = 0
+    while n > 0 and steps < max_steps:
+        c = heap[0]
+        if st_folded[c] >= n_sel:
+            if k == aside.shape[0]:
+                break
+            aside[k] = c
+            k += 1
+            n = heap_pop(heap, n, st_bound)
+            continue
+        limit = -np.inf
+        if n > 1:
+            limit = st_bound[heap[1]]
+        if n > 2 and st_bound[heap[2]] > limit:
+            limit = st_bound[heap[2]]
+        _structure_step(c, limit, n_sel, env_off, env, st, sel, structs, work, inv2h2, prune, True)
+        _sift_down(heap, n, 0, st_bound)
+        steps += 1
+    for i in range(k - 1, -1, -1):
+        n = heap_push(heap, n, aside[i], st_bound)
+    return steps, work[2][0], work[2][1]
 
 
 @nb.njit(parallel=True, cache=True)

@@ -24,8 +24,9 @@ msc_mod = importlib.import_module("hpcquests.compress.msc")  # the module, not t
 def _setup(env_x, sel_structs, r, h):
     """Centred/rotated fields as distributed_msc builds them."""
     centre = env_x[:4].mean(axis=0)
-    y = msc_mod._centred_padded(env_x, centre)
-    sel = [msc_mod._centred_padded(s, centre) for s in sel_structs]
+    r = min(r, env_x.shape[1])  # (narrow data keeps every component, as bound_rank has it)
+    y = msc_mod._centred(env_x, centre)
+    sel = [msc_mod._centred(s, centre) for s in sel_structs]
     axes, _ = msc_mod.principal_axes(SerialComm(), np.concatenate([y, *sel]))
     yn = squared_norms(y)
     yb = msc_mod.bound_fields(y, yn, axes, r)
