@@ -1,6 +1,6 @@
 """Distributed greedy MSC on 1 and 2 ranks: 600, 100k and 1M structures (issue 25).
 
-    python benchmarks/msc_ranks.py --workdir /tmp/msc          # everything (~30 min, 1M set cached)
+    python benchmarks/msc_ranks.py --workdir /tmp/msc          # everything (~10 min with the 1M set made)
     python benchmarks/msc_ranks.py --sets thermal mixed 100k   # without the 1M set
 
 Every run is ``distributed_msc`` under ``mpiexec -n R`` (R = 1, 2), one thread per rank, each
@@ -61,7 +61,8 @@ RANKS = textwrap.dedent("""
     from hpcquests.parallel import get_comm
     from hpcquests.distributed.drivers import local_structure_range
     import hpcquests.compress.msc as M
-    base, size, record = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+    base, record = sys.argv[1], sys.argv[3]
+    size = [float(s) for s in sys.argv[2].split(",")]
     counts = np.load(base + ".counts.npy")
     comm = get_comm()
     lo, hi = local_structure_range(comm, counts)
@@ -194,7 +195,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workdir", default="/tmp/msc_ranks", help="datasets are made here once and reused")
     ap.add_argument("--sets", nargs="+", default=["thermal", "mixed", "100k", "1m"])
-    ap.add_argument("--repeat", type=int, default=3, help="runs per rank count (the 1M set: 1)")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per rank count")
+    ap.add_argument("--repeat-1m", type=int, default=1, help="runs per rank count on the 1M set (~2 min each)")
     ap.add_argument("--no-quests", action="store_true")
     ap.add_argument("--collective-us", type=float, default=2.0,
                     help="latency per log2(P) level of one small collective on the modelled cluster (µs)")
@@ -212,7 +214,7 @@ def main():
             make_600(name, base)
         else:
             make_cells(n, 2 if name == "100k" else 4, base)
-        repeat = 1 if name == "1m" else args.repeat
+        repeat = args.repeat_1m if name == "1m" else args.repeat
         runs = {1: [], 2: []}
         for rep in range(repeat):
             for r in (1, 2):

@@ -541,7 +541,7 @@ def settle_top(heap, n, env_off, env, st, sel, n_sel, kernel, structs, use_bound
 
 
 @nb.njit(cache=True)
-def look_ahead(heap, n, env_off, env, st, sel, n_sel, inv2h2, prune_d2, structs, aside, max_steps):
+def look_ahead(heap, n, env_off, env, st, sel, n_sel, inv2h2, prune_d2, structs, aside, limits):
     """Work a rank can do while the other ranks finish a step: the lazy search for its *next*
     best candidates, as if its exact best (and the ones after it, up to ``aside.size``) had
     been picked. The rank whose candidate wins a step must find its next best in the following
@@ -550,8 +550,10 @@ def look_ahead(heap, n, env_off, env, st, sel, n_sel, inv2h2, prune_d2, structs,
     greedy does when those candidates rise to the top (each environment's value depends only on
     the selected sequence, never on when it is computed), so it changes no value.
 
-    Exact candidates at the heap top are set aside (at most ``aside.size``), up to ``max_steps``
-    structure steps of ``lazy_best`` are done on the rest, and the set-aside ones are put back.
+    Exact candidates at the heap top are set aside (at most ``aside.size``), structure steps of
+    ``lazy_best`` are done on the rest until ``limits`` = (steps, pairs) is reached (an exact
+    pair counts as 6 cheap ones: about their cost, so a call lasts about as long whatever it
+    does, and the caller tests the vote often enough), and the set-aside ones are put back.
     Arguments as in ``lazy_best``; ``aside`` (depth,) int64 scratch.
     Returns (structure steps done, exact pairs, bound pairs): 0 steps when nothing is left to do.
     """
@@ -561,7 +563,8 @@ def look_ahead(heap, n, env_off, env, st, sel, n_sel, inv2h2, prune_d2, structs,
     work = (np.empty(COL_BLOCK), np.empty(COL_BLOCK, dtype=np.float32), np.zeros(2, dtype=np.int64))
     k = 0
     steps = 0
-    while n > 0 and steps < max_steps:
+    pairs = work[2]
+    while n > 0 and steps < limits[0] and 6 * pairs[0] + pairs[1] < limits[1]:
         c = heap[0]
         if st_folded[c] >= n_sel:
             if k == aside.shape[0]:
