@@ -21,11 +21,14 @@ no bound lies within a relative 1e-10 of its exact score, so rounding in the las
 never make the lazy and eager selections differ.
 
 Distributed: structures are split in contiguous blocks over the ranks (balanced by number of
-environments); each step every rank proposes its local best (score, global index), one
-MAXLOC-style allreduce picks the winner (ties → lowest index), its owner broadcasts the
-chosen structure's environments (and their bound fields) and every rank appends them to C.
-Per step: one small allreduce and two broadcasts. Scores are computed per structure with fixed
-blocking, so the selection is bitwise the same on any number of ranks.
+environments). A step has two rounds: every rank settles the exact score of its top candidate
+where that is cheap (it lags one pick behind) and one vote gives the largest, L; every rank then
+searches its own candidates only down to L and proposes its exact best (or nothing), and a
+MAXLOC vote picks the winner (ties → lowest index). Its owner broadcasts the chosen structure's
+environments and bound fields (one buffer) and every rank appends them to C. Per step: two small
+non-blocking votes and one broadcast; a rank waiting on a vote searches ahead for its next best
+candidates. Scores are computed per structure with fixed blocking, so the selection is bitwise
+the same on any number of ranks. docs/compress.md explains why (and what limits the scaling).
 """
 
 from __future__ import annotations
@@ -338,14 +341,15 @@ def _pick_loop(comm, picker, plan: _PickPlan, overlap: bool, progress):
 
 def _vote(comm, picker, best, n_total: int, overlap: bool):
     """(largest value, its global index) over the ranks' ``best`` = (value, −global index), ties
-    to the lowest index. With ``overlap``: a non-blocking vote, the picker working ahead while
-    it is open."""
+    to the lowest index. With ``overlap`` (every rank has a core): a non-blocking vote, the
+    picker working ahead while it is open, then polled without pauses (a step's wait is often
+    well under a millisecond: the ordinary wait's pauses would add up to 2 ms to it)."""
     if overlap:
         vote = comm.maxloc_vote(best[0], min(-best[1], n_total))
         while not vote.test():
             if not picker.look_ahead():
                 break
-        return vote.result()
+        return vote.result(spin=True)
     key = comm.reduce_max(best)
     return key[0], -key[1]
 
@@ -614,11 +618,14 @@ SPECULATE = "auto"
 #: Exact candidates the look-ahead sets aside: it searches for this rank's best candidates after
 #: them (its runner-ups in case its best ones are picked); 4, 32 and 128 measured alike.
 LOOK_AHEAD_DEPTH = 32
-#: Work per look-ahead call (between tests of the vote): (structure steps, kernel pairs), an exact
-#: pair counting as 6 cheap ones (10^6 cheap pairs take ~1.6 ms). 4-32 steps and pair caps from
-#: 3·10^4 up measured alike on the 100k-structure set (within the VM's ±20 %); the cap bounds
-#: how late a rank answers a completed vote when one structure's step is long.
-LOOK_AHEAD_LIMITS = (16, 1_000_000)
+#: Target duration of one look-ahead call (between tests of the vote), seconds. Fixed step counts
+#: measured: 16 steps per call best on 16-atom cells (100k set: 2-8 steps 10-15 % slower, the
+#: calls' overhead), 2-8 on 54-atom cells (600-structure *mixed*: 16-64 steps 15-30 % slower,
+#: ranks answering a completed vote late); the adaptive count matches both.
+LOOK_AHEAD_CALL_S = 2e-4
+#: Kernel pairs one look-ahead call may start (an exact pair counting as 6 cheap ones; 10^6 take
+#: ~1.6 ms): bounds a call whose structure steps are long.
+LOOK_AHEAD_MAX_PAIRS = 1_000_000
 #: |y|² (about the common centre) or 1/(2h²) at or beyond which the float32 bounds are not used.
 BOUND_LIMIT = 1e30
 #: Slack per kept component, times |x|², added to every float32 bound distance (covers
@@ -698,6 +705,7 @@ class _LazyState:
         self.bound_pairs = 0
         self.scratch = np.empty(2 * max(n, 1), dtype=np.int64)  # heap-band positions and DFS stack
         self.aside = np.empty(LOOK_AHEAD_DEPTH, dtype=np.int64)
+        self.ahead_steps = 8  # structure steps per look-ahead call (adapted: ``look_ahead``)
 
     def _bound_rows(self, cap):
         from ..kernels.greedy import LANES  # spare columns: the row stride stays off a power of two
@@ -771,11 +779,24 @@ class _LazyState:
 
     def look_ahead(self, inv2h2, prune_d2) -> bool:
         """A few structure steps of the search for this rank's next best candidates (see
-        ``kernels.greedy.look_ahead``); False when none is left. Only with the cheap bounds."""
+        ``kernels.greedy.look_ahead``); False when none is left. Only with the cheap bounds.
+
+        The steps per call adapt to the structures' size: doubled while a call takes under
+        ``LOOK_AHEAD_CALL_S`` / 4, halved above it; a call is then long enough that its Python
+        overhead (~5 µs) stays small, and short enough that a completed vote waits little."""
+        import time
+
         from ..kernels.greedy import look_ahead
 
+        t0 = time.perf_counter()
         steps, exact, bound = look_ahead(self.heap, self.n_heap, self.off, self.env, self.st, self.sel, self.n_sel,
-                                         inv2h2, prune_d2, self.structs, self.aside, LOOK_AHEAD_LIMITS)
+                                         inv2h2, prune_d2, self.structs, self.aside,
+                                         (self.ahead_steps, LOOK_AHEAD_MAX_PAIRS))
+        dt = time.perf_counter() - t0
+        if dt > LOOK_AHEAD_CALL_S:
+            self.ahead_steps = max(1, self.ahead_steps // 2)
+        elif dt < LOOK_AHEAD_CALL_S / 4 and steps == self.ahead_steps:
+            self.ahead_steps = min(256, 2 * self.ahead_steps)
         self.pairs += int(exact)
         self.bound_pairs += int(bound)
         return steps > 0

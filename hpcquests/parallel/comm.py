@@ -170,7 +170,7 @@ class _SettledVote:
     def test(self) -> bool:
         return True
 
-    def result(self) -> tuple[float, int]:
+    def result(self, spin: bool = False) -> tuple[float, int]:
         return self._result
 
 
@@ -499,6 +499,9 @@ class MaxlocVote:
     ties to the lowest index (MPI's MAXLOC rule), so a rank can work while the others catch up.
 
     ``test()`` polls, ``result()`` waits and returns (value, index). Indices must fit int32.
+    ``result(spin=True)`` polls without pausing: for callers whose ranks each have a core (the
+    pauses of the ordinary wait, up to 2 ms, leave the core to ranks still computing on an
+    oversubscribed node, but add up to that much to each short wait).
     """
 
     def __init__(self, comm: Comm, value: float, index: int):
@@ -515,8 +518,12 @@ class MaxlocVote:
             self._comm.poll()
         return done
 
-    def result(self) -> tuple[float, int]:
-        self._comm._wait(self._req)
+    def result(self, spin: bool = False) -> tuple[float, int]:
+        if spin:
+            while not self.test():
+                pass
+        else:
+            self._comm._wait(self._req)
         return float(self._recv["v"][0]), int(self._recv["i"][0])
 
 
