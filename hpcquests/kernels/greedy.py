@@ -428,6 +428,20 @@ def _collect_band(heap, n, bound, band, out, stack):
 
 
 @nb.njit(cache=True)
+def _step_top(heap, n, n_sel, env_off, env, st, sel, structs, work, inv2h2, prune, use_bounds):
+    """One structure step (``_structure_step``) on the heap top, whose limit is the best bound
+    below it (heap positions 1 and 2), and the top sifted back into place."""
+    st_bound = structs[1]
+    limit = -np.inf
+    if n > 1:
+        limit = st_bound[heap[1]]
+    if n > 2 and st_bound[heap[2]] > limit:
+        limit = st_bound[heap[2]]
+    _structure_step(heap[0], limit, n_sel, env_off, env, st, sel, structs, work, inv2h2, prune, use_bounds)
+    _sift_down(heap, n, 0, st_bound)
+
+
+@nb.njit(cache=True)
 def lazy_best(heap, n, env_off, env, st, sel, n_sel, kernel, structs, scratch, use_bounds=True, floor=-np.inf):
     """The best live structure of this rank (heap top) with an exact, up-to-date score, or none
     when every live structure scores below ``floor``.
@@ -478,13 +492,7 @@ def lazy_best(heap, n, env_off, env, st, sel, n_sel, kernel, structs, scratch, u
         if st_bound[c] < floor:
             break
         if st_folded[c] < n_sel:
-            limit = -np.inf
-            if n > 1:
-                limit = st_bound[heap[1]]
-            if n > 2 and st_bound[heap[2]] > limit:
-                limit = st_bound[heap[2]]
-            _structure_step(c, limit, n_sel, env_off, env, st, sel, structs, work, inv2h2, prune, use_bounds)
-            _sift_down(heap, n, 0, st_bound)
+            _step_top(heap, n, n_sel, env_off, env, st, sel, structs, work, inv2h2, prune, use_bounds)
             continue
         v = st_bound[c]
         band = v - TIE_BAND * max(1.0, abs(v))
@@ -573,13 +581,7 @@ def look_ahead(heap, n, env_off, env, st, sel, n_sel, inv2h2, prune_d2, structs,
             k += 1
             n = heap_pop(heap, n, st_bound)
             continue
-        limit = -np.inf
-        if n > 1:
-            limit = st_bound[heap[1]]
-        if n > 2 and st_bound[heap[2]] > limit:
-            limit = st_bound[heap[2]]
-        _structure_step(c, limit, n_sel, env_off, env, st, sel, structs, work, inv2h2, prune, True)
-        _sift_down(heap, n, 0, st_bound)
+        _step_top(heap, n, n_sel, env_off, env, st, sel, structs, work, inv2h2, prune, True)
         steps += 1
     for i in range(k - 1, -1, -1):
         n = heap_push(heap, n, aside[i], st_bound)
