@@ -247,7 +247,8 @@ ANNOTATE_BYTES = 8 << 20
 class ExtraColumn:
     """A column appended to every atom line: its name (OVITO lower-cases non-standard names, so
     names are lower case), a printf format of fixed width (the output offsets are known before
-    formatting) and that width."""
+    formatting: the format pads to the width, and a value that does not fit is an error) and
+    that width."""
 
     name: str
     fmt: bytes
@@ -257,8 +258,9 @@ class ExtraColumn:
         return self.fmt % value
 
 
-#: δH (as the UQ scan writes it) and a cluster label.
-DH_COLUMN = ExtraColumn("dh", b"% .9e", 16)
+#: δH (as the UQ scan writes it) and a cluster label. "%16.9e" writes every finite δH with a
+#: two-digit exponent as "% .9e" would, and pads inf and nan to the width.
+DH_COLUMN = ExtraColumn("dh", b"%16.9e", 16)
 CLUSTER_COLUMN = ExtraColumn("cluster", b"%10d", 10)
 
 
@@ -356,6 +358,8 @@ def _write_lines(comm, traj, info, part, columns, values, header, total, offset,
                     raise ValueError(f"TRAJ {traj}: atom lines changed while reading (frame {info.index})")
                 out = b"".join(line + b"".join(b" " + c.format(v) for c, v in zip(columns, vals)) + b"\n"
                                for line, *vals in zip(lines, *cols))
+                if len(out) != sum(map(len, lines)) + len(lines) * (1 + sum(1 + c.width for c in columns)):
+                    _raise_misfit(traj, info, columns, cols, row)
                 pwrite_all(fd, out, offset, tmp)
                 offset += len(out)
                 row += len(lines)
@@ -368,6 +372,17 @@ def _write_lines(comm, traj, info, part, columns, values, header, total, offset,
     finally:
         os.close(fd)
     comm.wait_for_all()
+
+
+def _raise_misfit(traj, info, columns, cols, row):
+    """ValueError naming the first value that does not fit its column's width (the file's
+    offsets were computed from the widths)."""
+    for i, vals in enumerate(zip(*cols)):
+        for c, v in zip(columns, vals):
+            if len(c.format(v)) != c.width:
+                raise ValueError(f"TRAJ {traj} frame {info.index}, atom line {row + i + 1}: column '{c.name}' value "
+                                 f"{v!r} does not fit its {c.width}-character field ({c.format(v)!r})")
+    raise ValueError(f"TRAJ {traj}: atom lines changed while reading (frame {info.index})")
 
 
 def concatenate_frames(paths, target):
