@@ -356,9 +356,9 @@ def _vote(comm, picker, best, n_total: int, overlap: bool):
 
 class _LazyPicker:
     """Scores from the lazy greedy's state (``_LazyState``): cheap bounds, exact folds only where
-    a candidate can still win. A rank's exact local best is work the serial lazy greedy mostly
-    does too, so the exact pairs stay close to the serial run's; looking ahead extends the next
-    candidates' cheap bounds."""
+    a candidate can still win. A rank searches only down to the step's floor (``floor_bid``), the
+    part of the serial search that lies on its own candidates, so the pairs stay close to the
+    serial run's; looking ahead searches for its next best candidates while a vote is open."""
 
     def __init__(self, state, ent_local, first_index, inv2h2, prune_d2, *, conditional):
         self.state, self.ent_local, self.first_index = state, ent_local, first_index
@@ -790,7 +790,7 @@ class _LazyState:
 
         t0 = time.perf_counter()
         steps, exact, bound = look_ahead(self.heap, self.n_heap, self.off, self.env, self.st, self.sel, self.n_sel,
-                                         inv2h2, prune_d2, self.structs, self.aside,
+                                         (inv2h2, prune_d2), self.structs, self.aside,
                                          (self.ahead_steps, LOOK_AHEAD_MAX_PAIRS))
         dt = time.perf_counter() - t0
         if dt > LOOK_AHEAD_CALL_S:
@@ -818,7 +818,7 @@ class _LazyState:
     def local_best(self, inv2h2, prune_d2, floor=-math.inf):
         """(score, −global index) of this rank's best live candidate, with an exact score, or
         (−inf, ...) when none is left or none can reach ``floor`` less the tie band (another
-        rank holds a candidate scoring ``floor``).
+        rank holds a candidate scoring ``floor``: ``kernels.greedy.lazy_best``).
         Call inside the caller's ``threads`` context (entering one per step costs ~1 ms)."""
         from ..kernels.greedy import heap_build, lazy_best, refresh_all
 
@@ -827,10 +827,6 @@ class _LazyState:
             self.pairs += int(refresh_all(self.heap[: self.n_heap].copy(), self.off, self.env, self.st, self.sel,
                                           self.n_sel, inv2h2, prune_d2, self.structs))
             heap_build(self.heap, self.n_heap, self.st_bound)
-        from ..kernels.greedy import TIE_BAND
-
-        if floor > -math.inf:
-            floor -= TIE_BAND * max(1.0, abs(floor))
         c, exact, bound = lazy_best(self.heap, self.n_heap, self.off, self.env, self.st, self.sel, self.n_sel,
                                     (inv2h2, prune_d2), self.structs, self.scratch, self.use_bounds, floor)
         self.pairs += int(exact)

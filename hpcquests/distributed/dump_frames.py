@@ -345,6 +345,7 @@ def _write_lines(comm, traj, info, part, columns, values, header, total, offset,
         with open(traj, "rb") as src:
             src.seek(start)
             remaining, row = stop - start, 0
+            per_line = 1 + sum(1 + c.width for c in columns)  # the newline and each " value"
             while remaining > 0:
                 raw = src.read(min(remaining, ANNOTATE_BYTES))
                 remaining -= len(raw)
@@ -358,7 +359,7 @@ def _write_lines(comm, traj, info, part, columns, values, header, total, offset,
                     raise ValueError(f"TRAJ {traj}: atom lines changed while reading (frame {info.index})")
                 out = b"".join(line + b"".join(b" " + c.format(v) for c, v in zip(columns, vals)) + b"\n"
                                for line, *vals in zip(lines, *cols))
-                if len(out) != sum(map(len, lines)) + len(lines) * (1 + sum(1 + c.width for c in columns)):
+                if len(out) != sum(map(len, lines)) + len(lines) * per_line:
                     _raise_misfit(traj, info, columns, cols, row)
                 pwrite_all(fd, out, offset, tmp)
                 offset += len(out)

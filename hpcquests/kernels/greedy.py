@@ -463,9 +463,9 @@ def lazy_best(heap, n, env_off, env, st, sel, n_sel, kernel, structs, scratch, u
         scratch: (2·n_local,) int64 work space.
         use_bounds: lower bounds with the cheap float32 bounds first (False: exact folds only,
             for data whose float32 bound fields would overflow).
-        floor: stop (and return -1) once the top score bound falls below it: a structure of
-            another rank is known to score at least ``floor`` plus the tie band
-            (``compress.msc``'s two-round step), so no structure here can win or tie.
+        floor: a score another rank's structure is known to reach (``compress.msc``'s
+            two-round step): stop (and return -1) once the top score bound falls below it less
+            the tie band, as no structure here can then win or tie.
 
     Returns:
         (local index or -1 when none is left, exact pairs evaluated, bound pairs evaluated).
@@ -474,6 +474,8 @@ def lazy_best(heap, n, env_off, env, st, sel, n_sel, kernel, structs, scratch, u
     st_folded = structs[2]
     inv2h2 = kernel[0]
     prune = min(kernel[1], BIG)
+    if floor > -np.inf:
+        floor -= TIE_BAND * max(1.0, abs(floor))
     work = (np.empty(COL_BLOCK), np.empty(COL_BLOCK, dtype=np.float32), np.zeros(2, dtype=np.int64))
     pairs = work[2]
     half = scratch.shape[0] // 2
@@ -549,7 +551,7 @@ def settle_top(heap, n, env_off, env, st, sel, n_sel, kernel, structs, use_bound
 
 
 @nb.njit(cache=True)
-def look_ahead(heap, n, env_off, env, st, sel, n_sel, inv2h2, prune_d2, structs, aside, limits):
+def look_ahead(heap, n, env_off, env, st, sel, n_sel, kernel, structs, aside, limits):
     """Work a rank can do while the other ranks finish a step: the lazy search for its *next*
     best candidates, as if its exact best (and the ones after it, up to ``aside.size``) had
     been picked. The rank whose candidate wins a step must find its next best in the following
@@ -567,7 +569,7 @@ def look_ahead(heap, n, env_off, env, st, sel, n_sel, inv2h2, prune_d2, structs,
     """
     st_bound = structs[1]
     st_folded = structs[2]
-    prune = min(prune_d2, BIG)
+    prune = min(kernel[1], BIG)
     work = (np.empty(COL_BLOCK), np.empty(COL_BLOCK, dtype=np.float32), np.zeros(2, dtype=np.int64))
     k = 0
     steps = 0
@@ -581,7 +583,7 @@ def look_ahead(heap, n, env_off, env, st, sel, n_sel, inv2h2, prune_d2, structs,
             k += 1
             n = heap_pop(heap, n, st_bound)
             continue
-        _step_top(heap, n, n_sel, env_off, env, st, sel, structs, work, inv2h2, prune, True)
+        _step_top(heap, n, n_sel, env_off, env, st, sel, structs, work, kernel[0], prune, True)
         steps += 1
     for i in range(k - 1, -1, -1):
         n = heap_push(heap, n, aside[i], st_bound)
