@@ -18,6 +18,18 @@ def available_threads() -> int:
     return int(numba.config.NUMBA_NUM_THREADS)
 
 
+def current_threads() -> int:
+    """``numba.get_num_threads()`` without starting numba's thread pool for the question (a few
+    milliseconds, which a store read would pay only to learn how many threads it may use): until
+    the pool is started nothing can have changed the count from NUMBA_NUM_THREADS."""
+    import numba
+    from numba.np.ufunc import parallel
+
+    if getattr(parallel, "_is_initialized", True):
+        return numba.get_num_threads()
+    return available_threads()
+
+
 def resolve_threads(n: int | None) -> int:
     """Validate a thread request: ``None`` keeps the current numba setting (so an enclosing
     ``threads(...)`` block wins), 0 means all available threads."""
