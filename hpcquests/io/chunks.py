@@ -8,6 +8,9 @@ from __future__ import annotations
 import numpy as np
 
 CHUNK_BYTES = 1 << 20  # rows per chunk: about 1 MiB (checksummed and read as a unit)
+# attribute of a little-endian float64 dataset: per chunk (HDF5's fletcher32, the flipped
+# fletcher32, 1 if every value was finite) as written (int64 (n_chunks, 3))
+CHUNK_RECORDS = "chunk_records"
 
 
 def fill_value(dtype):
@@ -43,9 +46,11 @@ def create_checked_dataset(group, name: str, data) -> None:
     Numeric arrays: the chunks are formed here (the last one padded with the fill value, as
     HDF5 stores edge chunks whole) and written with ``write_direct_chunk``, their checksum from
     ``kernels.checksum.hdf5_fletcher32`` (bit-exact with HDF5's filter): one pass, no
-    filter pipeline. Anything else (strings, 0-d, empty) goes through HDF5's writer
+    filter pipeline. Little-endian float64 data also gets the ``CHUNK_RECORDS`` attribute
+    (``kernels.checksum.float64_chunk_record`` per chunk), which lets a reader skip the NaN scan
+    of a chunk that is still as written. Anything else (strings, 0-d, empty) goes through HDF5's writer
     (checksummed where HDF5 can chunk it)."""
-    from ..kernels.checksum import hdf5_fletcher32
+    from ..kernels.checksum import float64_chunk_record, hdf5_fletcher32
 
     a = _native(data)
     if a.ndim == 0 or a.dtype.kind not in "biufc" or any(n == 0 for n in a.shape):
@@ -63,13 +68,23 @@ def create_checked_dataset(group, name: str, data) -> None:
     buf = np.empty(nbytes + 4, dtype=np.uint8)
     body = buf[:nbytes]
     tail = (0,) * (a.ndim - 1)
+    records = [] if a.dtype.str == "<f8" else None
     for r0 in range(0, a.shape[0], rows):
         block = a[r0:r0 + rows]
+        real = block.nbytes
         if block.shape[0] < rows:  # the edge chunk: stored whole, padded with the fill value
             full = np.full((rows, *a.shape[1:]), fill if fill is not None else 0, dtype=a.dtype)
             full[:block.shape[0]] = block
             block = full
         body[:] = block.reshape(-1).view(np.uint8)
-        checksum = hdf5_fletcher32(body)  # any byte count (uint8 columns can be odd)
+        if records is None:
+            checksum = hdf5_fletcher32(body)  # any byte count (uint8 columns can be odd)
+        else:
+            checksum, flipped, finite = float64_chunk_record(body, real)
+            records.append((checksum, flipped, int(finite)))
         buf[nbytes:] = np.frombuffer(int(checksum).to_bytes(4, "little"), dtype=np.uint8)
         ds.id.write_direct_chunk((r0, *tail), buf)
+    if records is not None:
+        # read back by DescriptorStore.read: a chunk that still matches its record needs no
+        # second pass for NaN; in the shard's metadata, which the master's checksum covers
+        ds.attrs[CHUNK_RECORDS] = np.asarray(records, dtype=np.int64)

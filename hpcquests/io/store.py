@@ -38,9 +38,12 @@ Integrity (format version 2): every dataset is chunked (about 1 MiB per chunk) w
 largest value for unsigned ones), so a damaged byte or a row no source provides is an error,
 never data. The writer forms the chunks itself and writes them with ``write_direct_chunk``
 (checksum from ``kernels.checksum``, bit-exact with HDF5's); any HDF5 reader verifies them.
-``DescriptorStore.read`` reads the chunks of a row range straight from the shard files and
-verifies each checksum in a few threads (GIL released), about as fast as HDF5 reads unchecked
-contiguous data; other selections go through HDF5, which verifies the checksums itself. A
+``DescriptorStore.read`` reads the chunks of a row range straight from the shard files (their
+places from the table the master records, ``_chunk_table``) and verifies each in a few threads
+(GIL released), as fast as HDF5 reads unchecked contiguous data: a float64 chunk still matching
+its writer's record (``io.chunks.CHUNK_RECORDS``: HDF5's and the flipped fletcher32, all finite)
+takes one pass; any other chunk, HDF5's fletcher32 and (descriptors) a scan for NaN in the same
+call. Other selections go through HDF5, which verifies the checksums itself. A
 checksum mismatch names the store, shard, dataset and rows; a non-finite descriptor or a fill
 value names the store, dataset and row. Stores of format version 1 (contiguous, no checksums)
 are still read.
@@ -109,30 +112,62 @@ def write_shard(store_path, shard_id: int, row_start: int, arrays: dict, write_i
             a = _native(a)
             create_checked_dataset(f, name, a)
             datasets[name] = {"shape": list(a.shape), "dtype": a.dtype.str}
-    ranges, meta = shard_metadata_checksum(path)
     return {"file": rel, "shard_id": int(shard_id), "row_start": int(row_start), "n_rows": int(n_rows),
-            "datasets": datasets, "size": os.path.getsize(path), "write_id": write_id, "data": ranges, "meta": meta}
+            "datasets": datasets, "size": os.path.getsize(path), "write_id": write_id, **shard_layout(path)}
 
 
-def shard_metadata_checksum(path):
-    """(data ranges, checksum of the rest) of a written shard: the chunks carry their own
-    checksums; everything else in the file (HDF5's metadata: a few KiB) is summed here and the
-    master records it, so damaged metadata is found before HDF5 parses it. ``data`` is the
-    list of [offset, length] byte runs the chunks occupy (adjacent chunks merged: a handful)."""
+def shard_layout(path) -> dict:
+    """What the master records of a written shard: ``data``, the [offset, length] byte runs its
+    chunks occupy (adjacent chunks merged: a handful); ``meta``, the checksum of everything
+    else (HDF5's metadata: a few KiB; the chunks carry their own checksums), so damaged
+    metadata is found before HDF5 parses it; ``chunks``, each per-row dataset's chunk table
+    (``_chunk_table``), so a read finds the chunks without opening the shard with HDF5."""
     import h5py
 
-    runs = []
+    runs, tables = [], {}
     with h5py.File(path, "r") as f:
-        for ds in f.values():
-            if ds.chunks is not None:
-                runs.extend((offset, size) for _, offset, size, _ in _stored_chunks(ds))
+        for name, ds in f.items():
+            if ds.chunks is None:
+                continue
+            stored = _stored_chunks(ds)
+            runs.extend((offset, size) for _, offset, size, _ in stored)
+            table = _chunk_table(ds, stored)
+            if table is not None:
+                tables[name] = table
     merged = []
     for offset, length in sorted(runs):
         if merged and merged[-1][0] + merged[-1][1] == offset:
             merged[-1][1] += length
         else:
             merged.append([offset, length])
-    return merged, _metadata_checksum(path, merged, os.path.getsize(path))
+    return {"data": merged, "meta": _metadata_checksum(path, merged, os.path.getsize(path)), "chunks": tables}
+
+
+def _chunk_table(ds, stored) -> dict | None:
+    """The chunk table of the h5py dataset ``ds`` whose stored chunks are ``stored``
+    (``_stored_chunks``), as the master records it: ``rows`` per chunk, stored ``size`` (bytes,
+    checksum included), ``runs`` of [first chunk, byte offset, count] (chunk i of a run at
+    offset + (i - first) * size) and the writer's ``records`` (``_chunk_records``) or None.
+    None when the dataset is not stored as this version writes it (every chunk present, whole
+    rows, fletcher32 the only filter)."""
+    n_rows = int(ds.shape[0]) if ds.ndim else 0
+    if (not n_rows or tuple(ds.chunks[1:]) != tuple(ds.shape[1:]) or ds.id.get_create_plist().get_nfilters() != 1
+            or not ds.fletcher32):
+        return None
+    rows = int(ds.chunks[0])
+    by_index = sorted((c[0] // rows, offset, size, mask) for c, offset, size, mask in stored)
+    size = by_index[0][2] if by_index else 0
+    if ([i for i, *_ in by_index] != list(range(-(-n_rows // rows)))
+            or any(s != size or mask for _, _, s, mask in by_index)):
+        return None
+    runs = []
+    for i, offset, _, _ in by_index:
+        if runs and runs[-1][1] + runs[-1][2] * size == offset:
+            runs[-1][2] += 1
+        else:
+            runs.append([i, offset, 1])
+    records = _chunk_records(ds)
+    return {"rows": rows, "size": size, "runs": runs, "records": None if records is None else records.tolist()}
 
 
 def _stored_chunks(ds) -> list:
@@ -233,8 +268,8 @@ def write_master(store_path, shard_infos, offsets, *, attrs: dict, n_cols: int |
         # a new identity on every write: a rebuilt store is never mistaken for the old one
         # (a scan's checkpoint records it), whatever its size or layout
         f.attrs["write_id"] = write_id or new_write_id()
-        f.attrs["shards"] = json.dumps([{k: s[k] for k in ("file", "row_start", "n_rows", "size", "data", "meta")
-                                         if k in s} for s in infos])
+        f.attrs["shards"] = json.dumps([{k: s[k] for k in ("file", "row_start", "n_rows", "size", "data", "meta",
+                                                           "chunks") if k in s} for s in infos])
         for key, value in attrs.items():
             if value is None:
                 continue
@@ -410,6 +445,7 @@ class DescriptorStore:
             except ValueError:
                 raise ValueError(f"store {self.path}: the master's shard list is not valid JSON (damaged)") from None
             self._check_sources(shards)
+            self._entries = {os.path.normpath(s["file"]): s for s in shards}
             for s in shards:
                 if not s["n_rows"]:
                     continue  # zero-row shards are not referenced by the virtual datasets
@@ -586,8 +622,11 @@ class DescriptorStore:
         key = (file, dset)
         if key in self._plans:
             return self._plans[key]
-        plan = None
         path = os.path.join(os.path.dirname(os.path.abspath(self.path)), file)
+        plan = _plan_from_table(self._entries.get(os.path.normpath(file)), dset, path, dtype, trailing)
+        if plan is not None:
+            self._plans[key] = plan
+            return plan
         try:
             with h5py.File(path, "r") as f:
                 ds = f[dset]
@@ -597,7 +636,8 @@ class DescriptorStore:
                 if ok:
                     chunks = {int(c[0][0]): c[1:] for c in _stored_chunks(ds)}
                     plan = {"path": path, "rows": int(ds.chunks[0]), "n": int(ds.shape[0]), "chunks": chunks,
-                            "row_bytes": int(np.prod(trailing, dtype=np.int64)) * ds.dtype.itemsize}
+                            "row_bytes": int(np.prod(trailing, dtype=np.int64)) * ds.dtype.itemsize,
+                            "records": _chunk_records(ds)}
         except (OSError, KeyError, RuntimeError, TypeError, ValueError) as exc:
             raise ValueError(f"store {self.path}: shard {file} cannot be read ({exc}); the file is damaged, "
                              "rebuild the store") from None
@@ -632,7 +672,7 @@ class DescriptorStore:
         """Rows [start, stop) of ``name`` and whether their values were checked too: chunks read
         with ``preadv`` into the result, their checksums verified and (descriptors) their values
         checked while in cache, spread over a few threads (all release the GIL)."""
-        from ..kernels.checksum import check_float64_chunk, first_nonfinite_row, hdf5_fletcher32
+        from ..kernels.checksum import first_nonfinite_row
 
         spans = self._sources.get(name)
         hdf5 = (lambda: (self._read_hdf5(name, ds, slice(start, stop)), False))
@@ -658,12 +698,13 @@ class DescriptorStore:
                 rows, rb = plan["rows"], plan["row_bytes"]
                 entry = plan["chunks"].get(c0)
                 r_hi = g0 - c0 + min(c0 + rows, plan["n"])  # end of the rows this chunk holds
+                where = f"shard {file} dataset {name!r} rows {g0}-{r_hi - 1}"
                 if entry is None:
-                    return f"shard {file} dataset {name!r} rows {g0}-{r_hi - 1}: chunk missing"
+                    return f"{where}: chunk missing"
                 offset, size, mask = entry
                 nbytes = rows * rb
                 if mask != 0 or size != nbytes + 4:
-                    return f"shard {file} dataset {name!r} rows {g0}-{r_hi - 1}: chunk stored unexpectedly"
+                    return f"{where}: chunk stored unexpectedly"
                 a, b = max(g0, lo), min(g0 + rows, hi)  # the part of this chunk that is wanted
                 whole = a == g0 and b == g0 + rows
                 body = flat[(a - start) * rb:(b - start) * rb] if whole else np.empty(nbytes, dtype=np.uint8)
@@ -671,20 +712,17 @@ class DescriptorStore:
                 try:
                     got = os.preadv(fds[file], [body, trailer], offset)
                 except OSError as exc:
-                    return f"shard {file} dataset {name!r} rows {g0}-{r_hi - 1}: {exc.strerror}"
+                    return f"{where}: {exc.strerror}"
                 if got != nbytes + 4:
-                    return f"shard {file} dataset {name!r} rows {g0}-{r_hi - 1}: the file ends early (truncated)"
-                if finite and whole:  # both checks in one call, while the chunk is in cache
-                    checksum, bad = check_float64_chunk(body)
-                    bad = bad // (rb // 8) if bad >= 0 else -1
-                else:
-                    checksum, bad = hdf5_fletcher32(body), -1
-                if checksum != int.from_bytes(trailer, "little"):
-                    return f"shard {file} dataset {name!r} rows {g0}-{r_hi - 1} fail their checksum"
+                    return f"{where}: the file ends early (truncated)"
+                bad = _verify_chunk(body, int.from_bytes(trailer, "little"), plan["records"], c0 // rows,
+                                    finite and whole, rb)
+                if bad == _CHECKSUM_FAILS:
+                    return f"{where} fail their checksum"
                 if not whole:
                     flat[(a - start) * rb:(b - start) * rb] = body[(a - g0) * rb:(b - g0) * rb]
-                    if finite:  # only the wanted rows: an edge chunk's padding is the NaN fill value
-                        bad = first_nonfinite_row(out[a - start:b - start])
+                if finite and bad == _UNKNOWN:  # only the wanted rows: an edge chunk's padding is NaN
+                    bad = first_nonfinite_row(out[a - start:b - start])
                 return ("value", a + bad) if bad >= 0 else None
 
             errors = _map_threads(one, tasks)
@@ -730,6 +768,76 @@ class DescriptorStore:
 
 
 _NONFINITE = "a non-finite value (NaN or inf)"
+_CHECKSUM_FAILS = -2  # ``_verify_chunk``: the chunk fails HDF5's checksum
+_UNKNOWN = -3  # ``_verify_chunk``: checksum good, values still to be checked (rows wanted: the caller's)
+
+
+def _plan_from_table(entry, dset, path, dtype, trailing) -> dict | None:
+    """A chunk plan (``DescriptorStore._chunk_plan``) from the table the master records for
+    shard ``entry`` (``_chunk_table``), or None (none recorded, or not one this reader can
+    trust: then the shard's own index is read). The master's seal and the shard's size and
+    metadata checksum, checked at open, tie the table to the shard; here it must also fit the
+    dataset's shape and the byte runs the metadata checksum left out."""
+    table = (entry or {}).get("chunks", {}).get(dset) if isinstance(entry, dict) else None
+    try:
+        rows, size, runs, n = int(table["rows"]), int(table["size"]), table["runs"], int(entry["n_rows"])
+        row_bytes = int(np.prod(trailing, dtype=np.int64)) * np.dtype(dtype).itemsize
+        if rows <= 0 or size != rows * row_bytes + 4:
+            return None
+        chunks, data = {}, sorted((int(o), int(o) + int(n_)) for o, n_ in entry["data"])
+        for first, offset, count in runs:
+            first, offset, count = int(first), int(offset), int(count)
+            if first != len(chunks) or count <= 0 or not any(lo <= offset and offset + count * size <= hi
+                                                              for lo, hi in data):
+                return None
+            for i in range(count):
+                chunks[(first + i) * rows] = (offset + i * size, size, 0)
+        records = table.get("records")
+        records = None if records is None else np.asarray(records, dtype=np.int64)
+        if len(chunks) != -(-n // rows) or (records is not None and records.shape != (len(chunks), 3)):
+            return None
+    except (TypeError, KeyError, ValueError, AttributeError):
+        return None
+    return {"path": path, "rows": rows, "n": n, "chunks": chunks, "row_bytes": row_bytes, "records": records}
+
+
+def _chunk_records(ds):
+    """The writer's per-chunk records of the h5py dataset ``ds`` ((n_chunks, 3) int64:
+    HDF5's fletcher32, the flipped fletcher32, all finite), or None (another writer or an
+    older hpcquests; or not as expected, which only costs the full checks)."""
+    from .chunks import CHUNK_RECORDS
+
+    if ds.dtype.str != "<f8" or CHUNK_RECORDS not in ds.attrs:
+        return None
+    records = np.asarray(ds.attrs[CHUNK_RECORDS])
+    n_chunks = -(-int(ds.shape[0]) // int(ds.chunks[0]))
+    if records.shape != (n_chunks, 3) or records.dtype.kind != "i":
+        return None
+    return records
+
+
+def _verify_chunk(body, trailer: int, records, index: int, finite: bool, row_bytes: int) -> int:
+    """Check one chunk read from a shard: ``body`` (uint8, the whole chunk) and ``trailer``
+    (the fletcher32 stored after it). Returns the chunk row of its first non-finite value
+    (``finite``: the caller wants every row checked), -1 if none, ``_UNKNOWN`` if the values
+    were not checked, ``_CHECKSUM_FAILS``.
+
+    A chunk still as its writer recorded it (trailer and flipped fletcher32 equal to the record,
+    see ``kernels.checksum.flipped_fletcher32``) was all finite if the record says so: one pass.
+    Otherwise (no record, or changed since: an in-place HDF5 edit passes HDF5's checksum) HDF5's
+    fletcher32 is verified and, for ``finite``, the values scanned in the same call."""
+    from ..kernels.checksum import check_float64_chunk, flipped_fletcher32, hdf5_fletcher32
+
+    if records is not None:
+        checksum, flipped, all_finite = (int(v) for v in records[index])
+        if trailer == checksum and flipped_fletcher32(body) == flipped:
+            return -1 if all_finite else _UNKNOWN
+    if finite:
+        checksum, bad = check_float64_chunk(body)
+        bad = bad // (row_bytes // 8) if bad >= 0 else -1
+    else:
+        checksum, bad = hdf5_fletcher32(body), _UNKNOWN
+    return _CHECKSUM_FAILS if checksum != trailer else bad
 
 
 def _must_be_finite(name, dtype, ndim) -> bool:

@@ -20,8 +20,11 @@ import numpy as np
 BLOCK = 360  # HDF5's block length (words summed between folds)
 
 
-CHECKSUM = 1  # ``_check_words`` modes (bits): HDF5's fletcher32 of the words ...
-FINITE = 2  # ... and the first non-finite float64 they hold
+# ``_check_words`` modes (bits)
+CHECKSUM = 1  # HDF5's fletcher32 of the words
+FINITE = 2  # the first non-finite float64 they hold
+FLIPPED = 4  # the flipped fletcher32 instead of HDF5's (``flipped_fletcher32``)
+FLIP = 0x8000  # XORed into every word by the flipped checksum
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True, boundscheck=False)
@@ -32,14 +35,14 @@ def _check_words(words, block, mode):
     checksum = np.uint32(0)
     bad = -1
     if mode & 1:
-        checksum = _fletcher32(words, block)
+        checksum = _fletcher32(words, block, FLIP if mode & 4 else 0)
     if mode & 2:
         bad = _first_nonfinite(words.view(np.uint64))
     return checksum, bad
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True, boundscheck=False)
-def _fletcher32(words, block) -> np.uint32:
+def _fletcher32(words, block, flip) -> np.uint32:
     # ``block`` (360) comes in at run time: as a compile-time constant LLVM unrolls the inner
     # loop completely and no longer vectorises it (5x slower)
     weights = np.empty(block, np.float64)
@@ -60,7 +63,7 @@ def _fletcher32(words, block) -> np.uint32:
             blk = words[b0:b0 + block]
             for j in range(block):
                 x = blk[j]
-                w = np.float64(((x & 0xFF) << 8) | (x >> 8))
+                w = np.float64((((x & 0xFF) << 8) | (x >> 8)) ^ flip)
                 a1 += w
                 a2 += weights[j] * w
             u1 = np.uint64(a1)
@@ -70,7 +73,7 @@ def _fletcher32(words, block) -> np.uint32:
             u2 = np.uint64(0)
             for j in range(m):
                 x = np.uint64(words[b0 + j])
-                u1 += ((x & np.uint64(0xFF)) << np.uint64(8)) | (x >> np.uint64(8))
+                u1 += (((x & np.uint64(0xFF)) << np.uint64(8)) | (x >> np.uint64(8))) ^ np.uint64(flip)
                 u2 += u1
         # HDF5 inside a block: sum2 gains m * sum1 (its value at the block start) + Σ (m - j) w_j
         s2 = (s2 + np.uint64(m) * s1 + u2) & mask
@@ -100,6 +103,27 @@ def check_float64_chunk(body) -> tuple[int, int]:
     cache. Releases the GIL."""
     checksum, bad = _check_words(body.view(np.uint16), BLOCK, CHECKSUM | FINITE)
     return int(checksum), int(bad)
+
+
+def flipped_fletcher32(body) -> int:
+    """HDF5's fletcher32 of ``body`` (a writable uint8 array of even length) with every
+    big-endian 16-bit word XORed with 0x8000 first: the write-time record of a float64 chunk.
+
+    HDF5's own sum misses a word changing between 0x0000 and 0xFFFF (both 0 mod 65535), and in
+    a little-endian float64 the word holding the sign and exponent turns a 0.0 into NaN by that
+    change. The flipped sum misses only 0x7FFF <-> 0x8000, which leave every float64 finite
+    (exponents 0x7F7 and 0x008 in that word). So a chunk whose flipped sum equals the one
+    recorded when the writer found it all finite still is. Releases the GIL."""
+    return int(_check_words(body.view(np.uint16), BLOCK, CHECKSUM | FLIPPED)[0])
+
+
+def float64_chunk_record(body, real_bytes: int) -> tuple[int, int, bool]:
+    """(HDF5's fletcher32, ``flipped_fletcher32``, whether all finite) of a float64 chunk
+    ``body`` (writable uint8) whose first ``real_bytes`` bytes are data (the rest: an edge
+    chunk's NaN padding). What the writer records for each chunk (``io.chunks.CHUNK_RECORDS``)."""
+    words = body.view(np.uint16)
+    bad = _check_words(words[:real_bytes // 2], BLOCK, FINITE)[1]
+    return hdf5_fletcher32_words(words), flipped_fletcher32(body), bool(bad < 0)
 
 
 def hdf5_fletcher32(buf) -> int:

@@ -431,7 +431,7 @@ def _finalize(run, chosen, frame_stats, bad, wall):
     def write():
         if rank != 0:
             return {}
-        from ..io.store import shard_metadata_checksum, store_attrs, write_master
+        from ..io.store import shard_layout, store_attrs, write_master
 
         prefix = ckpt.run_id + "-f"
         names = sorted(n for n in os.listdir(ckpt.shards) if n.endswith(".h5") and n.startswith(prefix))
@@ -446,9 +446,8 @@ def _finalize(run, chosen, frame_stats, bad, wall):
                 shapes = {k: {"shape": list(fh[k].shape), "dtype": fh[k].dtype.str} for k in fh}
             m = shapes["dH"]["shape"][0]
             per_frame[fr] = per_frame.get(fr, 0) + m
-            data, meta = shard_metadata_checksum(path)
             infos.append({"file": os.path.join(os.path.basename(ckpt.shards), n), "row_start": row, "n_rows": m,
-                          "datasets": shapes, "size": os.path.getsize(path), "data": data, "meta": meta})
+                          "datasets": shapes, "size": os.path.getsize(path), **shard_layout(path)})
             row += m
         offsets = np.concatenate([[0], np.cumsum([per_frame.get(fr, 0) for fr in chosen])]).astype(np.int64)
         attrs = store_attrs(k=config.k, cutoff=config.cutoff, species=[], descriptor_kind="uq-result",

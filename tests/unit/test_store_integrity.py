@@ -322,3 +322,128 @@ def test_a_master_without_its_seal_is_refused(tmp_path):
         assert f["descriptors"].shape == (6000, 13)
     with pytest.raises(ValueError, match=r"s.h5: the master has lost its checksum seal"):
         open_store(path)  # ... but it is no longer known to be what hpcquests wrote
+
+
+# --- the writer's chunk records: one pass per chunk on read, and no fletcher32 blind spot
+
+
+def shard_entries(path):
+    import json
+
+    with h5py.File(path) as f:
+        return {os.path.basename(s["file"]): s for s in json.loads(f.attrs["shards"])}
+
+
+def test_chunk_records_and_tables_describe_the_bytes_written(tmp_path):
+    """Per float64 chunk the writer records HDF5's fletcher32 (the trailer), the flipped
+    fletcher32 (every big-endian word XOR 0x8000: each even byte XOR 0x80) and whether every
+    value was finite (an edge chunk's NaN padding does not count); the master's table gives
+    each chunk's offset as the shard's own index does."""
+    path, x = sample(tmp_path, n=3000, d=13, rows_per_shard=1300)
+    x_nan = x.copy()
+    x_nan[1700, 4] = np.nan
+    write_store(tmp_path / "n.h5", x_nan, [0, 3000], k=2, cutoff=5.0, rows_per_shard=1300)
+    for store, bad_row in ((path, None), (tmp_path / "n.h5", 1700)):
+        entries = shard_entries(store)
+        for shard in shard_files(store):
+            table = entries[os.path.basename(shard)]["chunks"]["descriptors"]
+            row_start = entries[os.path.basename(shard)]["row_start"]
+            stored = sorted(chunk_offsets(shard), key=lambda c: c[2])
+            from_table = [offset + j * table["size"] for _, offset, count in table["runs"] for j in range(count)]
+            assert from_table == [o for o, _, _ in stored] and {size for _, size, _ in stored} == {table["size"]}
+            data = open(shard, "rb").read()
+            records = table["records"]
+            assert len(records) == len(stored)
+            for i, (offset, size, row0) in enumerate(stored):
+                body = bytearray(data[offset:offset + size - 4])
+                trailer = int.from_bytes(data[offset + size - 4:offset + size], "little")
+                flipped = bytearray(body)
+                flipped[0::2] = bytes(b ^ 0x80 for b in body[0::2])
+                rows = range(row_start + row0, row_start + min(row0 + table["rows"],
+                                                                entries[os.path.basename(shard)]["n_rows"]))
+                finite = bad_row is None or bad_row not in rows
+                assert records[i] == [trailer, fletcher32_spec(bytes(flipped)), int(finite)]
+                assert trailer == fletcher32_spec(bytes(body))
+        with h5py.File(shard_files(store)[0]) as f:  # the shard carries them too
+            assert f["descriptors"].attrs["chunk_records"].shape == (len(chunk_offsets(shard_files(store)[0])), 3)
+    with open_store(path) as s:
+        assert np.array_equal(s.read(), x)
+    with open_store(tmp_path / "n.h5") as s, pytest.raises(ValueError, match=r"row 1700 holds a non-finite"):
+        s.read()
+
+
+def test_a_zero_turned_nan_that_fletcher32_misses_is_refused(tmp_path):
+    """HDF5's fletcher32 cannot tell a 16-bit word 0x0000 from 0xFFFF; in a float64 0.0 the
+    word holding sign and exponent becomes NaN that way. Plain HDF5 serves the NaN; the
+    store's reader refuses it naming the row (the flipped record differs, and the values are
+    then scanned)."""
+    x = np.random.default_rng(5).random((3000, 13))
+    x[2222, 6] = 0.0
+    path = tmp_path / "z.h5"
+    write_store(path, x, [0, 3000], k=2, cutoff=5.0, rows_per_shard=1300)
+    shard = shard_files(path)[1]  # rows 1300..2599
+    rows = next(v["chunks"]["descriptors"]["rows"] for v in shard_entries(path).values())
+    local = 2222 - 1300
+    offset = next(o for o, _, r0 in chunk_offsets(shard) if r0 <= local < r0 + rows)
+    at = offset + ((local % rows) * 13 + 6) * 8 + 6  # bytes 6 and 7 of the little-endian value
+    with open(shard, "r+b") as f:
+        f.seek(at)
+        assert f.read(2) == b"\0\0"
+        f.seek(at)
+        f.write(b"\xff\xff")
+    with h5py.File(path) as f:
+        assert np.isnan(f["descriptors"][2222, 6])  # HDF5's checksum still passes
+    with open_store(path) as s:
+        with pytest.raises(ValueError, match=r"z.h5: dataset 'descriptors' row 2222 holds a non-finite"):
+            s.read()
+        with pytest.raises(ValueError, match=r"row 2222 holds a non-finite"):
+            s.read(rows=slice(2200, 2300))  # a part of the chunk
+    assert cli_main(["store", "verify", str(path)]) == 2
+
+
+def test_an_in_place_hdf5_edit_is_read_with_every_value_checked(tmp_path):
+    """An HDF5 writer editing a shard in place updates HDF5's checksum but not the record: the
+    chunk is then verified with HDF5's checksum and every value scanned, as without records."""
+    path, x = sample(tmp_path)
+    shard = shard_files(path)[0]
+    with h5py.File(shard, "r+") as f:
+        f["descriptors"][5, 3] = 7.0
+    with open_store(path) as s:
+        y = s.read()
+    assert y[5, 3] == 7.0 and np.array_equal(np.delete(y.ravel(), 5 * 13 + 3), np.delete(x.ravel(), 5 * 13 + 3))
+    with h5py.File(shard, "r+") as f:
+        f["descriptors"][5, 3] = np.inf
+    with open_store(path) as s, pytest.raises(ValueError, match=r"row 5 holds a non-finite"):
+        s.read()
+
+
+def test_stores_without_tables_or_records_read_the_same(tmp_path, monkeypatch):
+    """A store written before the tables and records (or by another writer): the shard's own
+    chunk index is read and every chunk fully checked; a table that does not fit the shard's
+    data runs is not used."""
+    from hpcquests.io import store as store_mod
+
+    path, x = sample(tmp_path)
+    entry = next(iter(shard_entries(path).values()))
+    plan = store_mod._plan_from_table(entry, "descriptors", "p", np.float64, (13,))
+    assert plan is not None and plan["records"] is not None and len(plan["chunks"]) == -(-2500 // plan["rows"])
+    crafted = {**entry, "chunks": {"descriptors": {**entry["chunks"]["descriptors"],
+                                                   "runs": [[0, entry["size"], 99]]}}}
+    assert store_mod._plan_from_table(crafted, "descriptors", "p", np.float64, (13,)) is None  # outside the data
+    assert store_mod._plan_from_table(entry, "descriptors", "p", np.float64, (12,)) is None  # another shape
+    for name in ("old.h5", "nan.h5"):
+        monkeypatch.setattr(store_mod, "_chunk_table", lambda ds, stored: None)
+        monkeypatch.setattr(chunks_mod, "CHUNK_RECORDS", "not_read")
+        y = x.copy()
+        if name == "nan.h5":
+            y[4321, 0] = -np.inf
+        write_store(tmp_path / name, y, [0, 6000], k=2, cutoff=5.0, rows_per_shard=2500)
+        monkeypatch.undo()
+        monkeypatch.setattr(chunks_mod, "CHUNK_BYTES", 8192)
+        assert all(not e["chunks"] for e in shard_entries(tmp_path / name).values())
+        with open_store(tmp_path / name) as s:
+            if name == "old.h5":
+                assert np.array_equal(s.read(), x) and np.array_equal(s.read(rows=slice(77, 2600)), x[77:2600])
+            else:
+                with pytest.raises(ValueError, match=r"row 4321 holds a non-finite"):
+                    s.read()
