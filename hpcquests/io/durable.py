@@ -190,28 +190,37 @@ def _start_writeback(fd: int) -> None:
 
 class CheckedFile:
     """A binary file object over ``fd`` for h5py's file-object driver: writes go through the
-    checked loop (``_write_all``); the first error is kept in ``error`` because HDF5 may drop
-    an exception raised inside its driver (at close, say) and report success. The disk
+    checked loop (``_write_all``); the first error is kept in ``error`` and never raised into
+    HDF5 (``_lose``), which raises it once HDF5 is done with the file. The disk
     write-out is started every ``WRITEBACK_BYTES`` (``_start_writeback``)."""
 
     def __init__(self, fd: int, path: str):
         self.fd, self.path, self.pos, self.error = fd, path, 0, None
         self._unsynced = 0
+        self.discard = False  # set once the file is lost (``_lose``)
 
     def _keep(self, exc):
         if self.error is None:
             self.error = exc
 
+    def _lose(self, exc):
+        """A write failed: the file is lost (``durable_hdf5`` raises ``exc`` once HDF5 has closed
+        it, and removes it). HDF5 is told the write succeeded and later ones go nowhere: an
+        error inside HDF5 can leave a file half closed, and its driver state is then freed at
+        exit, after Python's, which crashes the process (exit 139 after the error line)."""
+        self._keep(exc)
+        self.discard = True
+
     def write(self, data) -> int:
         view = memoryview(data).cast("B")
-        try:
-            _write_all(self.fd, view, self.pos, self.path)
-        except OSError as exc:
-            self._keep(exc)
-            raise
+        if not self.discard:
+            try:
+                _write_all(self.fd, view, self.pos, self.path)
+            except OSError as exc:
+                self._lose(exc)
         self.pos += len(view)
         self._unsynced += len(view)
-        if self._unsynced >= WRITEBACK_BYTES:
+        if self._unsynced >= WRITEBACK_BYTES and not self.discard:
             self._unsynced = 0
             _start_writeback(self.fd)
         return len(view)
@@ -238,11 +247,11 @@ class CheckedFile:
 
     def truncate(self, size: int | None = None) -> int:
         size = self.pos if size is None else size
-        try:
-            os.ftruncate(self.fd, size)
-        except OSError as exc:
-            self._keep(exc)
-            raise
+        if not self.discard:
+            try:
+                os.ftruncate(self.fd, size)
+            except OSError as exc:
+                self._lose(exc)
         return size
 
     def flush(self) -> None:
