@@ -444,8 +444,8 @@ class DescriptorStore:
                 shards = json.loads(self._f.attrs.get("shards", "[]"))
             except ValueError:
                 raise ValueError(f"store {self.path}: the master's shard list is not valid JSON (damaged)") from None
-            self._check_sources(shards)
             self._entries = {os.path.normpath(s["file"]): s for s in shards}
+            self._check_sources()
             for s in shards:
                 if not s["n_rows"]:
                     continue  # zero-row shards are not referenced by the virtual datasets
@@ -485,12 +485,12 @@ class DescriptorStore:
             self._f.close()
             raise
 
-    def _check_sources(self, shards):
+    def _check_sources(self):
         """Every virtual source, read from the virtual datasets themselves, must be a shard the
         master lists, inside this store's own shard folder: HDF5 follows any path it finds
         (absolute, ``../``), and a renamed copy's master still points at the original's shards."""
         own = os.path.basename(shard_dir(self.path))
-        listed = {os.path.normpath(s["file"]) for s in shards}
+        listed = self._entries
         for name, ds in self._f.items():
             if not getattr(ds, "is_virtual", False):
                 continue
